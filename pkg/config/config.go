@@ -1,0 +1,130 @@
+// Package config is the one configuration layer of every command: the TOML
+// file, the flags and the environment variables (FDFWD_*, and the FDWRD_*
+// spelling users of teleport-event-handler have in their files), merged with
+// precedence flag > environment > file > default, and validated.
+package config
+
+import "time"
+
+// Config is the whole configuration. Each command reads the parts it needs;
+// the zero value is not valid, use Default or Load.
+type Config struct {
+	// File is the TOML file the values came from ("" when none).
+	File string
+
+	Teleport TeleportConfig
+	Fluentd  FluentdConfig
+	NATS     NATSConfig
+	Ingest   IngestConfig
+	Sink     SinkConfig
+	Lock     LockConfig
+
+	// Storage is the state directory. With the embedded NATS server it holds
+	// JetStream's files, and with them every cursor.
+	Storage          string
+	Batch            int
+	Namespace        string
+	Types            []string
+	SkipEventTypes   []string
+	SkipSessionTypes []string
+	// StartTime is fixed on first run; zero means "not set".
+	StartTime       time.Time
+	Timeout         time.Duration
+	Cursor          string
+	Debug           bool
+	DryRun          bool
+	ExitOnLastEvent bool
+	Concurrency     int
+	WindowSize      time.Duration
+	// MetricsAddr is where /metrics, /healthz and /readyz are served ("" = off).
+	MetricsAddr string
+}
+
+// TeleportConfig is the [teleport] section.
+type TeleportConfig struct {
+	Addr            []string
+	Identity        string
+	CA              string
+	Cert            string
+	Key             string
+	RefreshEnabled  bool
+	RefreshInterval time.Duration
+	// ConnectRetries is how many times a start-up connection is tried before
+	// giving up; 0 retries forever with a log line per attempt.
+	ConnectRetries int
+}
+
+// FluentdConfig is the [fluentd] or [forward.fluentd] section.
+type FluentdConfig struct {
+	URL        string
+	SessionURL string
+	CA         string
+	Cert       string
+	Key        string
+	// KeyPassphrase opens an encrypted client key. Never logged.
+	KeyPassphrase     string
+	KeyPassphraseFile string
+	ServerName        string
+	InsecureHTTP      bool
+	DialTimeout       time.Duration
+	ResponseTimeout   time.Duration
+	MaxConns          int
+}
+
+// NATSConfig is the [nats] section.
+type NATSConfig struct {
+	// URL is a comma-separated server list; empty starts the embedded server.
+	URL      string
+	Creds    string
+	NKey     string
+	User     string
+	Password string // never logged
+	Token    string // never logged
+	CA       string
+	Cert     string
+	Key      string
+	// Listen is the embedded server's client address (default 127.0.0.1:4222).
+	Listen          string
+	AuditStream     string
+	SessionStream   string
+	StateBucket     string
+	Replicas        int
+	MaxAge          time.Duration
+	MaxBytes        int64
+	MaxMsgSize      int32
+	DuplicateWindow time.Duration
+}
+
+// IngestConfig is the [ingest] section.
+type IngestConfig struct {
+	MaxInFlight         int
+	SessionConcurrency  int
+	LeaseTTL            time.Duration
+	MissingRecordingTTL time.Duration
+	ProgressInterval    time.Duration
+}
+
+// SinkConfig is the [sink] section.
+type SinkConfig struct {
+	AuditConsumer   string
+	SessionConsumer string
+	FilterSubjects  []string
+	AckWait         time.Duration
+	MaxAckPending   int
+	MaxDeliver      int
+	BatchSize       int
+	BatchBytes      int
+	BatchWait       time.Duration
+	InFlight        int
+	ShutdownTimeout time.Duration
+	Gzip            bool
+}
+
+// LockConfig carries the lock-* keys of teleport-event-handler.
+type LockConfig struct {
+	Enabled             bool
+	FailedAttemptsCount int
+	Period              time.Duration
+	For                 time.Duration
+	ResetOnSuccess      bool
+}
