@@ -11,7 +11,7 @@ GOFLAGS_BUILD := -trimpath -ldflags '$(LDFLAGS)'
 COMMANDS := ingest fluentd-sink configure
 SIMS     := teleport-sim fluentd-sim
 
-.PHONY: all build test vet fmt-check unit bench bench-ingest bench-sink demo clean
+.PHONY: all build test vet fmt-check unit bench bench-ingest bench-sink demo clean release install image gen-example-mtls
 
 all: build
 
@@ -41,6 +41,30 @@ bench-ingest:
 
 bench-sink:
 	$(GO) test -run '^$$' -bench BenchmarkSink -benchtime 1x -timeout 30m ./pkg/sink/
+
+## release: static binaries for PLATFORMS packed into dist/*-bin.tar.gz with SHA256SUMS
+PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
+release:
+	GO=$(GO) sh deploy/release.sh '$(VERSION)' '$(COMMIT)' '$(PLATFORMS)'
+
+## install: copy the three commands to BINDIR (default /usr/local/bin)
+BINDIR ?= /usr/local/bin
+install: build
+	BINDIR='$(BINDIR)' SRCDIR='$(BIN)' sh deploy/install.sh
+
+## image: the container image (needs a Docker engine)
+IMAGE ?= teleport-event-bus:$(VERSION)
+image:
+	@command -v docker >/dev/null || { echo "make image: docker not found"; exit 1; }
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .
+
+## gen-example-mtls: example certificates and keys in example/keys (PASS=… KEYLEN=2048|4096)
+# server.key is encrypted with PASS (generated when unset; fluent.conf holds it).
+KEYLEN ?= 2048
+gen-example-mtls: build
+	@mkdir -p example/keys
+	@pass='$(PASS)'; [ -n "$$pass" ] || pass="$$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"; \
+	printf '%s\n' "$$pass" | $(BIN)/configure --force --length $(KEYLEN) example/keys
 
 clean:
 	rm -rf $(BIN) dist
