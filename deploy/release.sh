@@ -3,7 +3,7 @@
 # version and commit stamped in, packed with the install script, README,
 # licence, example config and deploy/ files, plus dist/SHA256SUMS.
 #
-#   deploy/release.sh VERSION COMMIT "linux/amd64 linux/arm64"
+#   [DIST=dir] deploy/release.sh VERSION COMMIT "linux/amd64 linux/arm64"
 set -eu
 
 VERSION="$1"
@@ -14,14 +14,15 @@ PKG="github.com/teleport-event-bus/teleport-event-bus"
 LDFLAGS="-s -w -X $PKG/pkg/version.Version=$VERSION -X $PKG/pkg/version.Commit=$COMMIT"
 
 cd "$(dirname "$0")/.."
-rm -rf dist
-mkdir -p dist
+DIST="${DIST:-dist}"
+rm -rf "$DIST"
+mkdir -p "$DIST"
 
 for platform in $PLATFORMS; do
 	os="${platform%/*}"
 	arch="${platform#*/}"
 	name="teleport-event-bus-$VERSION-$os-$arch"
-	stage="dist/stage/$name"
+	stage="$DIST/stage/$name"
 	mkdir -p "$stage"
 	echo "release: building $name"
 	CGO_ENABLED=0 GOOS="$os" GOARCH="$arch" "$GO" build -trimpath -ldflags "$LDFLAGS" \
@@ -33,8 +34,8 @@ for platform in $PLATFORMS; do
 	cp example/teleport-event-handler.toml "$stage/example/"
 	cp -R deploy "$stage/deploy"
 	rm -f "$stage/deploy/release.sh"
-	tar -C dist/stage -czf "dist/$name-bin.tar.gz" "$name"
+	tar -C "$DIST/stage" -czf "$DIST/$name-bin.tar.gz" "$name"
 done
-rm -rf dist/stage
-(cd dist && sha256sum -- *.tar.gz >SHA256SUMS)
-echo "release: wrote $(ls dist | tr '\n' ' ')"
+rm -rf "$DIST/stage"
+(cd "$DIST" && sha256sum -- *.tar.gz >SHA256SUMS)
+echo "release: wrote $(ls "$DIST" | tr '\n' ' ')"
