@@ -42,6 +42,10 @@ func tokens(s string) string {
 	}
 	parts := strings.Split(s, ".")
 	for i, p := range parts {
+		if p == "" {
+			parts[i] = "_"
+			continue
+		}
 		parts[i] = token(p)
 	}
 	return strings.Join(parts, ".")

@@ -1,0 +1,226 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+)
+
+// defaultMaxPayload is nats-server's default largest message.
+const defaultMaxPayload = 1 << 20
+
+// publishAckTimeout is how long JetStream waits for an async PubAck before
+// failing it (and the Publisher retrying it).
+const publishAckTimeout = 10 * time.Second
+
+// Bus is an open connection to JetStream, with the embedded server when this
+// process runs it. Close releases both.
+type Bus struct {
+	Conn *nats.Conn
+	JS   jetstream.JetStream
+	// Embedded is the in-process server, nil when connected to an external one.
+	Embedded *Embedded
+	// Cfg is the [nats] section with defaults applied (stream and bucket names).
+	Cfg config.NATSConfig
+
+	log zerolog.Logger
+
+	kvMu sync.Mutex
+	kv   jetstream.KeyValue
+}
+
+// Open connects to the bus. With embed set and no [nats] url it first starts
+// the embedded server, storing JetStream under storage and listening on
+// cfg.Listen; otherwise it connects to cfg.URL (or, when that is empty, to
+// the embedded server another process runs on cfg.Listen). It does not
+// create streams: call EnsureStreams for that.
+func Open(ctx context.Context, cfg config.NATSConfig, storage string, name string, log zerolog.Logger, embed bool) (*Bus, error) {
+	cfg = WithDefaults(cfg)
+	connCfg := cfg
+	var emb *Embedded
+	if embed && cfg.URL == "" {
+		var err error
+		emb, err = StartEmbedded(ctx, EmbeddedOptions{
+			Listen:     cfg.Listen,
+			StoreDir:   storage,
+			Token:      cfg.Token,
+			User:       cfg.User,
+			Password:   cfg.Password,
+			MaxPayload: maxPayloadFor(cfg.MaxMsgSize),
+			Log:        log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		connCfg.URL = emb.ClientURL()
+		log.Info().Str("url", connCfg.URL).Str("storage", emb.StoreDir()).Msg("embedded NATS server started")
+	}
+	nc, err := Connect(ctx, connCfg, name, log)
+	if err != nil {
+		emb.Shutdown()
+		return nil, err
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(publishAckTimeout))
+	if err != nil {
+		nc.Close()
+		emb.Shutdown()
+		return nil, fmt.Errorf("open JetStream: %w", err)
+	}
+	return &Bus{Conn: nc, JS: js, Embedded: emb, Cfg: cfg, log: log}, nil
+}
+
+// Close closes the connection and stops the embedded server, if any, waiting
+// for it to finish. Flush a Publisher before closing.
+func (b *Bus) Close() {
+	if b == nil {
+		return
+	}
+	if b.Conn != nil {
+		b.Conn.Close()
+	}
+	b.Embedded.Shutdown()
+}
+
+// Connect connects to NATS as described by cfg: a comma-separated URL list
+// (or nats://<cfg.Listen> when empty), a creds file, an NKey seed file, a
+// user and password or a token, and TLS with a CA and a client certificate.
+// The connection reconnects forever and logs each disconnect and reconnect
+// (never the credentials). A failed first connection is an error naming the
+// URL.
+func Connect(ctx context.Context, cfg config.NATSConfig, name string, log zerolog.Logger) (*nats.Conn, error) {
+	servers := serverList(cfg)
+	shown := redactURLs(servers)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", shown, err)
+	}
+	opts, err := connectOptions(cfg, name, log)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(strings.Join(servers, ","), opts...)
+	if err != nil {
+		if isAuthError(err) {
+			return nil, fmt.Errorf("connect to NATS at %s: NATS refused the credentials: %w", shown, err)
+		}
+		return nil, fmt.Errorf("connect to NATS at %s: %w", shown, err)
+	}
+	log.Debug().Str("url", nc.ConnectedUrlRedacted()).Str("name", name).Msg("connected to NATS")
+	return nc, nil
+}
+
+func connectOptions(cfg config.NATSConfig, name string, log zerolog.Logger) ([]nats.Option, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			ev := log.Warn().Str("url", nc.ConnectedUrlRedacted())
+			if err != nil {
+				ev = ev.Err(err)
+			}
+			ev.Msg("disconnected from NATS, reconnecting")
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info().Str("url", nc.ConnectedUrlRedacted()).Msg("reconnected to NATS")
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			ev := log.Error().Err(err)
+			if sub != nil {
+				ev = ev.Str("subject", sub.Subject)
+			}
+			ev.Msg("NATS asynchronous error")
+		}),
+	}
+	if cfg.Creds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.Creds))
+	}
+	if cfg.NKey != "" {
+		o, err := nats.NkeyOptionFromSeed(cfg.NKey)
+		if err != nil {
+			return nil, fmt.Errorf("read NATS nkey seed file %q: %w", cfg.NKey, err)
+		}
+		opts = append(opts, o)
+	}
+	if cfg.User != "" || cfg.Password != "" {
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	}
+	if cfg.Token != "" {
+		opts = append(opts, nats.Token(cfg.Token))
+	}
+	if cfg.CA != "" {
+		opts = append(opts, nats.RootCAs(cfg.CA))
+	}
+	if (cfg.Cert == "") != (cfg.Key == "") {
+		return nil, errors.New("NATS client TLS: set both [nats] cert and key, or neither")
+	}
+	if cfg.Cert != "" {
+		opts = append(opts, nats.ClientCert(cfg.Cert, cfg.Key))
+	}
+	return opts, nil
+}
+
+// serverList splits the comma-separated URL list, or points at the local
+// embedded server when there is none.
+func serverList(cfg config.NATSConfig) []string {
+	var out []string
+	for _, u := range strings.Split(cfg.URL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	if len(out) == 0 {
+		listen := cfg.Listen
+		if listen == "" {
+			listen = DefaultListen
+		}
+		out = []string{"nats://" + listen}
+	}
+	return out
+}
+
+// redactURLs joins the URLs for messages with any password replaced.
+func redactURLs(urls []string) string {
+	shown := make([]string, len(urls))
+	for i, s := range urls {
+		shown[i] = s
+		u, err := url.Parse(s)
+		if err != nil || u.User == nil {
+			continue
+		}
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		} else {
+			u.User = url.User("xxxxx") // a lone user part may be a token
+		}
+		shown[i] = u.String()
+	}
+	return strings.Join(shown, ",")
+}
+
+func isAuthError(err error) bool {
+	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired) {
+		return true
+	}
+	return strings.Contains(strings.ToLower(err.Error()), "authorization violation")
+}
+
+// maxPayloadFor sizes the embedded server's largest message so the stream's
+// maximum message size, headers included, can be published.
+func maxPayloadFor(maxMsgSize int32) int32 {
+	const headroom = 64 << 10
+	if maxMsgSize <= 0 || int64(maxMsgSize)+headroom <= defaultMaxPayload {
+		return 0
+	}
+	return maxMsgSize + headroom
+}

@@ -1,0 +1,148 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// EnsureStreams creates the audit, session and dead-letter streams, or
+// brings existing ones to the configured limits (max age, max bytes, max
+// message size, duplicate window, replicas), logging what changed. Running it
+// again changes nothing. An existing stream whose subjects, storage or
+// retention differ from what the bus needs, or whose change JetStream
+// refuses, is an error naming the stream and the setting; it is never
+// replaced.
+func (b *Bus) EnsureStreams(ctx context.Context) error {
+	for _, want := range StreamConfigs(b.Cfg) {
+		if err := b.ensureStream(ctx, want); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *Bus) ensureStream(ctx context.Context, want jetstream.StreamConfig) error {
+	s, err := b.JS.Stream(ctx, want.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err := b.JS.CreateStream(ctx, want); err != nil {
+			return fmt.Errorf("create stream %q for %s: %w", want.Name, strings.Join(want.Subjects, ","), err)
+		}
+		b.log.Info().Str("stream", want.Name).Strs("subjects", want.Subjects).Int("replicas", want.Replicas).Msg("stream created")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up stream %q: %w", want.Name, err)
+	}
+	have := s.CachedInfo().Config
+	if err := checkCompatible(have, want); err != nil {
+		return err
+	}
+	changes := limitChanges(have, want)
+	if len(changes) == 0 {
+		return nil
+	}
+	upd := have
+	upd.Replicas = want.Replicas
+	upd.MaxAge = want.MaxAge
+	upd.MaxBytes = want.MaxBytes
+	upd.MaxMsgSize = want.MaxMsgSize
+	upd.Duplicates = effectiveDuplicates(want)
+	if _, err := b.JS.UpdateStream(ctx, upd); err != nil {
+		return fmt.Errorf("stream %q exists with other settings and JetStream refused the change (%s): %w",
+			want.Name, strings.Join(changes, "; "), err)
+	}
+	b.log.Info().Str("stream", want.Name).Strs("changes", changes).Msg("stream settings updated")
+	return nil
+}
+
+// checkCompatible reports settings of an existing stream that the bus cannot
+// change without losing or misrouting data.
+func checkCompatible(have, want jetstream.StreamConfig) error {
+	hs, ws := slices.Clone(have.Subjects), slices.Clone(want.Subjects)
+	slices.Sort(hs)
+	slices.Sort(ws)
+	if !slices.Equal(hs, ws) {
+		return fmt.Errorf("stream %q exists with subjects [%s], but the bus needs [%s]: remove or rename the stream, or choose another name in [nats]",
+			want.Name, strings.Join(have.Subjects, ", "), strings.Join(want.Subjects, ", "))
+	}
+	if have.Storage != want.Storage {
+		return fmt.Errorf("stream %q exists with %s storage, but the bus needs %s storage: JetStream cannot change a stream's storage",
+			want.Name, have.Storage, want.Storage)
+	}
+	if have.Retention != want.Retention {
+		return fmt.Errorf("stream %q exists with %s retention, but the bus needs %s retention",
+			want.Name, have.Retention, want.Retention)
+	}
+	return nil
+}
+
+// limitChanges lists the limits that differ, as "setting old → new".
+func limitChanges(have, want jetstream.StreamConfig) []string {
+	var out []string
+	if have.Replicas != want.Replicas {
+		out = append(out, fmt.Sprintf("replicas %d → %d", have.Replicas, want.Replicas))
+	}
+	if have.MaxAge != want.MaxAge {
+		out = append(out, fmt.Sprintf("max age %s → %s", have.MaxAge, want.MaxAge))
+	}
+	if orUnlimited64(have.MaxBytes) != want.MaxBytes {
+		out = append(out, fmt.Sprintf("max bytes %d → %d", have.MaxBytes, want.MaxBytes))
+	}
+	if orUnlimited32(have.MaxMsgSize) != want.MaxMsgSize {
+		out = append(out, fmt.Sprintf("max message size %d → %d", have.MaxMsgSize, want.MaxMsgSize))
+	}
+	if d := effectiveDuplicates(want); have.Duplicates != d {
+		out = append(out, fmt.Sprintf("duplicate window %s → %s", have.Duplicates, d))
+	}
+	return out
+}
+
+// StreamInfo returns a stream's configuration and state (messages, bytes,
+// consumers), for status output.
+func (b *Bus) StreamInfo(ctx context.Context, name string) (*jetstream.StreamInfo, error) {
+	s, err := b.JS.Stream(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("stream %q: %w", name, err)
+	}
+	return s.CachedInfo(), nil
+}
+
+// StreamInfos returns the audit, session and dead-letter streams' info, in
+// that order, leaving out any that do not exist yet.
+func (b *Bus) StreamInfos(ctx context.Context) ([]*jetstream.StreamInfo, error) {
+	var out []*jetstream.StreamInfo
+	for _, c := range StreamConfigs(b.Cfg) {
+		info, err := b.StreamInfo(ctx, c.Name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+// ConsumerInfos returns the state (pending, ack floor, redeliveries) of every
+// consumer of a stream, for status output.
+func (b *Bus) ConsumerInfos(ctx context.Context, stream string) ([]*jetstream.ConsumerInfo, error) {
+	s, err := b.JS.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("stream %q: %w", stream, err)
+	}
+	lister := s.ListConsumers(ctx)
+	var out []*jetstream.ConsumerInfo
+	for info := range lister.Info() {
+		out = append(out, info)
+	}
+	if err := lister.Err(); err != nil {
+		return nil, fmt.Errorf("list consumers of stream %q: %w", stream, err)
+	}
+	return out, nil
+}
