@@ -56,8 +56,8 @@ func (s Stats) String() string {
 
 // counters are the request-level counts, updated without locks.
 type counters struct {
-	requests, connections, handshakeErrors atomic.Int64
-	dropped, rejected, errors, droppedConns  atomic.Int64
+	requests, connections, handshakeErrors  atomic.Int64
+	dropped, rejected, errors, droppedConns atomic.Int64
 }
 
 func (c *counters) fill(s *Stats) {
