@@ -1,0 +1,213 @@
+package configure
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// paths are the absolute locations the generated configs point at.
+type paths struct {
+	dir string
+	o   Options
+}
+
+func (p paths) file(name string) string { return filepath.Join(p.dir, name) }
+func (p paths) caCert() string          { return p.file(p.o.CAName + ".crt") }
+func (p paths) serverCert() string      { return p.file(p.o.ServerName + ".crt") }
+func (p paths) serverKey() string       { return p.file(p.o.ServerName + ".key") }
+func (p paths) clientCert() string      { return p.file(p.o.ClientName + ".crt") }
+func (p paths) clientKey() string       { return p.file(p.o.ClientName + ".key") }
+func (p paths) clientPass() string      { return p.file(p.o.ClientName + ".key.pass") }
+func (p paths) identity() string        { return p.file(IdentityFile) }
+func (p paths) storage() string         { return p.file("storage") }
+func (p paths) fluentdData() string     { return p.file("fluentd") }
+
+// fluentdBase is the https://host:port the sink posts to.
+func (p paths) fluentdBase() string {
+	return "https://" + net.JoinHostPort(fluentdHost(p.o), strconv.Itoa(DefaultFluentdPort))
+}
+
+// renderRole is the Teleport role and user for the ingest, as two YAML
+// documents for `tctl create -f`.
+func renderRole(lock bool) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, `kind: role
+version: v7
+metadata:
+  name: %[1]s
+spec:
+  allow:
+    rules:
+      - resources: ['event', 'session']
+        verbs: ['list', 'read']
+`, RoleName)
+	if lock {
+		b.WriteString(`      - resources: ['lock']
+        verbs: ['create', 'update']
+`)
+	}
+	fmt.Fprintf(&b, `---
+kind: user
+version: v2
+metadata:
+  name: %[1]s
+spec:
+  roles: ['%[1]s']
+`, RoleName)
+	return b.Bytes()
+}
+
+// fluentString quotes s as a Fluentd double-quoted string, in which a
+// backslash escapes and "#{" would run Ruby code.
+func fluentString(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, `#`, `\#`)
+	return `"` + r.Replace(s) + `"`
+}
+
+// renderFluentConf is a fluent.conf for Fluentd >= 1.12.4 (in_http on TLS).
+func renderFluentConf(p paths, serverPass []byte) ([]byte, error) {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, `# Fluentd >= 1.12.4 (TLS in in_http). Written by teleport-event-bus configure.
+# Start with: fluentd -c %[1]s
+
+<source>
+  @type http
+  port %[2]d
+  # Only local clients; use 0.0.0.0 to accept the sink from other hosts.
+  bind %[3]s
+
+  <transport tls>
+    ca_path %[4]s
+    cert_path %[5]s
+    private_key_path %[6]s
+    private_key_passphrase %[7]s
+    client_cert_auth true
+  </transport>
+
+  <parse>
+    @type json
+    json_parser oj
+    # Teleport's "time" is RFC 3339 with milliseconds; the rest after the
+    # seconds is ignored, and utc keeps the Fluentd host's zone out of it.
+    time_type string
+    time_format %%Y-%%m-%%dT%%H:%%M:%%S
+    utc true
+  </parse>
+</source>
+`, p.file(FluentConfFile), DefaultFluentdPort, DefaultFluentdBind,
+		fluentString(p.caCert()), fluentString(p.serverCert()), fluentString(p.serverKey()),
+		fluentString(string(serverPass)))
+	for _, m := range []struct{ tag, name string }{{"test.log", "audit"}, {"session.*.log", "session"}} {
+		fmt.Fprintf(&b, `
+<match %[1]s>
+  @type file
+  path %[2]s
+  append true
+  <format>
+    @type json
+  </format>
+  # A file buffer keeps accepted events across a Fluentd restart.
+  <buffer>
+    @type file
+    path %[3]s
+    flush_mode interval
+    flush_interval 1s
+    chunk_limit_size 8m
+    total_limit_size 1g
+    retry_forever true
+    retry_max_interval 30
+  </buffer>
+</match>
+`, m.tag, fluentString(filepath.Join(p.fluentdData(), m.name)), fluentString(filepath.Join(p.fluentdData(), "buffer", m.name)))
+	}
+	return b.Bytes(), nil
+}
+
+// tomlString quotes s as a TOML basic string.
+func tomlString(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\r", `\r`, "\t", `\t`)
+	return `"` + r.Replace(s) + `"`
+}
+
+// renderTOML is the configuration all three commands read, in the older
+// tool's layout plus the [nats], [ingest] and [sink] sections.
+func renderTOML(p paths) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, `# teleport-event-handler.toml, read by ingest, fluentd-sink (and the older
+# teleport-event-handler). Every key also has a flag and an FDFWD_* variable.
+
+# State directory: with the embedded NATS server it holds JetStream's files,
+# and with them every cursor.
+storage = %[1]s
+# Poll interval once caught up.
+timeout = "5s"
+# Events per page on the search path.
+batch = 20
+namespace = "default"
+# types = ["user.login", "session.upload"]
+# skip-event-types = []
+# skip-session-types = ["print"]
+# start-time = "2025-01-01T00:00:00Z"
+
+[forward.fluentd]
+ca = %[2]s
+cert = %[3]s
+key = %[4]s
+`, tomlString(p.storage()), tomlString(p.caCert()), tomlString(p.clientCert()), tomlString(p.clientKey()))
+	if p.o.EncryptClientKey {
+		fmt.Fprintf(&b, "key-passphrase-file = %s\n", tomlString(p.clientPass()))
+	}
+	fmt.Fprintf(&b, `url = %[1]s
+# Each session's events go to <session-url>.<session id>.log.
+session-url = %[2]s
+
+[teleport]
+addr = %[3]s
+# Written by: tctl auth sign --format=file --user=%[4]s --out=%[5]s
+identity = %[5]s
+
+[nats]
+# Empty: ingest runs an embedded NATS server, storing under "storage" and
+# listening on "listen". Set a server list (nats://a:4222,nats://b:4222) to
+# use a cluster instead.
+url = ""
+listen = %[6]s
+# creds = "/path/to/user.creds"
+# audit-stream = "TELEPORT_AUDIT"
+# session-stream = "TELEPORT_SESSIONS"
+# state-bucket = "teleport_event_bus"
+# replicas = 1
+# duplicate-window = "2m"
+
+[ingest]
+# max-in-flight = 256
+# lease-ttl = "10s"
+# missing-recording-ttl = "48h"
+
+[sink]
+# audit-consumer = "fluentd-sink-audit"
+# session-consumer = "fluentd-sink-sessions"
+# batch-size = 100
+# max-deliver = 10
+# ack-wait = "30s"
+`, tomlString(p.fluentdBase()+"/test.log"), tomlString(p.fluentdBase()+"/session"),
+		tomlString(p.o.TeleportAddr), RoleName, tomlString(p.identity()), tomlString(defaultNATSListen))
+	if p.o.Lock {
+		b.WriteString(`
+[lock]
+# The role allows creating locks: lock users after repeated failed logins.
+enabled = true
+# failed-attempts-count = 3
+# period = "1m"
+# for = "0s"
+`)
+	}
+	return b.Bytes()
+}
+
+// defaultNATSListen is the embedded server's client address.
+const defaultNATSListen = "127.0.0.1:4222"

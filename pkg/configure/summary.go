@@ -1,0 +1,63 @@
+package configure
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// printSummary tells the user what was written and what to run next. It
+// never prints a passphrase: that lives in fluent.conf (and client.key.pass).
+func printSummary(o Options, res Result) error {
+	p := paths{dir: res.Dir, o: o}
+	w := &errWriter{w: o.Out}
+	w.printf("Wrote %d files to %s:\n", len(res.Files), res.Dir)
+	for _, f := range res.Files {
+		mode := "?"
+		if fi, err := os.Stat(f); err == nil {
+			mode = fmt.Sprintf("%04o", fi.Mode().Perm())
+		}
+		w.printf("  %s  %s\n", mode, filepath.Base(f))
+	}
+	source := "a generated passphrase"
+	if res.PassphraseFromStdin {
+		source = "the passphrase read from stdin"
+	}
+	w.printf("\n%s is encrypted with %s; fluent.conf holds it.\n", filepath.Base(p.serverKey()), source)
+	if o.EncryptClientKey {
+		w.printf("%s is encrypted; its passphrase is in %s.\n", filepath.Base(p.clientKey()), filepath.Base(p.clientPass()))
+	}
+	w.printf(`
+Next steps:
+  1. Create the Teleport role and user:
+       tctl create -f %[1]s
+  2. Sign the ingest's identity (renew it before it expires):
+       tctl auth sign --format=file --user=%[2]s --out=%[3]s --ttl=%[4]s
+  3. Start Fluentd (>= 1.12.4):
+       fluentd -c %[5]s
+  4. Start the ingest (embedded NATS server) and the sink:
+       ingest --config %[6]s
+       fluentd-sink --config %[6]s
+`, filepath.Join(res.Dir, RoleFile), RoleName, p.identity(), identityTTL(o), filepath.Join(res.Dir, FluentConfFile), filepath.Join(res.Dir, TOMLFile))
+	return w.err
+}
+
+// identityTTL is the --ttl suggested for `tctl auth sign`: the
+// certificates' lifetime in hours, which Teleport caps at the role's
+// max_session_ttl.
+func identityTTL(o Options) string {
+	return fmt.Sprintf("%dh", int(o.TTL.Hours()))
+}
+
+// errWriter keeps the first write error so the summary is one check.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) printf(format string, args ...any) {
+	if e.err == nil {
+		_, e.err = fmt.Fprintf(e.w, format, args...)
+	}
+}
