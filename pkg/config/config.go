@@ -38,6 +38,45 @@ type Config struct {
 	WindowSize      time.Duration
 	// MetricsAddr is where /metrics, /healthz and /readyz are served ("" = off).
 	MetricsAddr string
+
+	// Configure holds the arguments and flags of the configure command;
+	// they are not TOML keys.
+	Configure ConfigureOptions
+
+	// sources records where each key's value came from, for error messages.
+	sources map[string]source
+	// only is the command the config was loaded for (0: all); it selects
+	// what MarshalZerologObject shows.
+	only cmdSet
+}
+
+// ConfigureOptions are the arguments and flags of
+// `configure <out-dir> [teleport-addr [ca-name [server-name [client-name]]]]`.
+// The three names are the base names of the certificate and key files, as
+// in teleport-event-handler (ca.crt/ca.key, server.crt/…, client.crt/…).
+type ConfigureOptions struct {
+	// OutDir is where the files are written (required).
+	OutDir string
+	// TeleportAddr goes into the generated TOML's [teleport] addr.
+	TeleportAddr string
+	CAName       string
+	ServerName   string
+	ClientName   string
+	// TTL is the certificates' lifetime.
+	TTL time.Duration
+	// DNSNames and IPs are the server certificate's subjectAltNames.
+	DNSNames []string
+	IPs      []string
+	// Length is the RSA key size in bits (2048 or 4096).
+	Length int
+	// KeyType is "rsa" or "ecdsa" (P-256).
+	KeyType string
+	// EncryptClientKey also encrypts client.key with the passphrase.
+	EncryptClientKey bool
+	// Force overwrites existing files.
+	Force bool
+	// Lock adds lock create/update to the generated Teleport role.
+	Lock bool
 }
 
 // TeleportConfig is the [teleport] section.

@@ -1,0 +1,85 @@
+package config
+
+import "time"
+
+// Default values that other packages refer to.
+const (
+	DefaultTeleportAddr = "localhost:3025"
+	DefaultNATSListen   = "127.0.0.1:4222"
+	// DefaultDuplicateWindow is JetStream's dedup window: an ingest that
+	// crashes and re-publishes within it adds no duplicates. Longer costs
+	// the server memory for every message id in the window.
+	DefaultDuplicateWindow = 2 * time.Minute
+	// DefaultMaxMsgSize matches nats-server's default max_payload (1 MiB).
+	DefaultMaxMsgSize = 1 << 20
+)
+
+// Default is the configuration before any file, environment variable or
+// flag is applied. Values the older teleport-event-handler had keep its
+// defaults (batch 20, timeout 5s, concurrency 5, window 24h, lock 3/1m).
+func Default() Config {
+	return Config{
+		Teleport: TeleportConfig{
+			Addr:            []string{DefaultTeleportAddr},
+			RefreshInterval: time.Minute,
+			ConnectRetries:  0,
+		},
+		Fluentd: FluentdConfig{
+			DialTimeout:     10 * time.Second,
+			ResponseTimeout: 30 * time.Second,
+			MaxConns:        8,
+		},
+		NATS: NATSConfig{
+			Listen:          DefaultNATSListen,
+			AuditStream:     "TELEPORT_AUDIT",
+			SessionStream:   "TELEPORT_SESSIONS",
+			StateBucket:     "teleport_event_bus",
+			Replicas:        1,
+			MaxAge:          0,
+			MaxBytes:        -1,
+			MaxMsgSize:      DefaultMaxMsgSize,
+			DuplicateWindow: DefaultDuplicateWindow,
+		},
+		Ingest: IngestConfig{
+			MaxInFlight:         256,
+			SessionConcurrency:  0,
+			LeaseTTL:            10 * time.Second,
+			MissingRecordingTTL: 48 * time.Hour,
+			ProgressInterval:    5 * time.Second,
+		},
+		Sink: SinkConfig{
+			AuditConsumer:   "fluentd-sink-audit",
+			SessionConsumer: "fluentd-sink-sessions",
+			AckWait:         30 * time.Second,
+			MaxAckPending:   10_000,
+			MaxDeliver:      10,
+			BatchSize:       100,
+			BatchBytes:      1 << 20,
+			BatchWait:       200 * time.Millisecond,
+			InFlight:        4,
+			ShutdownTimeout: 30 * time.Second,
+		},
+		Lock: LockConfig{
+			FailedAttemptsCount: 3,
+			Period:              time.Minute,
+			For:                 0,
+		},
+		Storage:          "./storage",
+		Batch:            20,
+		Namespace:        "default",
+		SkipSessionTypes: []string{"print"},
+		Timeout:          5 * time.Second,
+		Concurrency:      5,
+		WindowSize:       24 * time.Hour,
+		Configure: ConfigureOptions{
+			TeleportAddr: DefaultTeleportAddr,
+			CAName:       "ca",
+			ServerName:   "server",
+			ClientName:   "client",
+			TTL:          87600 * time.Hour,
+			DNSNames:     []string{"localhost"},
+			Length:       2048,
+			KeyType:      "rsa",
+		},
+	}
+}

@@ -1,0 +1,419 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// validate runs the checks of every key of the commands in set, then the
+// checks between keys. checkFiles also requires named files to exist.
+func (c *Config) validate(set cmdSet, checkFiles bool) error {
+	for _, k := range keys {
+		if k.cmds&set == 0 {
+			continue
+		}
+		if k.check != nil {
+			if err := k.check(c, k); err != nil {
+				return err
+			}
+		}
+		if checkFiles && k.path {
+			if err := c.checkFile(k); err != nil {
+				return err
+			}
+		}
+	}
+	if set&forIngest != 0 {
+		if err := c.checkTeleportCredentials(checkFiles); err != nil {
+			return err
+		}
+	}
+	if set&forSink != 0 {
+		if err := c.checkFluentd(checkFiles); err != nil {
+			return err
+		}
+	}
+	if set&(forIngest|forSink) != 0 {
+		if err := c.checkNATSAuth(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkFile requires the file named by k, when set, to exist and be a file.
+func (c *Config) checkFile(k *key) error {
+	p := k.format(c)
+	if p == "" {
+		return nil
+	}
+	st, err := os.Stat(p)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return c.errAt(k, "file %q does not exist", p)
+	case err != nil:
+		return c.errAt(k, "cannot read file %q: %v", p, unwrapPathError(err))
+	case st.IsDir():
+		return c.errAt(k, "%q is a directory, not a file", p)
+	}
+	return nil
+}
+
+// set reports whether the key has a non-empty value.
+func (c *Config) set(name string) bool { return byName[name].format(c) != "" }
+
+// checkTeleportCredentials: an identity file, or cert, key and ca together.
+func (c *Config) checkTeleportCredentials(required bool) error {
+	trio := []string{"teleport.cert", "teleport.key", "teleport.ca"}
+	var have, missing []string
+	for _, n := range trio {
+		if c.set(n) {
+			have = append(have, n)
+		} else {
+			missing = append(missing, n)
+		}
+	}
+	if c.set("teleport.identity") && len(have) > 0 {
+		for _, n := range []string{"teleport.cert", "teleport.key"} {
+			if c.set(n) {
+				return c.errAt(byName[n], "conflicts with \"teleport.identity\": use an identity file, or a certificate, key and CA, not both")
+			}
+		}
+		return c.errAt(byName["teleport.ca"], "conflicts with \"teleport.identity\": the identity file carries the CA")
+	}
+	if len(have) > 0 && len(missing) > 0 {
+		return c.errAt(byName[have[0]], "needs %s as well (teleport.cert, teleport.key and teleport.ca go together)", quoteJoin(missing))
+	}
+	if required && len(have) == 0 && !c.set("teleport.identity") {
+		return c.requiredErr("no Teleport credentials: set \"teleport.identity\" (--teleport-identity, FDFWD_TELEPORT_IDENTITY), or \"teleport.cert\", \"teleport.key\" and \"teleport.ca\"")
+	}
+	return nil
+}
+
+// checkFluentd: a URL to deliver to, client cert and key together, one
+// way to give the key's passphrase.
+func (c *Config) checkFluentd(required bool) error {
+	if required && !c.set("fluentd.url") {
+		return c.requiredErr("key \"fluentd.url\" is required: set it in [fluentd] or [forward.fluentd], --fluentd-url or FDFWD_FLUENTD_URL")
+	}
+	if required && !c.set("fluentd.session-url") {
+		return c.requiredErr("key \"fluentd.session-url\" is required: set it in [fluentd] or [forward.fluentd], --fluentd-session-url or FDFWD_FLUENTD_SESSION_URL")
+	}
+	if c.set("fluentd.cert") != c.set("fluentd.key") {
+		if c.set("fluentd.cert") {
+			return c.errAt(byName["fluentd.cert"], "needs \"fluentd.key\" as well")
+		}
+		return c.errAt(byName["fluentd.key"], "needs \"fluentd.cert\" as well")
+	}
+	if c.set("fluentd.key-passphrase") && c.set("fluentd.key-passphrase-file") {
+		return c.errAt(byName["fluentd.key-passphrase-file"], "conflicts with \"fluentd.key-passphrase\": give the passphrase one way")
+	}
+	return nil
+}
+
+// checkNATSAuth: one way to authenticate; TLS cert and key together.
+func (c *Config) checkNATSAuth() error {
+	var ways []string
+	for _, n := range []string{"nats.creds", "nats.nkey", "nats.user", "nats.token"} {
+		if c.set(n) {
+			ways = append(ways, n)
+		}
+	}
+	if len(ways) > 1 {
+		return c.errAt(byName[ways[1]], "conflicts with %q: choose one way to authenticate to NATS", ways[0])
+	}
+	if c.set("nats.password") && !c.set("nats.user") {
+		return c.errAt(byName["nats.password"], "needs \"nats.user\" as well")
+	}
+	if c.set("nats.user") && !c.set("nats.password") {
+		return c.errAt(byName["nats.user"], "needs \"nats.password\" as well")
+	}
+	if c.set("nats.cert") != c.set("nats.key") {
+		if c.set("nats.cert") {
+			return c.errAt(byName["nats.cert"], "needs \"nats.key\" as well")
+		}
+		return c.errAt(byName["nats.key"], "needs \"nats.cert\" as well")
+	}
+	return nil
+}
+
+// requiredErr is a missing-setting error, naming the file when there is one.
+func (c *Config) requiredErr(msg string) *Error {
+	if c.File != "" {
+		return &Error{Where: "config " + c.File, Msg: msg}
+	}
+	return &Error{Msg: msg}
+}
+
+func quoteJoin(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = strconv.Quote(n)
+	}
+	return strings.Join(q, " and ")
+}
+
+// intValue reads any integer field.
+func intValue(p any) int64 {
+	switch p := p.(type) {
+	case *int:
+		return int64(*p)
+	case *int64:
+		return *p
+	case *int32:
+		return int64(*p)
+	}
+	return 0
+}
+
+func intRange(lo, hi int64) func(*Config, *key) error {
+	return func(c *Config, k *key) error {
+		if v := intValue(k.field(c)); v < lo || v > hi {
+			return c.errAt(k, "must be %d..%d, got %d", lo, hi, v)
+		}
+		return nil
+	}
+}
+
+func minDuration(lo time.Duration) func(*Config, *key) error {
+	return func(c *Config, k *key) error {
+		if d := *k.field(c).(*time.Duration); d < lo {
+			return c.errAt(k, "must be at least %s, got %s", lo, d)
+		}
+		return nil
+	}
+}
+
+func positive(c *Config, k *key) error {
+	if d := *k.field(c).(*time.Duration); d <= 0 {
+		return c.errAt(k, "must be a positive duration, got %s", d)
+	}
+	return nil
+}
+
+func nonNegative(c *Config, k *key) error {
+	if d := *k.field(c).(*time.Duration); d < 0 {
+		return c.errAt(k, "must not be negative, got %s", d)
+	}
+	return nil
+}
+
+func nonEmpty(c *Config, k *key) error {
+	if strings.TrimSpace(k.format(c)) == "" {
+		return c.errAt(k, "must not be empty")
+	}
+	return nil
+}
+
+func checkMaxBytes(c *Config, k *key) error {
+	if v := c.NATS.MaxBytes; v == 0 || v < -1 {
+		return c.errAt(k, "must be -1 (unlimited) or a positive number of bytes, got %d", v)
+	}
+	return nil
+}
+
+func checkMaxMsgSize(c *Config, k *key) error {
+	if v := c.NATS.MaxMsgSize; v < 1024 || v > 64<<20 {
+		return c.errAt(k, "must be 1024..%d (64 MiB), got %d", 64<<20, v)
+	}
+	return nil
+}
+
+// checkHostPort validates host:port with a port in 0..65535 (port 0 picks
+// a free port); emptyOK allows "" (off).
+func checkHostPort(emptyOK bool) func(*Config, *key) error {
+	return func(c *Config, k *key) error {
+		v := k.format(c)
+		if v == "" {
+			if emptyOK {
+				return nil
+			}
+			return c.errAt(k, "must not be empty")
+		}
+		if msg := hostPortProblem(v); msg != "" {
+			return c.errAt(k, "%s", msg)
+		}
+		return nil
+	}
+}
+
+// hostPortProblem says what is wrong with a host:port, "" when nothing.
+func hostPortProblem(v string) string {
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return fmt.Sprintf("must be host:port, got %q", v)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Sprintf("port must be 0..65535, got %q", port)
+	}
+	return ""
+}
+
+func checkTeleportAddr(c *Config, k *key) error {
+	if len(c.Teleport.Addr) == 0 {
+		return c.errAt(k, "must not be empty")
+	}
+	for _, a := range c.Teleport.Addr {
+		if strings.Contains(a, "://") {
+			return c.errAt(k, "must be host:port without a scheme, got %q", a)
+		}
+		if msg := hostPortProblem(a); msg != "" {
+			return c.errAt(k, "%s", msg)
+		}
+	}
+	return nil
+}
+
+// checkFluentdURL requires an absolute https URL, or http with insecure-http.
+func checkFluentdURL(c *Config, k *key) error {
+	raw := k.format(c)
+	if raw == "" {
+		return nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return c.errAt(k, "malformed URL %q: %v", raw, unwrapURLError(err))
+	}
+	if u.Host == "" {
+		return c.errAt(k, "must be an absolute URL such as https://fluentd:8888/test.log, got %q", raw)
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !c.Fluentd.InsecureHTTP {
+			return c.errAt(k, "%q is plain http: use https, or set insecure-http = true (--insecure-http) to allow it", raw)
+		}
+	default:
+		return c.errAt(k, "scheme must be https, got %q", u.Scheme)
+	}
+	if msg := portProblem(u); msg != "" {
+		return c.errAt(k, "%s", msg)
+	}
+	return nil
+}
+
+func portProblem(u *url.URL) string {
+	p := u.Port()
+	if p == "" {
+		return ""
+	}
+	if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+		return fmt.Sprintf("port must be 1..65535, got %q", p)
+	}
+	return ""
+}
+
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// checkNATSURL validates each URL of the comma-separated list.
+func checkNATSURL(c *Config, k *key) error {
+	for _, raw := range splitList(c.NATS.URL) {
+		if !strings.Contains(raw, "://") {
+			if msg := hostPortProblem(raw); msg != "" {
+				return c.errAt(k, "%q: must be a URL such as nats://host:4222 or host:port", raw)
+			}
+			continue
+		}
+		u, err := url.Parse(raw)
+		if err != nil {
+			return c.errAt(k, "malformed URL %q: %v", redactURL(raw), unwrapURLError(err))
+		}
+		switch u.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return c.errAt(k, "scheme must be nats, tls, ws or wss, got %q", u.Scheme)
+		}
+		if u.Host == "" {
+			return c.errAt(k, "URL %q has no host", redactURL(raw))
+		}
+		if msg := portProblem(u); msg != "" {
+			return c.errAt(k, "%s", msg)
+		}
+	}
+	return nil
+}
+
+// checkName validates a JetStream stream, consumer or bucket name.
+func checkName(c *Config, k *key) error {
+	v := k.format(c)
+	if v == "" {
+		return c.errAt(k, "must not be empty")
+	}
+	if strings.ContainsAny(v, " \t\r\n.*>/\\") {
+		return c.errAt(k, "%q must not contain spaces, '.', '*', '>', '/' or '\\'", v)
+	}
+	return nil
+}
+
+// checkSubjects validates filter subjects: under audit.> or session.>.
+func checkSubjects(c *Config, k *key) error {
+	for _, s := range c.Sink.FilterSubjects {
+		if !strings.HasPrefix(s, "audit.") && !strings.HasPrefix(s, "session.") {
+			return c.errAt(k, "subject %q must start with \"audit.\" or \"session.\"", s)
+		}
+		if strings.Contains(s, "..") || strings.HasSuffix(s, ".") || strings.ContainsAny(s, " \t") {
+			return c.errAt(k, "subject %q is malformed", s)
+		}
+	}
+	return nil
+}
+
+func checkBaseName(c *Config, k *key) error {
+	v := k.format(c)
+	if v == "" || strings.ContainsAny(v, `/\`) || v == "." || v == ".." {
+		return c.errAt(k, "must be a file base name such as \"ca\", got %q", v)
+	}
+	return nil
+}
+
+func checkIPs(c *Config, k *key) error {
+	for _, ip := range c.Configure.IPs {
+		if net.ParseIP(ip) == nil {
+			return c.errAt(k, "%q is not an IP address", ip)
+		}
+	}
+	return nil
+}
+
+func checkLength(c *Config, k *key) error {
+	if l := c.Configure.Length; l != 2048 && l != 4096 {
+		return c.errAt(k, "must be 2048 or 4096, got %d", l)
+	}
+	return nil
+}
+
+func checkKeyType(c *Config, k *key) error {
+	switch c.Configure.KeyType {
+	case "rsa", "ecdsa":
+		return nil
+	}
+	return c.errAt(k, "must be rsa or ecdsa, got %q", c.Configure.KeyType)
+}
+
+// redactURL hides a URL's password.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		if i := strings.Index(raw, "@"); i >= 0 && strings.Contains(raw[:i], ":") {
+			return "[redacted]" + raw[i:]
+		}
+		return raw
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), "redacted")
+	}
+	return u.String()
+}
