@@ -293,6 +293,8 @@ func handshake(t *testing.T, serverCfg, clientCfg *tls.Config) (clientErr, serve
 		}
 		return nil
 	}()
+	// Unblocks Accept if the client never connected.
+	ln.Close()
 	serverErr = g.Wait()
 	return clientErr, serverErr
 }
