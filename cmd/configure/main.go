@@ -1,15 +1,20 @@
-// Command configure: Write mTLS certificates, the Teleport role, fluent.conf and the TOML configuration.
-// Flags, environment variables and the TOML file are described by
-// `configure --help` and docs/configuration.md.
+// Command configure writes what a new installation needs: the mTLS
+// certificates for the sink → Fluentd link, the Teleport role and user,
+// fluent.conf and teleport-event-handler.toml. Its arguments and flags are
+// described by `configure --help` and docs/configuration.md.
 package main
 
 import (
 	"context"
-	"errors"
+	"net"
+	"os"
 
 	"github.com/rs/zerolog"
 
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/certs"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/configure"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/logging"
 )
 
 func main() {
@@ -17,6 +22,32 @@ func main() {
 		"Write mTLS certificates, the Teleport role, fluent.conf and the TOML configuration", run))
 }
 
-func run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
-	return errors.New("configure is not wired yet")
+func run(ctx context.Context, cfg *config.Config, _ zerolog.Logger) error {
+	o := cfg.Configure
+	ips := make([]net.IP, 0, len(o.IPs))
+	for _, s := range o.IPs {
+		ips = append(ips, net.ParseIP(s)) // validated by config.Load
+	}
+	_, err := configure.Run(ctx, configure.Options{
+		OutDir:           o.OutDir,
+		TeleportAddr:     o.TeleportAddr,
+		TTL:              o.TTL,
+		DNSNames:         o.DNSNames,
+		IPs:              ips,
+		KeyType:          certs.KeyType(o.KeyType),
+		RSABits:          o.Length,
+		EncryptClientKey: o.EncryptClientKey,
+		Force:            o.Force,
+		Lock:             o.Lock,
+		CACommonName:     o.CACommonName,
+		ServerCommonName: o.ServerCommonName,
+		ClientCommonName: o.ClientCommonName,
+		CAName:           o.CAName,
+		ServerName:       o.ServerName,
+		ClientName:       o.ClientName,
+		Stdin:            os.Stdin,
+		StdinIsTerminal:  logging.IsTerminal(os.Stdin),
+		Out:              os.Stdout,
+	})
+	return err
 }

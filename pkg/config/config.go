@@ -62,6 +62,12 @@ type ConfigureOptions struct {
 	CAName       string
 	ServerName   string
 	ClientName   string
+	// CACommonName, ServerCommonName and ClientCommonName are the
+	// certificates' subject common names; empty leaves the choice to
+	// package configure.
+	CACommonName     string
+	ServerCommonName string
+	ClientCommonName string
 	// TTL is the certificates' lifetime.
 	TTL time.Duration
 	// DNSNames and IPs are the server certificate's subjectAltNames.
