@@ -1,0 +1,77 @@
+package ingest
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
+)
+
+// sessionUploadType is the event that says a recording is ready.
+const sessionUploadType = "session.upload"
+
+// toEvent turns a Teleport event into a bus event. The body is the event's
+// unstructured JSON as Teleport returned it.
+func toEvent(u *auditlogpb.EventUnstructured) (bus.Event, error) {
+	if u == nil {
+		return bus.Event{}, fmt.Errorf("empty event from teleport")
+	}
+	body, err := protojson.Marshal(u.GetUnstructured())
+	if err != nil {
+		return bus.Event{}, fmt.Errorf("encode event %q (%s): %w", u.GetId(), u.GetType(), err)
+	}
+	e := bus.Event{
+		ID:    u.GetId(),
+		Type:  u.GetType(),
+		JSON:  body,
+		Index: u.GetIndex(),
+	}
+	if ts := u.GetTime(); ts != nil {
+		e.Time = ts.AsTime().UTC()
+	}
+	if e.Type == "" {
+		e.Type = stringField(u, "event")
+	}
+	return e, nil
+}
+
+// toSessionEvent is toEvent for one event of session sid's recording.
+func toSessionEvent(sid string, u *auditlogpb.EventUnstructured) (bus.Event, error) {
+	e, err := toEvent(u)
+	if err != nil {
+		return e, fmt.Errorf("session %s: %w", sid, err)
+	}
+	e.Session = true
+	e.SessionID = sid
+	return e, nil
+}
+
+// stringField returns a top-level string field of the event ("" if absent).
+func stringField(u *auditlogpb.EventUnstructured, key string) string {
+	return u.GetUnstructured().GetFields()[key].GetStringValue()
+}
+
+// filter decides which audit events are published: `types` (when set)
+// lists the wanted types, `skip-event-types` the unwanted ones, and events
+// older than start-time are dropped (the first export date starts at
+// midnight).
+type filter struct {
+	types []string
+	skip  []string
+	since time.Time
+}
+
+// keep reports whether an audit event passes the filter.
+func (f filter) keep(typ string, at time.Time) bool {
+	if !f.since.IsZero() && !at.IsZero() && at.Before(f.since) {
+		return false
+	}
+	if len(f.types) > 0 && !slices.Contains(f.types, typ) {
+		return false
+	}
+	return !slices.Contains(f.skip, typ)
+}

@@ -1,0 +1,210 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"time"
+
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/teleport"
+)
+
+// stragglerDays is how many past dates are listed again on every poll,
+// because Teleport can add chunks to a recent date after it ended.
+const stragglerDays = 3
+
+// commitEvery is how often a reader saves its acknowledged position while
+// events flow; a crash re-reads at most this much, which JetStream's dedup
+// window absorbs.
+const commitEvery = time.Second
+
+// errBulkUnsupported says the server has no bulk export API.
+var errBulkUnsupported = errors.New("bulk export API not implemented by the server")
+
+// exporter reads the audit log through the bulk export API: for each UTC
+// date from start-time to today, the date's chunks in parallel, each from
+// its saved cursor.
+type exporter struct {
+	in *ingester
+}
+
+// pass exports every chunk that is not done yet, listing each open date
+// once. It returns errBulkUnsupported when the server answers
+// NotImplemented.
+func (x *exporter) pass(ctx context.Context, now time.Time) error {
+	in := x.in
+	dates := datesBetween(in.start, now)
+	in.prog.setDates(len(dates), x.closedCount(dates))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(in.concurrency())
+	var open []time.Time
+	for _, d := range dates {
+		if x.closed(d) {
+			continue
+		}
+		chunks, err := x.listChunks(gctx, d)
+		if err != nil {
+			_ = g.Wait()
+			return err
+		}
+		open = append(open, d)
+		for _, c := range chunks {
+			var cs chunkState
+			if _, err := in.st.get(chunkKey(d, c), &cs); err != nil {
+				_ = g.Wait()
+				return err
+			}
+			if cs.Done {
+				continue
+			}
+			g.Go(func() error { return x.exportChunk(gctx, d, c, cs) })
+		}
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return x.closeDates(ctx, open, now)
+}
+
+// listChunks lists a date's chunks.
+func (x *exporter) listChunks(ctx context.Context, date time.Time) ([]string, error) {
+	s := x.in.src.GetEventExportChunks(ctx, &auditlogpb.GetEventExportChunksRequest{Date: timestamppb.New(date)})
+	var chunks []string
+	for s.Next() {
+		chunks = append(chunks, s.Item().GetChunk())
+	}
+	if err := s.Done(); err != nil {
+		if teleport.IsNotImplemented(err) {
+			return nil, fmt.Errorf("%w: %v", errBulkUnsupported, err)
+		}
+		return nil, fmt.Errorf("list export chunks of %s: %w", date.Format(time.DateOnly), err)
+	}
+	return chunks, nil
+}
+
+// exportChunk publishes one chunk's events from its saved cursor, saving
+// the cursor as PubAcks arrive and marking the chunk done at its end.
+func (x *exporter) exportChunk(ctx context.Context, date time.Time, chunk string, cs chunkState) error {
+	in := x.in
+	key := chunkKey(date, chunk)
+	cs.Chunk = chunk
+	tr := newTracker(cs.Cursor)
+	var published atomic.Int64
+	commit := func(ctx context.Context, done bool) error {
+		cur, moved, err := tr.position()
+		if err != nil {
+			return err
+		}
+		if !moved && !done {
+			return nil
+		}
+		cs.Cursor, cs.Done = cur, done
+		cs.Events += published.Swap(0)
+		return in.st.put(ctx, key, cs)
+	}
+	s := in.src.ExportUnstructuredEvents(ctx, &auditlogpb.ExportUnstructuredEventsRequest{
+		Date: timestamppb.New(date), Chunk: chunk, Cursor: cs.Cursor,
+	})
+	defer func() { _ = s.Done() }()
+	last := time.Now()
+	for s.Next() {
+		item := s.Item()
+		if err := tr.failed(); err != nil {
+			return err
+		}
+		if err := handleAudit(ctx, in, item.GetEvent(), tr, item.GetCursor(), &published); err != nil {
+			return fmt.Errorf("export %s chunk %q: %w", date.Format(time.DateOnly), chunk, err)
+		}
+		if time.Since(last) >= commitEvery {
+			last = time.Now()
+			if err := commit(ctx, false); err != nil {
+				return err
+			}
+		}
+	}
+	readErr := s.Done()
+	if err := in.out.flush(ctx); err != nil {
+		return err
+	}
+	if readErr != nil && !errors.Is(readErr, io.EOF) {
+		// Save what was acknowledged so the retry starts there.
+		if err := commit(ctx, false); err != nil {
+			return err
+		}
+		return fmt.Errorf("export %s chunk %q: %w", date.Format(time.DateOnly), chunk, readErr)
+	}
+	if err := commit(ctx, true); err != nil {
+		return err
+	}
+	in.prog.chunkDone()
+	return nil
+}
+
+// closedCount counts the dates not listed any more.
+func (x *exporter) closedCount(dates []time.Time) int {
+	n := 0
+	for _, d := range dates {
+		if x.closed(d) {
+			n++
+		}
+	}
+	return n
+}
+
+// closed reports whether a date is finished for good.
+func (x *exporter) closed(date time.Time) bool {
+	var ds dateState
+	ok, _ := x.in.st.get(dateKey(date), &ds)
+	return ok && ds.Closed
+}
+
+// closeDates marks the dates that are past the straggler window (and whose
+// chunks are all done, which a successful pass guarantees) as closed.
+func (x *exporter) closeDates(ctx context.Context, dates []time.Time, now time.Time) error {
+	limit := utcDate(now).AddDate(0, 0, -stragglerDays)
+	for _, d := range dates {
+		if !d.Before(limit) {
+			continue
+		}
+		ds := dateState{Closed: true}
+		for _, k := range x.in.st.keys(dateKey(d) + ".") {
+			var cs chunkState
+			if _, err := x.in.st.get(k, &cs); err == nil {
+				ds.Chunks++
+				ds.Events += cs.Events
+			}
+		}
+		if err := x.in.st.put(ctx, dateKey(d), ds); err != nil {
+			return err
+		}
+	}
+	done := 0
+	for _, d := range datesBetween(x.in.start, now) {
+		if x.closed(d) || !d.Before(utcDate(now)) {
+			done++
+		}
+	}
+	x.in.prog.setDates(len(datesBetween(x.in.start, now)), done)
+	return nil
+}
+
+// utcDate is midnight UTC of t's date.
+func utcDate(t time.Time) time.Time {
+	y, m, d := t.UTC().Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+}
+
+// datesBetween lists the UTC dates from start's to now's, inclusive.
+func datesBetween(start, now time.Time) []time.Time {
+	var out []time.Time
+	for d, end := utcDate(start), utcDate(now); !d.After(end); d = d.AddDate(0, 0, 1) {
+		out = append(out, d)
+	}
+	return out
+}

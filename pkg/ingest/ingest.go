@@ -1,0 +1,318 @@
+// Package ingest is the pipeline stage between Teleport and the bus: it
+// reads Teleport's audit log (bulk export API, or search paging on older
+// servers) and the session recordings that session.upload events announce,
+// and publishes each event once onto JetStream. It owns the read positions
+// in the state bucket, the lease that makes one ingest process the reader,
+// the progress report and the ingest metrics.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+	metricsrv "github.com/teleport-event-bus/teleport-event-bus/pkg/metrics"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/teleport"
+)
+
+// defaultPoll is the poll interval when caught up and timeout is unset.
+const defaultPoll = 5 * time.Second
+
+// ingester is one reading run: the pieces between Teleport and the bus.
+type ingester struct {
+	cfg      *config.Config
+	log      zerolog.Logger
+	src      teleport.AuditLog
+	st       *state
+	out      *outlet
+	m        *metrics
+	prog     *progress
+	sessions *sessions
+	filter   filter
+	start    time.Time
+}
+
+// Run reads Teleport and publishes onto the bus until ctx ends (nil is
+// returned then), or, with exit-on-last-event, until it has caught up and
+// everything is acknowledged. Without a [nats] url it runs the embedded
+// NATS server under storage. With several ingest processes on one bus, one
+// holds the lease and reads; the others stand by and take over from its
+// positions when it dies. With dry-run it reads and logs, publishing
+// nothing and changing no state (no bus is needed).
+func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
+	if cfg.DryRun {
+		return runDry(ctx, cfg, log)
+	}
+	b, err := bus.Open(ctx, cfg.NATS, cfg.Storage, "ingest", log, true)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if err := b.EnsureStreams(ctx); err != nil {
+		return err
+	}
+	kv, err := stateBucket(ctx, b)
+	if err != nil {
+		return err
+	}
+	reg := metricsrv.NewRegistry()
+	m := newMetrics(reg)
+	if cfg.MetricsAddr != "" {
+		srv, err := metricsrv.Listen(cfg.MetricsAddr, reg, func() error {
+			if !b.Conn.IsConnected() {
+				return errors.New("not connected to NATS")
+			}
+			return nil
+		}, log)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = srv.Shutdown(context.WithoutCancel(ctx)) }()
+	}
+	for {
+		err := lead(ctx, cfg, log, b, kv, m)
+		if !errors.Is(err, errLeaseLost) {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		log.Warn().Err(err).Msg("stopped reading; standing by")
+	}
+}
+
+// stateBucket opens (creating it if needed) the KV bucket of ingest state.
+func stateBucket(ctx context.Context, b *bus.Bus) (jetstream.KeyValue, error) {
+	kvCfg := bus.StateBucketConfig(b.Cfg)
+	kv, err := b.JS.CreateOrUpdateKeyValue(ctx, kvCfg)
+	if err != nil {
+		return nil, fmt.Errorf("open state bucket %q: %w", kvCfg.Bucket, err)
+	}
+	return kv, nil
+}
+
+// lead waits for the lease, then reads until ctx ends, the work is done
+// (exit-on-last-event) or the lease is lost.
+func lead(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bus.Bus, kv jetstream.KeyValue, m *metrics) error {
+	l := newLease(kv, cfg.Ingest.LeaseTTL, log)
+	if err := l.acquire(ctx); err != nil {
+		return err
+	}
+	m.leader.Set(1)
+	defer m.leader.Set(0)
+	defer l.release(context.WithoutCancel(ctx))
+
+	src, err := teleport.Connect(ctx, cfg.Teleport, log)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	pub := bus.NewPublisher(b.JS, cfg.Ingest.MaxInFlight, bus.WithPublisherLog(log))
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_ = pub.Close(cctx)
+	}()
+	st, err := newState(ctx, kv, b.Cfg.StateBucket)
+	if err != nil {
+		return err
+	}
+	out := &outlet{pub: pub, limit: messageLimit(b), m: m, log: log}
+	in, err := newIngester(ctx, cfg, log, src, st, out, m)
+	if err != nil {
+		return err
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(lctx)
+	g.Go(func() error {
+		err := l.keep(gctx)
+		if gctx.Err() != nil && !errors.Is(err, errLeaseLost) {
+			return nil
+		}
+		return err
+	})
+	g.Go(func() error {
+		defer cancel()
+		return in.run(gctx)
+	})
+	return g.Wait()
+}
+
+// messageLimit is the largest message the audit and session streams take:
+// the stream's max message size, and the server's max payload.
+func messageLimit(b *bus.Bus) int {
+	limit := int(b.Conn.MaxPayload())
+	if s := int(b.Cfg.MaxMsgSize); s > 0 && (limit <= 0 || s < limit) {
+		limit = s
+	}
+	return limit
+}
+
+// runDry reads Teleport and logs what would be published, with all state
+// in memory.
+func runDry(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
+	src, err := teleport.Connect(ctx, cfg.Teleport, log)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	st, _ := newState(ctx, nil, "")
+	m := newMetrics(nil)
+	out := &outlet{m: m, log: log}
+	log.Info().Msg("dry run: events are logged, nothing is published and no state is changed")
+	in, err := newIngester(ctx, cfg, log, src, st, out, m)
+	if err != nil {
+		return err
+	}
+	err = in.run(ctx)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// newIngester fixes the start time and builds the reading pieces.
+func newIngester(ctx context.Context, cfg *config.Config, log zerolog.Logger, src teleport.AuditLog, st *state, out *outlet, m *metrics) (*ingester, error) {
+	start, err := st.fixStartTime(ctx, cfg.StartTime, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	in := &ingester{
+		cfg: cfg, log: log, src: src, st: st, out: out, m: m,
+		prog:   newProgress(log, m),
+		filter: filter{types: cfg.Types, skip: cfg.SkipEventTypes, since: start},
+		start:  start,
+	}
+	in.sessions = newSessions(in)
+	if err := in.sessions.resume(); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+// concurrency is how many export chunks are read at once.
+func (in *ingester) concurrency() int {
+	if in.cfg.Concurrency > 0 {
+		return in.cfg.Concurrency
+	}
+	return 5
+}
+
+// run reads until ctx ends or, with exit-on-last-event, until caught up
+// with every event acknowledged and every recording job finished.
+func (in *ingester) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		err := in.sessions.run(gctx, in.cfg.Ingest.SessionConcurrency)
+		if gctx.Err() != nil {
+			return nil
+		}
+		return err
+	})
+	g.Go(func() error { return in.prog.run(gctx, in.cfg.Ingest.ProgressInterval) })
+	g.Go(func() error {
+		defer cancel()
+		err := in.read(gctx)
+		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			return nil
+		}
+		return err
+	})
+	return g.Wait()
+}
+
+// read runs passes over the audit log: the bulk export API first, search
+// paging if the server lacks it (or --cursor or an earlier run chose it).
+// Transient errors are retried with backoff, forever.
+func (in *ingester) read(ctx context.Context) error {
+	x, s := &exporter{in: in}, &searcher{in: in}
+	var st searchState
+	useSearch, _ := in.st.get(keySearch, &st)
+	switch {
+	case in.cfg.Cursor != "":
+		useSearch = true
+		in.log.Info().Str("cursor", in.cfg.Cursor).Msg("reading the audit log with SearchUnstructuredEvents from the given cursor")
+	case useSearch:
+		in.log.Info().Msg("reading the audit log with SearchUnstructuredEvents paging (chosen by an earlier run)")
+	default:
+		in.log.Info().Time("start_time", in.start).Msg("reading the audit log with the bulk export API")
+	}
+	poll := in.cfg.Timeout
+	if poll <= 0 {
+		poll = defaultPoll
+	}
+	var b teleport.Backoff
+	for {
+		var err error
+		if useSearch {
+			err = s.pass(ctx, time.Now().UTC())
+		} else {
+			err = x.pass(ctx, time.Now().UTC())
+		}
+		switch {
+		case err == nil:
+			b.Reset()
+			if in.cfg.ExitOnLastEvent {
+				return in.drain(ctx)
+			}
+			if werr := wait(ctx, poll); werr != nil {
+				return werr
+			}
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, errBulkUnsupported):
+			useSearch = true
+			in.log.Warn().Err(err).Msg("server lacks the bulk export API (Teleport older than v17): reading the audit log with SearchUnstructuredEvents paging")
+		case errors.Is(err, errPublish) || teleport.IsTransient(err):
+			in.m.readErrors.Inc()
+			d := b.Next()
+			in.log.Warn().Err(err).Dur("retry_in", d).Int("attempt", b.Attempt()).Msg("reading the audit log failed, retrying")
+			if werr := wait(ctx, d); werr != nil {
+				return werr
+			}
+		default:
+			return err
+		}
+	}
+}
+
+// drain waits until every recording job has finished or given up and
+// every publish is acknowledged.
+func (in *ingester) drain(ctx context.Context) error {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for !in.sessions.idle() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	if err := in.out.flush(ctx); err != nil {
+		return err
+	}
+	in.log.Info().Int64("events", in.prog.events.Load()).Msg("caught up and everything acknowledged: exiting (exit-on-last-event)")
+	return nil
+}
+
+// wait sleeps for d or until ctx ends.
+func wait(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

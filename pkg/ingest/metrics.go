@@ -1,0 +1,48 @@
+package ingest
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are ingest's Prometheus series, all named
+// teleport_event_bus_ingest_*.
+type metrics struct {
+	published       *prometheus.CounterVec
+	sessionEvents   prometheus.Counter
+	trimmed         prometheus.Counter
+	missing         prometheus.Counter
+	sessionJobs     *prometheus.CounterVec
+	sessionsRunning prometheus.Gauge
+	cursorLag       prometheus.Gauge
+	leader          prometheus.Gauge
+	readErrors      prometheus.Counter
+}
+
+// newMetrics creates the series and registers them in reg (nil: not
+// registered, for tests and dry runs).
+func newMetrics(reg prometheus.Registerer) *metrics {
+	const ns, sub = "teleport_event_bus", "ingest"
+	m := &metrics{
+		published: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "events_published_total", Help: "Audit events acknowledged by JetStream, by event type."}, []string{"type"}),
+		sessionEvents: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "session_events_published_total", Help: "Session recording events acknowledged by JetStream."}),
+		trimmed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "events_trimmed_total", Help: "Events shortened to fit the stream's maximum message size."}),
+		missing: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "missing_recordings_total", Help: "Session recordings given up on after missing-recording-ttl."}),
+		sessionJobs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "session_jobs_total", Help: "Session recording jobs finished, by result (done, gave_up)."}, []string{"result"}),
+		sessionsRunning: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "session_jobs_pending", Help: "Session recording jobs not finished yet (running or waiting to retry)."}),
+		cursorLag: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "cursor_lag_seconds", Help: "Age of the newest event whose position is saved."}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "leader", Help: "1 while this process holds the ingest lease."}),
+		readErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "read_retries_total", Help: "Passes over the audit log retried after a transient error."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.published, m.sessionEvents, m.trimmed, m.missing, m.sessionJobs,
+			m.sessionsRunning, m.cursorLag, m.leader, m.readErrors)
+	}
+	return m
+}

@@ -1,0 +1,99 @@
+package ingest
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// defaultProgressEvery is how often a backfill reports progress.
+const defaultProgressEvery = 5 * time.Second
+
+// progress counts what the readers did, for the periodic progress line
+// and the cursor-lag metric.
+type progress struct {
+	log   zerolog.Logger
+	m     *metrics
+	begun time.Time
+
+	datesTotal atomic.Int64
+	datesDone  atomic.Int64
+	datesAtGo  atomic.Int64 // dates done when this run started (-1: unknown)
+	events     atomic.Int64
+	chunks     atomic.Int64
+	newest     atomic.Int64 // unix nanoseconds of the newest acknowledged event
+}
+
+func newProgress(log zerolog.Logger, m *metrics) *progress {
+	p := &progress{log: log, m: m, begun: time.Now()}
+	p.datesAtGo.Store(-1)
+	return p
+}
+
+// setDates records how many dates the backfill spans and how many are done.
+func (p *progress) setDates(total, done int) {
+	p.datesTotal.Store(int64(total))
+	p.datesDone.Store(int64(done))
+	p.datesAtGo.CompareAndSwap(-1, int64(done))
+}
+
+// event records one acknowledged audit event of time at.
+func (p *progress) event(at time.Time) {
+	p.events.Add(1)
+	n := at.UnixNano()
+	for {
+		old := p.newest.Load()
+		if n <= old || p.newest.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
+
+// chunkDone records one export chunk finished.
+func (p *progress) chunkDone() { p.chunks.Add(1) }
+
+// run logs a progress line every interval while events flow.
+func (p *progress) run(ctx context.Context, every time.Duration) error {
+	if every <= 0 {
+		every = defaultProgressEvery
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var lastEvents int64
+	lastAt := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			if n := p.newest.Load(); n > 0 {
+				p.m.cursorLag.Set(now.Sub(time.Unix(0, n)).Seconds())
+			}
+			ev := p.events.Load()
+			if ev == lastEvents {
+				lastAt = now
+				continue
+			}
+			rate := float64(ev-lastEvents) / now.Sub(lastAt).Seconds()
+			lastEvents, lastAt = ev, now
+			p.line(now, ev, rate)
+		}
+	}
+}
+
+// line logs one progress line with an estimate of the time left.
+func (p *progress) line(now time.Time, events int64, rate float64) {
+	total, done := p.datesTotal.Load(), p.datesDone.Load()
+	ev := p.log.Info().Int64("dates_done", done).Int64("dates_total", total).
+		Int64("events", events).Int64("chunks", p.chunks.Load()).Float64("events_per_sec", float64(int64(rate*10))/10)
+	if n := p.newest.Load(); n > 0 {
+		ev = ev.Time("newest_event", time.Unix(0, n).UTC())
+	}
+	if atGo := p.datesAtGo.Load(); atGo >= 0 && done > atGo && done < total {
+		perDate := now.Sub(p.begun) / time.Duration(done-atGo)
+		ev = ev.Dur("eta", (perDate * time.Duration(total-done)).Round(time.Second))
+	}
+	ev.Msg("backfill progress")
+}

@@ -1,0 +1,86 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
+)
+
+// publisher is the part of *bus.Publisher ingest uses: asynchronous
+// publishing with results reported in publish order.
+type publisher interface {
+	Publish(ctx context.Context, e bus.Event, done bus.PublishDone) error
+	Flush(ctx context.Context) error
+}
+
+// errPublish marks errors from the bus side; they are retried like
+// Teleport's transient errors.
+var errPublish = errors.New("publish")
+
+// outlet is the last stage before the bus: it trims oversized events,
+// counts, and hands events to the publisher (or, in a dry run, logs them
+// and reports success at once).
+type outlet struct {
+	pub   publisher // nil in a dry run
+	limit int       // largest message the stream accepts (0: no limit)
+	m     *metrics
+	log   zerolog.Logger
+}
+
+// send publishes e; done gets the result (nil error on success). An error
+// return means e was not published and done will not be called.
+func (o *outlet) send(ctx context.Context, e bus.Event, done func(error)) error {
+	fitted, err := fit(e, o.limit)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errPublish, err)
+	}
+	if fitted.Trimmed {
+		o.m.trimmed.Inc()
+		o.log.Warn().Str("id", e.MsgID()).Str("type", e.Type).Int("size", len(e.JSON)).Int("trimmed_size", len(fitted.JSON)).
+			Msg("event larger than the stream's maximum message size: largest fields trimmed")
+	}
+	if o.pub == nil {
+		o.log.Info().Str("subject", fitted.Subject()).Str("id", fitted.MsgID()).Str("type", fitted.Type).
+			Time("time", fitted.Time).RawJSON("event", fitted.JSON).Msg("dry run: would publish")
+		o.count(fitted)
+		done(nil)
+		return nil
+	}
+	err = o.pub.Publish(ctx, fitted, func(_ *jetstream.PubAck, err error) {
+		if err != nil {
+			done(fmt.Errorf("%w %s to %s: %v", errPublish, fitted.MsgID(), fitted.Subject(), err))
+			return
+		}
+		o.count(fitted)
+		done(nil)
+	})
+	if err != nil {
+		return fmt.Errorf("%w %s: %w", errPublish, fitted.MsgID(), err)
+	}
+	return nil
+}
+
+// count records one published event.
+func (o *outlet) count(e bus.Event) {
+	if e.Session {
+		o.m.sessionEvents.Inc()
+		return
+	}
+	o.m.published.WithLabelValues(e.Type).Inc()
+}
+
+// flush waits for every result.
+func (o *outlet) flush(ctx context.Context) error {
+	if o.pub == nil {
+		return nil
+	}
+	if err := o.pub.Flush(ctx); err != nil {
+		return fmt.Errorf("%w: %w", errPublish, err)
+	}
+	return nil
+}

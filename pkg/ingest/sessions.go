@@ -1,0 +1,339 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/teleport"
+)
+
+// Session job retry delays: a recording that is not there yet (upload lag)
+// is asked for again with a growing delay up to missingRetryMax, until
+// missing-recording-ttl after its session.upload.
+const (
+	missingRetryMin = time.Second
+	missingRetryMax = 5 * time.Minute
+	defaultTTL      = 48 * time.Hour
+)
+
+// sessions streams session recordings to session.<sid>: one job per
+// session.upload, at most session-concurrency at once, each resuming from
+// the index saved in the state. A job whose recording is missing waits
+// without holding a slot.
+type sessions struct {
+	in *ingester
+
+	mu      sync.Mutex
+	queue   []job           // waiting, in no particular order
+	known   map[string]bool // queued or running
+	running int
+	wake    chan struct{} // signalled when the queue changes
+
+	structured atomic.Bool // the server lacks StreamUnstructuredSessionEvents
+}
+
+// job is a recording to stream once notBefore has passed.
+type job struct {
+	sid       string
+	notBefore time.Time
+	attempt   int
+}
+
+func newSessions(in *ingester) *sessions {
+	return &sessions{in: in, known: map[string]bool{}, wake: make(chan struct{}, 1)}
+}
+
+// add registers a session.upload's recording: saved in the state (if new)
+// before the upload event's position can be, then queued.
+func (s *sessions) add(ctx context.Context, sid string, uploaded time.Time) error {
+	key := sessionKey(sid)
+	var ss sessionState
+	ok, err := s.in.st.get(key, &ss)
+	if err != nil {
+		return err
+	}
+	if ok {
+		return nil // seen before: running, done or given up
+	}
+	if uploaded.IsZero() {
+		uploaded = time.Now()
+	}
+	ss = sessionState{SessionID: sid, FirstSeen: uploaded.UTC()}
+	if err := s.in.st.put(ctx, key, ss); err != nil {
+		return err
+	}
+	s.enqueue(job{sid: sid})
+	return nil
+}
+
+// resume queues the jobs a previous run left unfinished.
+func (s *sessions) resume() error {
+	for _, k := range s.in.st.keys(prefixSess) {
+		var ss sessionState
+		if _, err := s.in.st.get(k, &ss); err != nil {
+			return err
+		}
+		if !ss.Done && !ss.GaveUp {
+			s.enqueue(job{sid: ss.SessionID})
+		}
+	}
+	return nil
+}
+
+func (s *sessions) enqueue(j job) {
+	s.mu.Lock()
+	s.queue = append(s.queue, j)
+	s.known[j.sid] = true
+	s.in.m.sessionsRunning.Set(float64(len(s.known)))
+	s.mu.Unlock()
+	s.signal()
+}
+
+func (s *sessions) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// idle reports whether no job is queued or running.
+func (s *sessions) idle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.known) == 0
+}
+
+// run starts jobs as they become due, at most limit at once, until ctx
+// ends. A job's error is retried; run returns only ctx's error.
+func (s *sessions) run(ctx context.Context, limit int) error {
+	if limit <= 0 {
+		limit = 4
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		j, wait, ok := s.next(limit)
+		if ok {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.finish(ctx, j, s.stream(ctx, j.sid))
+			}()
+			continue
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-s.wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// next takes the next due job if a slot is free; otherwise it says how
+// long to wait at most.
+func (s *sessions) next(limit int) (job, time.Duration, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	wait := time.Hour
+	if s.running >= limit {
+		return job{}, wait, false
+	}
+	now := time.Now()
+	best := -1
+	for i, j := range s.queue {
+		if d := j.notBefore.Sub(now); d > 0 {
+			wait = min(wait, d)
+			continue
+		}
+		best = i
+		break
+	}
+	if best < 0 {
+		return job{}, wait, false
+	}
+	j := s.queue[best]
+	s.queue = slices.Delete(s.queue, best, best+1)
+	s.running++
+	return j, 0, true
+}
+
+// finish books a job's end: done, retried later, or given up after the
+// missing-recording TTL.
+func (s *sessions) finish(ctx context.Context, j job, err error) {
+	defer s.signal()
+	s.mu.Lock()
+	s.running--
+	s.mu.Unlock()
+	if err == nil {
+		s.forget(j.sid, "done")
+		return
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	log := s.in.log.With().Str("sid", j.sid).Logger()
+	var ss sessionState
+	if _, gerr := s.in.st.get(sessionKey(j.sid), &ss); gerr != nil {
+		log.Error().Err(gerr).Msg("session job state unreadable")
+	}
+	ttl := s.in.cfg.Ingest.MissingRecordingTTL
+	if ttl <= 0 {
+		ttl = defaultTTL
+	}
+	missing := teleport.IsNotFound(err)
+	if time.Since(ss.FirstSeen) >= ttl {
+		ss.GaveUp, ss.Reason = true, err.Error()
+		if perr := s.in.st.put(ctx, sessionKey(j.sid), ss); perr != nil {
+			log.Error().Err(perr).Msg("saving a given-up session job failed; it will be tried again on restart")
+		}
+		if missing {
+			s.in.m.missing.Inc()
+		}
+		log.Warn().Err(err).Dur("ttl", ttl).Msg("session recording given up")
+		s.forget(j.sid, "gave_up")
+		return
+	}
+	b := retryDelay(missingRetryMin, missingRetryMax, j.attempt)
+	if missing {
+		log.Debug().Dur("retry_in", b).Msg("session recording not available yet")
+	} else {
+		log.Warn().Err(err).Dur("retry_in", b).Msg("session recording stream failed, will retry")
+	}
+	j.attempt++
+	j.notBefore = time.Now().Add(b)
+	s.mu.Lock()
+	s.queue = append(s.queue, j)
+	s.mu.Unlock()
+}
+
+// forget drops a finished job.
+func (s *sessions) forget(sid, result string) {
+	s.mu.Lock()
+	delete(s.known, sid)
+	s.in.m.sessionsRunning.Set(float64(len(s.known)))
+	s.mu.Unlock()
+	s.in.m.sessionJobs.WithLabelValues(result).Inc()
+}
+
+// retryDelay is the delay before retry number attempt: lo doubled per
+// attempt, capped at hi.
+func retryDelay(lo, hi time.Duration, attempt int) time.Duration {
+	d := lo
+	for i := 0; i < attempt && d < hi; i++ {
+		d *= 2
+	}
+	return min(d, hi)
+}
+
+// stream publishes one recording from its saved index to its end, saving
+// the index as PubAcks arrive.
+func (s *sessions) stream(ctx context.Context, sid string) error {
+	in := s.in
+	key := sessionKey(sid)
+	var ss sessionState
+	if _, err := in.st.get(key, &ss); err != nil {
+		return err
+	}
+	if ss.Done || ss.GaveUp {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, errc := s.open(ctx, sid, ss.Next)
+	tr := newTracker(ss.Next)
+	var published atomic.Int64
+	commit := func(ctx context.Context, done bool) error {
+		next, moved, err := tr.position()
+		if err != nil {
+			return err
+		}
+		if !moved && !done {
+			return nil
+		}
+		ss.Next, ss.Done = next, done
+		ss.Events += published.Swap(0)
+		return in.st.put(ctx, key, ss)
+	}
+	last := time.Now()
+	for {
+		var u *auditlogpb.EventUnstructured
+		var ok bool
+		select {
+		case u, ok = <-events:
+		case err := <-errc:
+			if ferr := in.out.flush(ctx); ferr != nil {
+				return ferr
+			}
+			if cerr := commit(ctx, false); cerr != nil {
+				return cerr
+			}
+			if teleport.IsNotImplemented(err) && !s.structured.Load() {
+				s.structured.Store(true)
+				in.log.Warn().Msg("server lacks StreamUnstructuredSessionEvents (Teleport older than v17): reading recordings with StreamSessionEvents")
+				return s.stream(ctx, sid)
+			}
+			return fmt.Errorf("stream session %s from index %d: %w", sid, ss.Next, err)
+		}
+		if !ok {
+			break
+		}
+		if err := tr.failed(); err != nil {
+			return err
+		}
+		if err := s.publish(ctx, sid, ss.Next, u, tr, &published); err != nil {
+			return err
+		}
+		if time.Since(last) >= commitEvery {
+			last = time.Now()
+			if err := commit(ctx, false); err != nil {
+				return err
+			}
+		}
+	}
+	if err := in.out.flush(ctx); err != nil {
+		return err
+	}
+	return commit(ctx, true)
+}
+
+// publish sends one recording event unless its type is skipped.
+func (s *sessions) publish(ctx context.Context, sid string, from int64, u *auditlogpb.EventUnstructured, tr *tracker[int64], published *atomic.Int64) error {
+	idx := u.GetIndex()
+	if idx < from {
+		return nil // before the saved index: a server that ignored it
+	}
+	e, err := toSessionEvent(sid, u)
+	if err != nil {
+		return err
+	}
+	if slices.Contains(s.in.cfg.SkipSessionTypes, e.Type) {
+		tr.skipped(idx + 1)
+		return nil
+	}
+	done := tr.published(idx + 1)
+	return s.in.out.send(ctx, e, func(err error) {
+		if err == nil {
+			published.Add(1)
+		}
+		done(err)
+	})
+}
+
+// open starts reading a recording, through the structured call once the
+// server has said it lacks the unstructured one.
+func (s *sessions) open(ctx context.Context, sid string, from int64) (chan *auditlogpb.EventUnstructured, chan error) {
+	if s.structured.Load() {
+		return s.in.src.StreamSessionEvents(ctx, sid, from)
+	}
+	return s.in.src.StreamUnstructuredSessionEvents(ctx, sid, from)
+}

@@ -1,0 +1,172 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// state is ingest's memory between runs: the start time, export progress
+// per date and chunk, the search cursor and per-session progress. It lives
+// in the JetStream KV bucket; with dry-run it lives only in this process,
+// so a dry run changes nothing. Writes happen only after the PubAcks of
+// everything they cover.
+type state struct {
+	kv     jetstream.KeyValue // nil: in-memory only (dry run)
+	bucket string
+
+	mu      sync.Mutex
+	entries map[string][]byte
+}
+
+// newState loads every entry of the bucket (nil kv: an empty in-memory
+// state).
+func newState(ctx context.Context, kv jetstream.KeyValue, bucket string) (*state, error) {
+	s := &state{kv: kv, bucket: bucket, entries: map[string][]byte{}}
+	if kv == nil {
+		return s, nil
+	}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("read state bucket %q: %w", bucket, err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("read state bucket %q: %w", bucket, ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return s, nil
+			}
+			if e == nil { // all current values delivered
+				return s, nil
+			}
+			s.entries[e.Key()] = e.Value()
+		}
+	}
+}
+
+// get decodes the entry at key into v and reports whether it exists.
+func (s *state) get(key string, v any) (bool, error) {
+	s.mu.Lock()
+	raw, ok := s.entries[key]
+	s.mu.Unlock()
+	if !ok {
+		return false, nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return true, fmt.Errorf("state bucket %q key %q: %w", s.bucket, key, err)
+	}
+	return true, nil
+}
+
+// put stores v at key, in the bucket and in memory.
+func (s *state) put(ctx context.Context, key string, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode state %q: %w", key, err)
+	}
+	if s.kv != nil {
+		if _, err := s.kv.Put(ctx, key, raw); err != nil {
+			return fmt.Errorf("save state %q in bucket %q: %w", key, s.bucket, err)
+		}
+	}
+	s.mu.Lock()
+	s.entries[key] = raw
+	s.mu.Unlock()
+	return nil
+}
+
+// keys returns the keys starting with prefix.
+func (s *state) keys(prefix string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for k := range s.entries {
+		if strings.HasPrefix(k, prefix) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// Values stored in the bucket. JSON, so `nats kv get` shows them readably.
+type (
+	// startState is the start time fixed by the first run.
+	startState struct {
+		StartTime time.Time `json:"start_time"`
+	}
+	// chunkState is one export chunk's progress.
+	chunkState struct {
+		Chunk  string `json:"chunk"`
+		Cursor string `json:"cursor,omitempty"`
+		Done   bool   `json:"done,omitempty"`
+		Events int64  `json:"events,omitempty"`
+	}
+	// dateState marks a date whose chunks are all exported and which is
+	// past the straggler window: it is not listed again.
+	dateState struct {
+		Closed bool  `json:"closed"`
+		Chunks int   `json:"chunks"`
+		Events int64 `json:"events"`
+	}
+	// searchState is the position of the search-paging path: the window
+	// start, the page key and the id of the last event handled in it.
+	searchState struct {
+		WindowStart time.Time `json:"window_start"`
+		Cursor      string    `json:"cursor,omitempty"`
+		LastID      string    `json:"last_id,omitempty"`
+	}
+	// sessionState is one recording's progress: the next index to
+	// publish, and when the job started or ended.
+	sessionState struct {
+		SessionID string    `json:"sid"`
+		Next      int64     `json:"next"`
+		FirstSeen time.Time `json:"first_seen"`
+		Done      bool      `json:"done,omitempty"`
+		GaveUp    bool      `json:"gave_up,omitempty"`
+		Reason    string    `json:"reason,omitempty"`
+		Events    int64     `json:"events,omitempty"`
+	}
+)
+
+// ErrStartTimeChanged is wrapped by the error Run returns when start-time
+// differs from the one the first run stored.
+var ErrStartTimeChanged = errors.New("start-time differs from the stored one")
+
+// fixStartTime returns the start time: the stored one, or (first run) the
+// configured one, or now, which it then stores. A configured value that
+// differs from the stored one is an error naming both.
+func (s *state) fixStartTime(ctx context.Context, configured time.Time, now time.Time) (time.Time, error) {
+	var st startState
+	ok, err := s.get(keyStartTime, &st)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if ok {
+		if !configured.IsZero() && !configured.Equal(st.StartTime) {
+			return time.Time{}, fmt.Errorf("%w: start-time is %s but the first run stored %s in bucket %q (key %q); "+
+				"keep the stored value (remove start-time), or reset ingest state to export again from the new time "+
+				"(delete the bucket, e.g. `nats kv del %s`, or the storage directory with the embedded server)",
+				ErrStartTimeChanged, configured.UTC().Format(time.RFC3339), st.StartTime.UTC().Format(time.RFC3339),
+				s.bucket, keyStartTime, s.bucket)
+		}
+		return st.StartTime, nil
+	}
+	start := configured
+	if start.IsZero() {
+		start = now
+	}
+	start = start.UTC()
+	if err := s.put(ctx, keyStartTime, startState{StartTime: start}); err != nil {
+		return time.Time{}, err
+	}
+	return start, nil
+}

@@ -1,0 +1,203 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+)
+
+// Status prints what `ingest status` shows: the streams (messages,
+// bytes), their consumers (pending, ack floor), export progress by date,
+// session recording jobs and the lease holder. It connects to the bus of
+// cfg; with the embedded server and no ingest running, it opens the
+// storage directory itself.
+func Status(ctx context.Context, cfg *config.Config, w io.Writer) error {
+	log := zerolog.Nop()
+	b, err := bus.Open(ctx, cfg.NATS, cfg.Storage, "ingest-status", log, false)
+	if err != nil && cfg.NATS.URL == "" && cfg.Storage != "" {
+		// No ingest is serving the embedded server: read its files directly.
+		nc := cfg.NATS
+		nc.Listen = "127.0.0.1:0"
+		b, err = bus.Open(ctx, nc, cfg.Storage, "ingest-status", log, true)
+	}
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if err := printStreams(ctx, b, w); err != nil {
+		return err
+	}
+	kv, err := b.JS.KeyValue(ctx, b.Cfg.StateBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		_, err = fmt.Fprintf(w, "\nState bucket %q does not exist yet: ingest has not run.\n", b.Cfg.StateBucket)
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("open state bucket %q: %w", b.Cfg.StateBucket, err)
+	}
+	st, err := newState(ctx, kv, b.Cfg.StateBucket)
+	if err != nil {
+		return err
+	}
+	return printState(st, w, time.Now())
+}
+
+// printStreams prints each stream and its consumers.
+func printStreams(ctx context.Context, b *bus.Bus, w io.Writer) error {
+	infos, err := b.StreamInfos(ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STREAM\tSUBJECTS\tMESSAGES\tBYTES\tFIRST SEQ\tLAST SEQ")
+	for _, s := range infos {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\n", s.Config.Name, strings.Join(s.Config.Subjects, ","),
+			s.State.Msgs, s.State.Bytes, s.State.FirstSeq, s.State.LastSeq)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CONSUMER\tSTREAM\tPENDING\tACK PENDING\tACK FLOOR\tREDELIVERED")
+	for _, s := range infos {
+		cs, err := b.ConsumerInfos(ctx, s.Config.Name)
+		if err != nil {
+			return err
+		}
+		for _, c := range cs {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\n", c.Name, s.Config.Name, c.NumPending, c.NumAckPending,
+				c.AckFloor.Stream, c.NumRedelivered)
+		}
+	}
+	return tw.Flush()
+}
+
+// printState prints export progress, session jobs and the lease.
+func printState(st *state, w io.Writer, now time.Time) error {
+	var start startState
+	if ok, err := st.get(keyStartTime, &start); err != nil {
+		return err
+	} else if ok {
+		fmt.Fprintf(w, "\nStart time: %s\n", start.StartTime.UTC().Format(time.RFC3339))
+	}
+	var ss searchState
+	if ok, _ := st.get(keySearch, &ss); ok {
+		fmt.Fprintf(w, "Search paging at window %s (page key %q, last id %q)\n",
+			ss.WindowStart.UTC().Format(time.RFC3339), ss.Cursor, ss.LastID)
+	}
+	if err := printDates(st, w); err != nil {
+		return err
+	}
+	printSessions(st, w)
+	fmt.Fprintln(w)
+	raw, ok := st.entries[keyLease]
+	var lv leaseValue
+	if !ok || json.Unmarshal(raw, &lv) != nil || lv.Holder == "" {
+		fmt.Fprintln(w, "Lease: free")
+		return nil
+	}
+	state := "held"
+	if now.After(lv.Expires) {
+		state = "expired"
+	}
+	_, err := fmt.Fprintf(w, "Lease: %s by %s until %s\n", state, lv.Holder, lv.Expires.UTC().Format(time.RFC3339))
+	return err
+}
+
+// printDates prints one line per export date.
+func printDates(st *state, w io.Writer) error {
+	type row struct {
+		chunks, done int
+		events       int64
+		closed       bool
+	}
+	rows := map[string]*row{}
+	for _, k := range st.keys(prefixExport) {
+		rest := strings.TrimPrefix(k, prefixExport)
+		date, _, isChunk := strings.Cut(rest, ".")
+		r := rows[date]
+		if r == nil {
+			r = &row{}
+			rows[date] = r
+		}
+		if !isChunk {
+			var ds dateState
+			if _, err := st.get(k, &ds); err != nil {
+				return err
+			}
+			r.closed = ds.Closed
+			continue
+		}
+		var cs chunkState
+		if _, err := st.get(k, &cs); err != nil {
+			return err
+		}
+		r.chunks++
+		r.events += cs.Events
+		if cs.Done {
+			r.done++
+		}
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	dates := make([]string, 0, len(rows))
+	for d := range rows {
+		dates = append(dates, d)
+	}
+	slices.Sort(dates)
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DATE\tCHUNKS DONE\tEVENTS\tSTATE")
+	for _, d := range dates {
+		r := rows[d]
+		state := "open"
+		if r.closed {
+			state = "closed"
+		}
+		fmt.Fprintf(tw, "%s\t%d/%d\t%d\t%s\n", d, r.done, r.chunks, r.events, state)
+	}
+	return tw.Flush()
+}
+
+// printSessions summarises the recording jobs and lists unfinished ones.
+func printSessions(st *state, w io.Writer) {
+	var done, gaveUp int
+	var pending []sessionState
+	for _, k := range st.keys(prefixSess) {
+		var ss sessionState
+		if _, err := st.get(k, &ss); err != nil {
+			continue
+		}
+		switch {
+		case ss.Done:
+			done++
+		case ss.GaveUp:
+			gaveUp++
+		default:
+			pending = append(pending, ss)
+		}
+	}
+	fmt.Fprintf(w, "\nSession jobs: %d done, %d given up, %d pending\n", done, gaveUp, len(pending))
+	slices.SortFunc(pending, func(a, b sessionState) int { return a.FirstSeen.Compare(b.FirstSeen) })
+	for i, ss := range pending {
+		if i == 20 {
+			fmt.Fprintf(w, "  … and %d more\n", len(pending)-20)
+			break
+		}
+		fmt.Fprintf(w, "  %s  next index %d, uploaded %s\n", ss.SessionID, ss.Next, ss.FirstSeen.UTC().Format(time.RFC3339))
+	}
+}
