@@ -103,7 +103,6 @@ func TestNewMsgHeaders(t *testing.T) {
 	}
 }
 
-
 func TestParseMsgRoundTrip(t *testing.T) {
 	tm := time.Date(2026, 1, 2, 3, 4, 5, 123_456_789, time.UTC)
 	events := []Event{

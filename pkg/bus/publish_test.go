@@ -1,0 +1,346 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+)
+
+// fakeJS records async publishes; the test resolves each one by hand.
+type fakeJS struct {
+	jetstream.JetStream
+	sent chan *fakeFuture
+}
+
+func newFakeJS() *fakeJS { return &fakeJS{sent: make(chan *fakeFuture, 1000)} }
+
+func (f *fakeJS) PublishMsgAsync(m *nats.Msg, _ ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	ff := &fakeFuture{msg: m, ok: make(chan *jetstream.PubAck, 1), err: make(chan error, 1)}
+	f.sent <- ff
+	return ff, nil
+}
+
+// next returns the next publish, failing the test if none comes.
+func (f *fakeJS) next(t *testing.T) *fakeFuture {
+	t.Helper()
+	select {
+	case ff := <-f.sent:
+		return ff
+	case <-time.After(10 * time.Second):
+		t.Fatal("no publish arrived")
+		return nil
+	}
+}
+
+type fakeFuture struct {
+	msg *nats.Msg
+	ok  chan *jetstream.PubAck
+	err chan error
+}
+
+func (ff *fakeFuture) Ok() <-chan *jetstream.PubAck { return ff.ok }
+func (ff *fakeFuture) Err() <-chan error            { return ff.err }
+func (ff *fakeFuture) Msg() *nats.Msg               { return ff.msg }
+func (ff *fakeFuture) ack(seq uint64)               { ff.ok <- &jetstream.PubAck{Stream: "AUDIT", Sequence: seq} }
+
+// results collects callback results in the order they are delivered.
+type results struct {
+	mu   sync.Mutex
+	ids  []string
+	errs []error
+	got  chan struct{}
+}
+
+func newResults() *results { return &results{got: make(chan struct{}, 1000)} }
+
+func (r *results) done(id string) PublishDone {
+	return func(_ *jetstream.PubAck, err error) {
+		r.mu.Lock()
+		r.ids = append(r.ids, id)
+		r.errs = append(r.errs, err)
+		r.mu.Unlock()
+		r.got <- struct{}{}
+	}
+}
+
+func (r *results) wait(t *testing.T, n int) {
+	t.Helper()
+	for range n {
+		select {
+		case <-r.got:
+		case <-time.After(10 * time.Second):
+			t.Fatal("callback did not arrive")
+		}
+	}
+}
+
+func (r *results) snapshot() ([]string, []error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.ids...), append([]error(nil), r.errs...)
+}
+
+func auditEvent(i int) Event {
+	return Event{ID: fmt.Sprintf("ev-%04d", i), Type: "user.login", Time: time.Unix(int64(i), 0), JSON: fmt.Appendf(nil, `{"i":%d}`, i)}
+}
+
+func closePublisher(t *testing.T, p *Publisher) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Close(ctx); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}
+
+func TestPublisherBoundedInFlight(t *testing.T) {
+	js := newFakeJS()
+	p := NewPublisher(js, 3)
+	defer closePublisher(t, p)
+	r := newResults()
+	ctx := testCtx(t)
+	for i := range 3 {
+		if err := p.Publish(ctx, auditEvent(i), r.done(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := p.Publish(short, auditEvent(3), r.done("3")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("4th Publish with 3 in flight: err = %v, want it to block until its context ends", err)
+	}
+	if len(js.sent) != 3 || p.Pending() != 3 {
+		t.Fatalf("sent %d, pending %d; want 3 and 3", len(js.sent), p.Pending())
+	}
+	js.next(t).ack(1)
+	r.wait(t, 1)
+	if err := p.Publish(ctx, auditEvent(3), r.done("3")); err != nil {
+		t.Fatalf("Publish after an ack freed a slot: %v", err)
+	}
+	for i := range 3 {
+		js.next(t).ack(uint64(i + 2))
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ids, _ := r.snapshot()
+	if fmt.Sprint(ids) != "[0 1 2 3]" {
+		t.Fatalf("callbacks %v", ids)
+	}
+}
+
+func TestPublisherCallbacksInPublishOrder(t *testing.T) {
+	js := newFakeJS()
+	p := NewPublisher(js, 10)
+	defer closePublisher(t, p)
+	r := newResults()
+	ctx := testCtx(t)
+	var futures []*fakeFuture
+	for i := range 5 {
+		if err := p.Publish(ctx, auditEvent(i), r.done(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+		futures = append(futures, js.next(t))
+	}
+	// Acks arrive in reverse order; one message fails for good.
+	for i := 4; i >= 0; i-- {
+		if i == 2 {
+			futures[i].err <- &jetstream.APIError{Code: 400, ErrorCode: 10054, Description: "message size exceeds maximum allowed"}
+			continue
+		}
+		futures[i].ack(uint64(i + 1))
+	}
+	r.wait(t, 5)
+	ids, errs := r.snapshot()
+	if fmt.Sprint(ids) != "[0 1 2 3 4]" {
+		t.Fatalf("callbacks in order %v, want publish order", ids)
+	}
+	for i, err := range errs {
+		if (i == 2) != (err != nil) {
+			t.Errorf("result %d: err = %v", i, err)
+		}
+	}
+	if len(js.sent) != 0 {
+		t.Errorf("a non-retryable error was retried")
+	}
+}
+
+func TestPublisherRetriesWithSameMsgID(t *testing.T) {
+	js := newFakeJS()
+	p := NewPublisher(js, 4, WithRetries(3, time.Millisecond), WithPublisherLog(testLog(t)))
+	defer closePublisher(t, p)
+	r := newResults()
+	ctx := testCtx(t)
+	if err := p.Publish(ctx, auditEvent(7), r.done("7")); err != nil {
+		t.Fatal(err)
+	}
+	js.next(t).err <- jetstream.ErrAsyncPublishTimeout
+	js.next(t).err <- nats.ErrNoResponders
+	third := js.next(t)
+	if got := third.msg.Header.Get(HeaderMsgID); got != "ev-0007" {
+		t.Fatalf("retry has Nats-Msg-Id %q, want the original", got)
+	}
+	third.ack(1)
+	r.wait(t, 1)
+	if _, errs := r.snapshot(); errs[0] != nil {
+		t.Fatalf("result after retries: %v", errs[0])
+	}
+
+	// Out of attempts: the last error is reported.
+	if err := p.Publish(ctx, auditEvent(8), r.done("8")); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		js.next(t).err <- jetstream.ErrAsyncPublishTimeout
+	}
+	r.wait(t, 1)
+	_, errs := r.snapshot()
+	if !errors.Is(errs[1], jetstream.ErrAsyncPublishTimeout) {
+		t.Fatalf("result after 3 failed attempts: %v", errs[1])
+	}
+}
+
+func TestPublisherOwnAckTimeout(t *testing.T) {
+	js := newFakeJS()
+	p := NewPublisher(js, 4, WithAckTimeout(20*time.Millisecond), WithRetries(2, time.Millisecond))
+	defer closePublisher(t, p)
+	r := newResults()
+	if err := p.Publish(testCtx(t), auditEvent(1), r.done("1")); err != nil {
+		t.Fatal(err)
+	}
+	js.next(t)        // never answered
+	js.next(t).ack(1) // the republish is
+	r.wait(t, 1)
+	if _, errs := r.snapshot(); errs[0] != nil {
+		t.Fatalf("result: %v", errs[0])
+	}
+}
+
+func TestPublisherCloseAbandons(t *testing.T) {
+	js := newFakeJS()
+	p := NewPublisher(js, 4)
+	r := newResults()
+	ctx := testCtx(t)
+	for i := range 2 {
+		if err := p.Publish(ctx, auditEvent(i), r.done(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if err := p.Close(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Close with unanswered publishes: %v", err)
+	}
+	r.wait(t, 2)
+	_, errs := r.snapshot()
+	for i, err := range errs {
+		if !errors.Is(err, ErrPublisherClosed) {
+			t.Errorf("result %d after Close: %v", i, err)
+		}
+	}
+	if err := p.Publish(ctx, auditEvent(9), nil); !errors.Is(err, ErrPublisherClosed) {
+		t.Errorf("Publish after Close: %v", err)
+	}
+}
+
+func TestPublisherRealServer(t *testing.T) {
+	b := openTestBus(t, config.NATSConfig{})
+	ctx := testCtx(t)
+	if err := b.EnsureStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p := NewPublisher(b.JS, 16)
+	defer closePublisher(t, p)
+
+	const n = 300
+	var mu sync.Mutex
+	var seqs []uint64
+	var failures []error
+	for i := range n {
+		err := p.Publish(ctx, auditEvent(i), func(ack *jetstream.PubAck, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failures = append(failures, err)
+				return
+			}
+			seqs = append(seqs, ack.Sequence)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Pending() > 16 {
+			t.Fatalf("%d pending with max 16", p.Pending())
+		}
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(failures) > 0 || len(seqs) != n {
+		t.Fatalf("%d acks, failures %v", len(seqs), failures)
+	}
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] <= seqs[i-1] {
+			t.Fatalf("callback %d has stream sequence %d after %d: not in publish order", i, seqs[i], seqs[i-1])
+		}
+	}
+	info, err := b.StreamInfo(ctx, DefaultAuditStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != n {
+		t.Fatalf("stream holds %d messages, want %d", info.State.Msgs, n)
+	}
+}
+
+func TestPublishDedupWithinWindow(t *testing.T) {
+	b := openTestBus(t, config.NATSConfig{DuplicateWindow: time.Minute})
+	ctx := testCtx(t)
+	if err := b.EnsureStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p := NewPublisher(b.JS, 4)
+	defer closePublisher(t, p)
+	var acks []*jetstream.PubAck
+	var mu sync.Mutex
+	sess := Event{ID: "x", Type: "print", Session: true, SessionID: "s1", Index: 3, Time: time.Now(), JSON: []byte(`{}`)}
+	for _, e := range []Event{auditEvent(1), auditEvent(1), sess, sess} {
+		err := p.Publish(ctx, e, func(ack *jetstream.PubAck, err error) {
+			if err != nil {
+				t.Errorf("publish: %v", err)
+				return
+			}
+			mu.Lock()
+			acks = append(acks, ack)
+			mu.Unlock()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(acks) != 4 || acks[0].Duplicate || !acks[1].Duplicate || acks[2].Duplicate || !acks[3].Duplicate {
+		t.Fatalf("acks %+v: want the second copy of each reported as a duplicate", acks)
+	}
+	for _, stream := range []string{DefaultAuditStream, DefaultSessionStream} {
+		info, err := b.StreamInfo(ctx, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs != 1 {
+			t.Errorf("stream %s holds %d messages after publishing one event twice, want 1", stream, info.State.Msgs)
+		}
+	}
+}
