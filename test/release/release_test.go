@@ -159,7 +159,9 @@ func TestInstallRefusesReadOnlyBindirAndWritesNothing(t *testing.T) {
 		if err != nil {
 			t.Skip("running as root without setpriv: cannot make a directory read-only for the script")
 		}
-		for _, d := range []string{base, filepath.Dir(top), top} {
+		// The test's temporary directories are 0700: open the way down to
+		// the script and to BINDIR for the unprivileged user.
+		for _, d := range append(ancestors(top), ancestors(bindir)...) {
 			if err := os.Chmod(d, 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -185,6 +187,16 @@ func TestInstallRefusesReadOnlyBindirAndWritesNothing(t *testing.T) {
 	if len(entries) != 0 {
 		t.Errorf("read-only BINDIR now holds %d entries, want none", len(entries))
 	}
+}
+
+// ancestors lists dir and its parents below the system's temporary directory.
+func ancestors(dir string) []string {
+	var out []string
+	tmp := filepath.Clean(os.TempDir())
+	for d := filepath.Dir(dir); d != tmp && d != "/" && d != "."; d = filepath.Dir(d) {
+		out = append(out, d)
+	}
+	return out
 }
 
 // TestDockerfileParsesAndCopySourcesExist lints the Dockerfile where no
