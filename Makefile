@@ -61,10 +61,12 @@ image:
 ## gen-example-mtls: example certificates and keys in example/keys (PASS=… KEYLEN=2048|4096)
 # server.key is encrypted with PASS (generated when unset; fluent.conf holds it).
 KEYLEN ?= 2048
-gen-example-mtls: build
-	@mkdir -p example/keys
+EXAMPLE_KEYS ?= example/keys
+gen-example-mtls:
+	@mkdir -p $(BIN) $(EXAMPLE_KEYS)
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ ./cmd/configure
 	@pass='$(PASS)'; [ -n "$$pass" ] || pass="$$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"; \
-	printf '%s\n' "$$pass" | $(BIN)/configure --force --length $(KEYLEN) example/keys
+	printf '%s\n' "$$pass" | $(BIN)/configure --force --length $(KEYLEN) $(EXAMPLE_KEYS)
 
 clean:
 	rm -rf $(BIN) dist

@@ -7,6 +7,7 @@ import (
 	"archive/tar"
 	"bufio"
 	"compress/gzip"
+	"crypto/rsa"
 	"errors"
 	"io"
 	"os"
@@ -15,6 +16,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/certs"
 )
 
 var commands = []string{"ingest", "fluentd-sink", "configure"}
@@ -267,5 +270,54 @@ func TestDockerfileParsesAndCopySourcesExist(t *testing.T) {
 	}
 	if copies == 0 {
 		t.Error("Dockerfile copies nothing")
+	}
+}
+
+// TestGenExampleMTLS runs `PASS=… KEYLEN=… make gen-example-mtls` as users of
+// the older tool do, and opens what it wrote.
+func TestGenExampleMTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds configure")
+	}
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make not installed")
+	}
+	root := repoRoot(t)
+	dir := filepath.Join(t.TempDir(), "keys")
+	cmd := exec.Command("make", "-s", "-C", root, "gen-example-mtls", "EXAMPLE_KEYS="+dir, "BIN="+t.TempDir())
+	cmd.Env = append(os.Environ(), "PASS=example-passphrase-42", "KEYLEN=2048")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("make gen-example-mtls: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "example-passphrase-42") {
+		t.Errorf("the passphrase was printed:\n%s", out)
+	}
+	for _, f := range []string{"ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key", "fluent.conf", "teleport-event-handler.toml", "teleport-event-handler-role.yaml"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("gen-example-mtls did not write %s: %v", f, err)
+		}
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, "server.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := certs.ParseKeyPEM(keyPEM, []byte("example-passphrase-42"))
+	if err != nil {
+		t.Fatalf("server.key does not open with PASS: %v", err)
+	}
+	rsaKey, ok := key.(*rsa.PrivateKey)
+	if !ok || rsaKey.N.BitLen() != 2048 {
+		t.Errorf("server.key is %T, want a 2048-bit RSA key (KEYLEN)", key)
+	}
+	if _, err := certs.ParseKeyPEM(keyPEM, []byte("wrong")); err == nil {
+		t.Error("server.key opens with a wrong passphrase")
+	}
+	conf, err := os.ReadFile(filepath.Join(dir, "fluent.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(conf), "example-passphrase-42") {
+		t.Error("fluent.conf does not carry the passphrase Fluentd needs")
 	}
 }
