@@ -9,7 +9,7 @@ LDFLAGS  := -s -w -X $(PKG)/pkg/version.Version=$(VERSION) -X $(PKG)/pkg/version
 GOFLAGS_BUILD := -trimpath -ldflags '$(LDFLAGS)'
 
 COMMANDS := ingest fluentd-sink configure
-SIMS     := teleport-sim fluentd-sim
+SIMS     := teleport-sim fluentd-sim nats-server
 
 .PHONY: all build test vet fmt-check unit bench bench-ingest bench-sink demo clean release install image gen-example-mtls
 
