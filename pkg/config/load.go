@@ -206,11 +206,13 @@ func (c *Config) decodeTOML(data []byte, path string) error {
 
 	for _, n := range names {
 		if byTOMLName[n] == nil {
-			msg := "unknown key"
+			msg := fmt.Sprintf("unknown key %q", n)
 			if s := suggest(n); s != "" {
 				msg += fmt.Sprintf(", did you mean %q?", s)
+			} else if s := misplaced(n); s != "" {
+				msg += fmt.Sprintf(", did you mean %q? (top-level keys go before the first [section])", s)
 			}
-			return &Error{Where: "config " + path, Key: n, Msg: msg}
+			return &Error{Where: "config " + path, Msg: msg}
 		}
 	}
 	seen := map[*key]string{}
@@ -377,7 +379,7 @@ func describeSource(s source) string {
 
 // resolve fills values defined in terms of others.
 func (c *Config) resolve() {
-	if c.Ingest.SessionConcurrency == 0 {
+	if c.Ingest.SessionConcurrency == 0 && c.Concurrency > 0 {
 		c.Ingest.SessionConcurrency = c.Concurrency
 	}
 }

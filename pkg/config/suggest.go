@@ -1,6 +1,9 @@
 package config
 
-import "sort"
+import (
+	"sort"
+	"strings"
+)
 
 // suggest is the known TOML key closest to an unknown one, "" when none is
 // close enough to be a likely typo.
@@ -51,4 +54,17 @@ func editDistance(a, b string) int {
 		}
 	}
 	return d[len(ra)][len(rb)]
+}
+
+// misplaced is the top-level key an unknown "section.key" ends with: a
+// top-level key written after a [section] header lands in that section.
+func misplaced(unknown string) string {
+	i := strings.LastIndex(unknown, ".")
+	if i < 0 {
+		return ""
+	}
+	if k := byTOMLName[unknown[i+1:]]; k != nil {
+		return unknown[i+1:]
+	}
+	return ""
 }

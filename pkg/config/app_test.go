@@ -1,0 +1,83 @@
+package config
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/rs/zerolog"
+)
+
+func TestExecuteExitCodesAndOneLineErrors(t *testing.T) {
+	f := newFixture(t)
+	good := f.write(t, "c.toml", ingestOK)
+	bad := f.write(t, "bad.toml", "[nats]\nreplicas = 7\n"+ingestOK)
+	boom := func(context.Context, *Config, zerolog.Logger) error {
+		return errors.New("connect to teleport [localhost:3025]: connection refused\nsecond line")
+	}
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stderr string
+		stdout string
+	}{
+		{name: "runtime error", args: []string{"--config", good}, code: 1,
+			stderr: "ingest: error: connect to teleport [localhost:3025]: connection refused; second line\n"},
+		{name: "bad flag", args: []string{"--bogus"}, code: 2,
+			stderr: "ingest: error: flag provided but not defined: -bogus\n"},
+		{name: "bad flag value", args: []string{"--batch", "many"}, code: 2,
+			stderr: "ingest: error: invalid value \"many\" for flag -batch: parse error\n"},
+		{name: "bad config", args: []string{"--config", bad}, code: 2,
+			stderr: "ingest: error: config " + bad + ": key \"nats.replicas\": must be 1..5, got 7\n"},
+		{name: "version subcommand", args: []string{"version"}, code: 0, stdout: "ingest dev (commit unknown, go"},
+		{name: "version flag", args: []string{"--version"}, code: 0, stdout: "ingest dev (commit unknown, go"},
+		{name: "help", args: []string{"--help"}, code: 0, stdout: "--teleport-identity value"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr, logs bytes.Buffer
+			app := NewApp(Ingest, "ingest", "test", boom)
+			app.Writer, app.ErrWriter = &stdout, &logs
+			code := Execute(context.Background(), app, append([]string{"ingest"}, tt.args...), &stderr)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d (stderr %q)", code, tt.code, stderr.String())
+			}
+			if stderr.String() != tt.stderr {
+				t.Errorf("stderr %q, want %q", stderr.String(), tt.stderr)
+			}
+			if !strings.Contains(stdout.String(), tt.stdout) {
+				t.Errorf("stdout %q lacks %q", stdout.String(), tt.stdout)
+			}
+			if tt.code != 0 && stdout.Len() > 0 {
+				t.Errorf("usage dumped on error: %q", stdout.String())
+			}
+		})
+	}
+}
+
+// SIGTERM cancels the run's context; a run that then returns its
+// context's error has stopped cleanly: exit 0, nothing on stderr.
+func TestSignalStopsRunCleanly(t *testing.T) {
+	f := newFixture(t)
+	app := NewApp(Ingest, "ingest", "test", func(ctx context.Context, _ *Config, _ zerolog.Logger) error {
+		if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+			return err
+		}
+		<-ctx.Done()
+		return fmt.Errorf("ingest stopped: %w", ctx.Err())
+	})
+	var stderr bytes.Buffer
+	app.ErrWriter = &bytes.Buffer{}
+	if code := Execute(context.Background(), app, []string{"ingest", "--config", f.write(t, "c.toml", ingestOK)}, &stderr); code != 0 {
+		t.Errorf("exit %d, want 0; stderr %q", code, stderr.String())
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("stderr %q", stderr.String())
+	}
+}
