@@ -1,0 +1,152 @@
+package sink
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+func item(url string, n int) Item {
+	return Item{URL: url, Data: json.RawMessage(fmt.Sprintf(`{"n":%d}`, n))}
+}
+
+func sizes(bs []*Batch) string {
+	var out []string
+	for _, b := range bs {
+		out = append(out, fmt.Sprintf("%s:%d", b.URL, len(b.Items)))
+	}
+	return strings.Join(out, ",")
+}
+
+func TestBatcherFullBatches(t *testing.T) {
+	b := &Batcher{MaxEvents: 3, MaxBytes: 1 << 20, Wait: time.Second}
+	now := time.Unix(0, 0)
+	var ready []*Batch
+	for i := range 7 {
+		ready = append(ready, b.Add(item("a", i), now)...)
+	}
+	if got := sizes(ready); got != "a:3,a:3" {
+		t.Fatalf("ready = %s", got)
+	}
+	if b.Len() != 1 {
+		t.Fatalf("open items = %d, want 1", b.Len())
+	}
+	if got := string(ready[1].Items[0].Data); got != `{"n":3}` {
+		t.Fatalf("order broken: second batch starts with %s", got)
+	}
+}
+
+func TestBatcherPerURL(t *testing.T) {
+	b := &Batcher{MaxEvents: 2, Wait: time.Second}
+	now := time.Unix(0, 0)
+	var ready []*Batch
+	for i, u := range []string{"a", "b", "a", "c", "b"} {
+		ready = append(ready, b.Add(item(u, i), now)...)
+	}
+	if got := sizes(ready); got != "a:2,b:2" {
+		t.Fatalf("ready = %s", got)
+	}
+	if got := sizes(b.Flush()); got != "c:1" {
+		t.Fatalf("flush = %s", got)
+	}
+	if b.Len() != 0 {
+		t.Fatal("flush left items")
+	}
+}
+
+func TestBatcherBytes(t *testing.T) {
+	// Each {"n":d} is 7 bytes plus a separator: 3 fit in 24 bytes.
+	b := &Batcher{MaxEvents: 100, MaxBytes: 20, Wait: time.Second}
+	now := time.Unix(0, 0)
+	var ready []*Batch
+	for i := range 5 {
+		ready = append(ready, b.Add(item("a", i), now)...)
+	}
+	if got := sizes(ready); got != "a:2,a:2" {
+		t.Fatalf("ready = %s", got)
+	}
+	// One record larger than the limit travels alone.
+	big := Item{URL: "a", Data: json.RawMessage(`{"data":"` + strings.Repeat("x", 100) + `"}`)}
+	if got := sizes(b.Add(big, now)); got != "a:1,a:1" {
+		t.Fatalf("big record: %s", got)
+	}
+}
+
+func TestBatcherWait(t *testing.T) {
+	b := &Batcher{MaxEvents: 100, Wait: 200 * time.Millisecond}
+	t0 := time.Unix(100, 0)
+	b.Add(item("a", 1), t0)
+	b.Add(item("b", 1), t0.Add(100*time.Millisecond))
+	at, ok := b.Next()
+	if !ok || !at.Equal(t0.Add(200*time.Millisecond)) {
+		t.Fatalf("next = %v %v", at, ok)
+	}
+	if got := b.Due(t0.Add(199 * time.Millisecond)); len(got) != 0 {
+		t.Fatalf("due early: %s", sizes(got))
+	}
+	if got := sizes(b.Due(t0.Add(200 * time.Millisecond))); got != "a:1" {
+		t.Fatalf("due = %s", got)
+	}
+	if got := sizes(b.Due(t0.Add(300 * time.Millisecond))); got != "b:1" {
+		t.Fatalf("due = %s", got)
+	}
+	if _, ok := b.Next(); ok {
+		t.Fatal("next with nothing open")
+	}
+}
+
+func TestBatchRecordsUnchanged(t *testing.T) {
+	b := &Batch{Items: []Item{item("a", 1), item("a", 2)}}
+	r := b.Records()
+	if len(r) != 2 || string(r[0]) != `{"n":1}` || string(r[1]) != `{"n":2}` {
+		t.Fatalf("records = %s", r)
+	}
+}
+
+func TestBackoffGrowsAndCaps(t *testing.T) {
+	b := Backoff{Base: time.Second, Max: 10 * time.Second}
+	for n, want := range map[uint64]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 4: 8 * time.Second, 5: 10 * time.Second, 50: 10 * time.Second} {
+		if got := b.Delay(n); got != want {
+			t.Errorf("delay(%d) = %s, want %s", n, got, want)
+		}
+	}
+	j := Backoff{Base: time.Second, Max: time.Minute, Jitter: 0.2}
+	seen := map[time.Duration]bool{}
+	for range 50 {
+		d := j.Delay(1)
+		if d < 800*time.Millisecond || d > 1200*time.Millisecond {
+			t.Fatalf("jittered delay %s outside ±20%%", d)
+		}
+		seen[d] = true
+	}
+	if len(seen) < 2 {
+		t.Fatal("no jitter")
+	}
+}
+
+func TestSourcesFilters(t *testing.T) {
+	cfg := newTestConfig()
+	cfg.Sink.FilterSubjects = []string{"audit.user.>", "audit.session.upload"}
+	srcs, err := Sources(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(srcs) != 1 || srcs[0].Session || strings.Join(srcs[0].Filters, " ") != "audit.user.> audit.session.upload" {
+		t.Fatalf("sources = %+v", srcs)
+	}
+	cfg.Sink.FilterSubjects = []string{"audit.user.>", "session.>"}
+	if srcs, _ = Sources(cfg); len(srcs) != 2 || srcs[1].Filters != nil {
+		t.Fatalf("sources = %+v", srcs)
+	}
+	cfg.Sink.FilterSubjects = []string{"deadletter.>"}
+	if _, err := Sources(cfg); err == nil || !strings.Contains(err.Error(), "deadletter.>") {
+		t.Fatalf("err = %v", err)
+	}
+	cfg.Sink.FilterSubjects = nil
+	cfg.Fluentd.SessionURL = ""
+	if srcs, _ = Sources(cfg); len(srcs) != 1 || srcs[0].Session {
+		t.Fatalf("without session-url: %+v", srcs)
+	}
+}

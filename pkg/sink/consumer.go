@@ -1,0 +1,179 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+)
+
+// Source is one stream the sink reads: its name, the durable consumer's
+// name and the subject filters that apply to it.
+type Source struct {
+	Stream   string
+	Consumer string
+	Filters  []string
+	// Session marks the session recordings stream (events go to the
+	// per-session URL).
+	Session bool
+}
+
+// Sources picks the streams to read from cfg. With no filter subjects both
+// streams are read in full; with filters, each stream is read only through
+// the filters that fall inside it (audit.… or session.…), and a stream no
+// filter selects is not read. The session stream is skipped when no
+// session-url is set.
+func Sources(cfg *config.Config) ([]Source, error) {
+	nc := bus.WithDefaults(cfg.NATS)
+	all := []Source{
+		{Stream: nc.AuditStream, Consumer: cfg.Sink.AuditConsumer},
+		{Stream: nc.SessionStream, Consumer: cfg.Sink.SessionConsumer, Session: true},
+	}
+	prefixes := []string{bus.AuditPrefix, bus.SessionPrefix}
+	var out []Source
+	for i, src := range all {
+		if src.Consumer == "" {
+			return nil, fmt.Errorf("sink: empty consumer name for stream %q", src.Stream)
+		}
+		if src.Session && cfg.Fluentd.SessionURL == "" {
+			continue
+		}
+		filters, selected := filtersFor(cfg.Sink.FilterSubjects, prefixes[i])
+		if !selected {
+			continue
+		}
+		src.Filters = filters
+		out = append(out, src)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("sink.filter-subjects %q select neither %s.> nor %s.> (with a session-url)",
+			cfg.Sink.FilterSubjects, bus.AuditPrefix, bus.SessionPrefix)
+	}
+	return out, nil
+}
+
+// filtersFor returns the filters of subjects that fall inside the stream of
+// prefix, and whether the stream is read at all. No subjects, ">" or
+// "<prefix>.>" select the whole stream (no filter).
+func filtersFor(subjects []string, prefix string) (filters []string, selected bool) {
+	if len(subjects) == 0 {
+		return nil, true
+	}
+	for _, f := range subjects {
+		switch {
+		case f == ">" || f == prefix+".>":
+			return nil, true
+		case strings.HasPrefix(f, prefix+"."):
+			filters = append(filters, f)
+		}
+	}
+	return filters, len(filters) > 0
+}
+
+// ConsumerConfig is the durable pull consumer the sink shares with every
+// other sink process of the same name: explicit acks, the configured ack
+// wait and max ack pending. MaxDeliver is left unlimited on purpose: a
+// Fluentd outage makes every message fail again and again, and JetStream
+// stops redelivering a message after MaxDeliver, which would lose it. The
+// sink applies max-deliver itself, to refusals only (see Deliverer).
+func ConsumerConfig(src Source, sc config.SinkConfig) jetstream.ConsumerConfig {
+	cc := jetstream.ConsumerConfig{
+		Durable:       src.Consumer,
+		Description:   "teleport-event-bus fluentd-sink",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       sc.AckWait,
+		MaxAckPending: sc.MaxAckPending,
+		MaxDeliver:    -1,
+	}
+	switch len(src.Filters) {
+	case 0:
+	case 1:
+		cc.FilterSubject = src.Filters[0]
+	default:
+		cc.FilterSubjects = src.Filters
+	}
+	return cc
+}
+
+// OpenConsumer creates the durable consumer of src, or updates it to the
+// configuration when it exists. A configuration the server cannot apply to
+// the existing consumer (another filter on a consumer other sinks use, for
+// instance) is an error naming the consumer and the stream.
+func OpenConsumer(ctx context.Context, js jetstream.JetStream, src Source, sc config.SinkConfig) (jetstream.Consumer, error) {
+	c, err := js.CreateOrUpdateConsumer(ctx, src.Stream, ConsumerConfig(src, sc))
+	if err != nil {
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, fmt.Errorf("consumer %q: stream %q does not exist (start ingest first, or check nats.*-stream): %w", src.Consumer, src.Stream, err)
+		}
+		return nil, fmt.Errorf("create or update consumer %q on stream %q (does its configuration conflict with the existing one?): %w", src.Consumer, src.Stream, err)
+	}
+	return c, nil
+}
+
+// OpenOrdered opens an ephemeral ordered consumer on src, for a dry run: it
+// reads everything without acknowledging anything and leaves no state.
+func OpenOrdered(ctx context.Context, js jetstream.JetStream, src Source) (jetstream.Consumer, error) {
+	c, err := js.OrderedConsumer(ctx, src.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: src.Filters,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ordered consumer on stream %q: %w", src.Stream, err)
+	}
+	return c, nil
+}
+
+// fetch pulls messages from c and passes them to emit until ctx is done,
+// then drains what the client already buffered so those messages are
+// delivered rather than left to time out. It returns nil on a clean stop.
+func fetch(ctx context.Context, c jetstream.Consumer, src Source, buffer int, emit func(jetstream.Msg), log zerolog.Logger) error {
+	it, err := c.Messages(jetstream.PullMaxMessages(buffer))
+	if err != nil {
+		return fmt.Errorf("pull from consumer %q on stream %q: %w", src.Consumer, src.Stream, err)
+	}
+	stop := context.AfterFunc(ctx, it.Drain)
+	defer stop()
+	defer it.Stop()
+	for {
+		msg, err := it.Next()
+		switch {
+		case err == nil:
+			emit(msg)
+		case errors.Is(err, jetstream.ErrMsgIteratorClosed):
+			return nil
+		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
+			return fmt.Errorf("pull from consumer %q on stream %q: %w", src.Consumer, src.Stream, err)
+		default:
+			// Heartbeats missed while NATS reconnects and similar: the
+			// iterator recovers by itself.
+			log.Warn().Err(err).Str("stream", src.Stream).Str("consumer", src.Consumer).Msg("pulling messages")
+			if ctx.Err() != nil {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// pending is the consumer's backlog: messages not yet delivered plus those
+// delivered and awaiting their ack (including ones waiting out a NAK delay).
+func pending(ctx context.Context, c jetstream.Consumer) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	info, err := c.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.NumPending + uint64(info.NumAckPending), nil
+}

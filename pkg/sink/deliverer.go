@@ -1,0 +1,175 @@
+package sink
+
+import (
+	"context"
+	"encoding/json"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/fluentd"
+)
+
+// Sender posts records to a URL; *fluentd.Client is the real one. Send
+// returns nil only for a 2xx; a refusal is an error fluentd.Refused
+// recognises; every other error is retried.
+type Sender interface {
+	Send(ctx context.Context, url string, records []json.RawMessage) (fluentd.Result, error)
+}
+
+// Deliverer sends batches and settles their messages with JetStream
+// according to Fluentd's answer:
+//   - 2xx: every message is acknowledged;
+//   - 5xx, timeout, connection error: every message is NAKed with a backoff
+//     delay, so JetStream redelivers it later (nothing is lost, however long
+//     Fluentd is down);
+//   - 4xx for several records: the batch is split in halves and each half
+//     sent again, until the refused records are isolated;
+//   - 4xx for one record: NAKed with a delay, or, on its MaxDeliver-th
+//     delivery, published to the dead-letter subject and terminated.
+type Deliverer struct {
+	Send        Sender
+	DeadLetters DeadLetters
+	Backoff     Backoff
+	// MaxDeliver is how many deliveries a refused record gets before it is
+	// dead-lettered (1 dead-letters on the first refusal).
+	MaxDeliver int
+	// AckWait is the consumer's; acks of messages held for more than half of
+	// it are confirmed (double ack) so a late one is noticed.
+	AckWait time.Duration
+	Metrics *Metrics
+	Log     zerolog.Logger
+	// Settled is called once per message when it is acked, NAKed or
+	// terminated.
+	Settled func(n int)
+
+	failing atomic.Bool
+}
+
+// Failing reports whether the last request got no 2xx or 4xx answer.
+func (d *Deliverer) Failing() bool { return d.failing.Load() }
+
+// Deliver sends b and settles every message in it. ctx bounds the requests;
+// once it is done the remaining messages are NAKed at once for another sink
+// (or this one, restarted) to deliver.
+func (d *Deliverer) Deliver(ctx context.Context, b *Batch) {
+	d.send(ctx, b.URL, b.Items)
+}
+
+func (d *Deliverer) send(ctx context.Context, url string, items []Item) {
+	if ctx.Err() != nil {
+		d.release(items)
+		return
+	}
+	start := time.Now()
+	res, err := d.Send.Send(ctx, url, records(items))
+	d.Metrics.observeRequest(len(items), res.Status, time.Since(start))
+	switch {
+	case err == nil:
+		d.failing.Store(false)
+		d.ack(ctx, items)
+	case fluentd.Refused(err) && len(items) > 1:
+		d.failing.Store(false)
+		mid := len(items) / 2
+		d.Log.Debug().Err(err).Int("records", len(items)).Msg("array refused, splitting it to find the refused records")
+		d.send(ctx, url, items[:mid])
+		d.send(ctx, url, items[mid:])
+	case fluentd.Refused(err):
+		d.failing.Store(false)
+		d.refused(ctx, items[0], res, err)
+	case ctx.Err() != nil:
+		d.release(items)
+	default:
+		d.failing.Store(true)
+		d.retry(items, err)
+	}
+}
+
+// ack acknowledges items. A message held for most of its ack wait may
+// already have been redelivered to another sink, so its ack is confirmed by
+// the server instead of fired and forgotten.
+func (d *Deliverer) ack(ctx context.Context, items []Item) {
+	for _, it := range items {
+		var err error
+		if d.AckWait > 0 && time.Since(it.Received) > d.AckWait/2 {
+			err = it.Msg.DoubleAck(ctx)
+		} else {
+			err = it.Msg.Ack()
+		}
+		if err != nil {
+			d.Log.Warn().Err(err).Str("subject", it.Msg.Subject()).Msg("ack after delivery failed; JetStream will redeliver the event (a duplicate in Fluentd)")
+		} else {
+			d.Metrics.Delivered.WithLabelValues(it.Stream).Inc()
+		}
+	}
+	d.Settled(len(items))
+}
+
+// retry hands items back to JetStream for redelivery after a backoff that
+// grows with each delivery.
+func (d *Deliverer) retry(items []Item, cause error) {
+	var delay time.Duration
+	for _, it := range items {
+		delay = d.Backoff.Delay(deliveries(it.Msg))
+		if err := it.Msg.NakWithDelay(delay); err != nil {
+			d.Log.Warn().Err(err).Str("subject", it.Msg.Subject()).Msg("nak failed; JetStream redelivers the event after its ack wait")
+		}
+	}
+	d.Metrics.Retried.Add(float64(len(items)))
+	d.Log.Warn().Err(cause).Int("events", len(items)).Dur("retry_in", delay).Msg("fluentd delivery failed, events handed back to JetStream for retry")
+	d.Settled(len(items))
+}
+
+// release NAKs items without delay: the sink is stopping and another sink
+// can take them now.
+func (d *Deliverer) release(items []Item) {
+	for _, it := range items {
+		_ = it.Msg.Nak()
+	}
+	d.Settled(len(items))
+}
+
+// refused handles one record Fluentd refused: retried until its
+// MaxDeliver-th delivery, then dead-lettered and terminated.
+func (d *Deliverer) refused(ctx context.Context, it Item, res fluentd.Result, cause error) {
+	defer d.Settled(1)
+	n := deliveries(it.Msg)
+	log := d.Log.With().Str("subject", it.Msg.Subject()).Int("status", res.Status).Str("answer", res.Answer).Uint64("delivery", n).Logger()
+	if n < uint64(max(d.MaxDeliver, 1)) {
+		delay := d.Backoff.Delay(n)
+		if err := it.Msg.NakWithDelay(delay); err != nil {
+			log.Warn().Err(err).Msg("nak failed; JetStream redelivers the event after its ack wait")
+		}
+		d.Metrics.Retried.Inc()
+		log.Warn().Dur("retry_in", delay).Int("max_deliver", d.MaxDeliver).Msg("fluentd refused an event; retrying it later")
+		return
+	}
+	reason := res.Answer
+	if reason == "" {
+		reason = cause.Error()
+	}
+	if err := d.DeadLetters.Publish(ctx, it.Msg, res, reason); err != nil {
+		// Keep the event: try again after a backoff rather than drop it.
+		delay := d.Backoff.Delay(n)
+		_ = it.Msg.NakWithDelay(delay)
+		log.Error().Err(err).Dur("retry_in", delay).Msg("could not dead-letter a refused event; it stays in the stream")
+		return
+	}
+	if err := it.Msg.TermWithReason("fluentd refused it; moved to dead letters"); err != nil {
+		log.Warn().Err(err).Msg("terminate dead-lettered event failed; it may be dead-lettered again (deduplicated)")
+	}
+	d.Metrics.DeadLettered.Inc()
+	log.Error().Msg("fluentd refused an event on every delivery; moved it to the dead-letter subject")
+}
+
+// deliveries is how many times JetStream has delivered msg (1 the first
+// time).
+func deliveries(msg jetstream.Msg) uint64 {
+	md, err := msg.Metadata()
+	if err != nil || md.NumDelivered == 0 {
+		return 1
+	}
+	return md.NumDelivered
+}

@@ -1,0 +1,406 @@
+// Package sink is the Fluentd side of the pipeline: it reads the audit and
+// session streams through durable pull consumers and delivers the events to
+// Fluentd's in_http. The pieces are separate: a consumer per stream
+// (consumer.go) feeds a Batcher that groups events per target URL, batches
+// go to a Deliverer that posts them with a fluentd.Client and settles each
+// message (ack, NAK with backoff, or dead letter) by Fluentd's answer. Any
+// number of sink processes with the same consumer names share the work.
+package sink
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/fluentd"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/metrics"
+)
+
+// idleCheckInterval is how often the consumers' backlog is read (for the
+// pending gauge and exit-on-last-event).
+const idleCheckInterval = 250 * time.Millisecond
+
+// Run is the fluentd-sink command: it connects to NATS, makes sure the
+// streams exist, builds the Fluentd client, serves metrics on
+// cfg.MetricsAddr and delivers until ctx is cancelled (then it finishes
+// in-flight requests and acks within sink.shutdown-timeout and returns nil)
+// or, with exit-on-last-event, until nothing is left to deliver.
+func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
+	b, err := bus.Open(ctx, cfg.NATS, cfg.Storage, "fluentd-sink", log, false)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if err := b.EnsureStreams(ctx); err != nil {
+		return err
+	}
+	var send Sender
+	if !cfg.DryRun {
+		client, err := fluentd.New(cfg.Fluentd, log, fluentd.WithGzip(cfg.Sink.Gzip))
+		if err != nil {
+			return err
+		}
+		defer client.Close()
+		send = client
+	}
+	reg := metrics.NewRegistry()
+	s := New(b.JS, b.Conn, send, cfg, log, WithMetrics(NewMetrics(reg)))
+	if cfg.MetricsAddr != "" {
+		srv, err := metrics.Listen(cfg.MetricsAddr, reg, s.Ready, log)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}()
+	}
+	return s.Run(ctx)
+}
+
+// Option changes a Sink built by New.
+type Option func(*Sink)
+
+// WithMetrics records into m instead of unregistered collectors.
+func WithMetrics(m *Metrics) Option { return func(s *Sink) { s.metrics = m } }
+
+// WithBackoff sets the retry delays (tests use short ones).
+func WithBackoff(b Backoff) Option { return func(s *Sink) { s.backoff = b } }
+
+// Sink is one sink process's delivery pipeline.
+type Sink struct {
+	js      jetstream.JetStream
+	nc      *nats.Conn
+	send    Sender
+	cfg     *config.Config
+	sc      config.SinkConfig
+	log     zerolog.Logger
+	metrics *Metrics
+	backoff Backoff
+
+	// outstanding counts messages fetched and not yet settled.
+	outstanding atomic.Int64
+	deliverer   *Deliverer
+	ready       atomic.Bool
+}
+
+// New builds a Sink reading through js (nc is its connection, for
+// readiness and the final flush) and sending with send, which may be nil
+// for a dry run.
+func New(js jetstream.JetStream, nc *nats.Conn, send Sender, cfg *config.Config, log zerolog.Logger, opts ...Option) *Sink {
+	s := &Sink{js: js, nc: nc, send: send, cfg: cfg, sc: withDefaults(cfg.Sink), log: log, backoff: DefaultBackoff}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.metrics == nil {
+		s.metrics = NewMetrics(nil)
+	}
+	s.deliverer = &Deliverer{
+		Send:        send,
+		DeadLetters: DeadLetters{JS: js},
+		Backoff:     s.backoff,
+		MaxDeliver:  s.sc.MaxDeliver,
+		AckWait:     s.sc.AckWait,
+		Metrics:     s.metrics,
+		Log:         log,
+		Settled:     func(n int) { s.outstanding.Add(-int64(n)) },
+	}
+	return s
+}
+
+// withDefaults fills zero fields with config.Default's values.
+func withDefaults(sc config.SinkConfig) config.SinkConfig {
+	d := config.Default().Sink
+	if sc.AckWait <= 0 {
+		sc.AckWait = d.AckWait
+	}
+	if sc.MaxAckPending <= 0 {
+		sc.MaxAckPending = d.MaxAckPending
+	}
+	if sc.MaxDeliver <= 0 {
+		sc.MaxDeliver = d.MaxDeliver
+	}
+	if sc.BatchSize <= 0 {
+		sc.BatchSize = d.BatchSize
+	}
+	if sc.BatchBytes <= 0 {
+		sc.BatchBytes = d.BatchBytes
+	}
+	if sc.BatchWait <= 0 {
+		sc.BatchWait = d.BatchWait
+	}
+	if sc.InFlight <= 0 {
+		sc.InFlight = d.InFlight
+	}
+	if sc.ShutdownTimeout <= 0 {
+		sc.ShutdownTimeout = d.ShutdownTimeout
+	}
+	return sc
+}
+
+// Ready reports why the sink cannot deliver now: NATS disconnected, or the
+// last request to Fluentd failing.
+func (s *Sink) Ready() error {
+	if s.nc != nil && !s.nc.IsConnected() {
+		return errors.New("not connected to NATS")
+	}
+	if !s.ready.Load() {
+		return errors.New("consumers not open yet")
+	}
+	if s.deliverer.Failing() {
+		return errors.New("the last request to Fluentd failed")
+	}
+	return nil
+}
+
+// consumer is an open consumer and the source it reads.
+type consumer struct {
+	src Source
+	c   jetstream.Consumer
+}
+
+// Run delivers until ctx is done, a consumer fails, or (exit-on-last-event)
+// nothing is left; see the package Run for the shutdown behaviour.
+func (s *Sink) Run(ctx context.Context) error {
+	if s.send == nil && !s.cfg.DryRun {
+		return errors.New("sink: no Fluentd client (only a dry run may go without)")
+	}
+	consumers, err := s.open(ctx)
+	if err != nil {
+		return err
+	}
+	s.ready.Store(true)
+
+	// fetchCtx stops the intake; sendCtx bounds what is in flight, and ends
+	// sink.shutdown-timeout after the intake stopped.
+	fetchCtx, stopFetch := context.WithCancel(ctx)
+	defer stopFetch()
+	sendCtx, stopSend := afterDone(fetchCtx, s.sc.ShutdownTimeout)
+	defer stopSend()
+
+	items := make(chan Item, s.sc.BatchSize)
+	batches := make(chan *Batch)
+
+	var intake errgroup.Group
+	for _, c := range consumers {
+		intake.Go(func() error {
+			err := fetch(fetchCtx, c.c, c.src, s.pullBuffer(), func(m jetstream.Msg) {
+				s.outstanding.Add(1)
+				items <- s.item(c.src, m)
+			}, s.log)
+			if err != nil {
+				stopFetch()
+			}
+			return err
+		})
+	}
+	var pipeline errgroup.Group
+	pipeline.Go(func() error {
+		err := intake.Wait()
+		close(items)
+		return err
+	})
+	pipeline.Go(func() error {
+		s.batch(items, batches)
+		return nil
+	})
+	for range s.sc.InFlight {
+		pipeline.Go(func() error {
+			for b := range batches {
+				s.deliver(sendCtx, b)
+			}
+			return nil
+		})
+	}
+	pipeline.Go(func() error {
+		s.watch(fetchCtx, consumers, stopFetch)
+		return nil
+	})
+	err = pipeline.Wait()
+	if s.nc != nil {
+		// Acks are fire-and-forget publishes: make sure they left.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		_ = s.nc.FlushWithContext(fctx)
+		cancel()
+	}
+	if err != nil {
+		return err
+	}
+	s.log.Info().Msg("sink stopped")
+	return nil
+}
+
+// afterDone returns a context that is cancelled timeout after ctx is done
+// (or by the returned function, which also releases the timer).
+func afterDone(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	out, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var (
+		mu       sync.Mutex
+		timer    *time.Timer
+		released bool
+	)
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !released {
+			timer = time.AfterFunc(timeout, cancel)
+		}
+	})
+	return out, func() {
+		stop()
+		mu.Lock()
+		released = true
+		if timer != nil {
+			timer.Stop()
+		}
+		mu.Unlock()
+		cancel()
+	}
+}
+
+// open creates or updates the durable consumers, or, for a dry run, opens
+// ordered ephemeral ones that leave no trace.
+func (s *Sink) open(ctx context.Context) ([]consumer, error) {
+	srcs, err := Sources(s.cfg)
+	if err != nil {
+		return nil, err
+	}
+	var out []consumer
+	for _, src := range srcs {
+		var c jetstream.Consumer
+		if s.cfg.DryRun {
+			c, err = OpenOrdered(ctx, s.js, src)
+		} else {
+			c, err = OpenConsumer(ctx, s.js, src, s.sc)
+		}
+		if err != nil {
+			return nil, err
+		}
+		s.log.Info().Str("stream", src.Stream).Str("consumer", src.Consumer).Strs("filters", src.Filters).Bool("dry_run", s.cfg.DryRun).Msg("reading stream")
+		out = append(out, consumer{src: src, c: c})
+	}
+	return out, nil
+}
+
+// pullBuffer is how many messages the client asks for ahead: enough to keep
+// every request slot busy, never more than the consumer's max ack pending.
+func (s *Sink) pullBuffer() int {
+	n := max(2*s.sc.BatchSize*s.sc.InFlight, 256)
+	return min(n, s.sc.MaxAckPending)
+}
+
+// item routes a message: audit events to fluentd.url, session events to
+// session-url + ".<sid>.log".
+func (s *Sink) item(src Source, m jetstream.Msg) Item {
+	it := Item{URL: s.cfg.Fluentd.URL, Data: m.Data(), Msg: m, Stream: src.Stream, Received: time.Now()}
+	if src.Session {
+		sid := m.Headers().Get(bus.HeaderSessionID)
+		if sid == "" {
+			sid = strings.TrimPrefix(m.Subject(), bus.SessionPrefix+".")
+		}
+		it.URL = fluentd.SessionURL(s.cfg.Fluentd.SessionURL, sid)
+	}
+	return it
+}
+
+// batch groups items into batches until items is closed, then sends what
+// is left and closes batches.
+func (s *Sink) batch(items <-chan Item, batches chan<- *Batch) {
+	defer close(batches)
+	b := &Batcher{MaxEvents: s.sc.BatchSize, MaxBytes: s.sc.BatchBytes, Wait: s.sc.BatchWait}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		var due <-chan time.Time
+		if at, ok := b.Next(); ok {
+			timer.Reset(time.Until(at))
+			due = timer.C
+		}
+		select {
+		case it, ok := <-items:
+			if !ok {
+				for _, bt := range b.Flush() {
+					batches <- bt
+				}
+				return
+			}
+			for _, bt := range b.Add(it, time.Now()) {
+				batches <- bt
+			}
+		case now := <-due:
+			for _, bt := range b.Due(now) {
+				batches <- bt
+			}
+		}
+	}
+}
+
+// deliver sends a batch, or in a dry run logs what it would send.
+func (s *Sink) deliver(ctx context.Context, b *Batch) {
+	if !s.cfg.DryRun {
+		s.deliverer.Deliver(ctx, b)
+		return
+	}
+	s.log.Info().Str("url", b.URL).Int("events", len(b.Items)).Int("bytes", b.Bytes).Msg("dry run: would send")
+	if s.log.GetLevel() <= zerolog.DebugLevel {
+		for _, it := range b.Items {
+			s.log.Debug().Str("url", b.URL).RawJSON("event", it.Data).Msg("dry run: event")
+		}
+	}
+	s.outstanding.Add(-int64(len(b.Items)))
+}
+
+// watch updates the pending gauge and, with exit-on-last-event, stops the
+// intake once the consumers have no backlog and nothing is in flight.
+func (s *Sink) watch(ctx context.Context, consumers []consumer, stop func()) {
+	t := time.NewTicker(idleCheckInterval)
+	defer t.Stop()
+	idle := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		// Read the local count first: a message fetched after this read is
+		// still pending on the server when its info is read.
+		busy := s.outstanding.Load() > 0
+		for _, c := range consumers {
+			n, err := pending(ctx, c.c)
+			if err != nil {
+				busy = true
+				if ctx.Err() == nil {
+					s.log.Warn().Err(err).Str("stream", c.src.Stream).Msg("reading consumer info")
+				}
+				continue
+			}
+			s.metrics.ConsumerPending.WithLabelValues(c.src.Stream).Set(float64(n))
+			busy = busy || n > 0
+		}
+		if !s.cfg.ExitOnLastEvent {
+			continue
+		}
+		if busy {
+			idle = 0
+			continue
+		}
+		// Two quiet readings in a row: an ordered consumer (dry run) has no
+		// ack pending count to cover messages in the client's buffer.
+		if idle++; idle >= 2 {
+			s.log.Info().Msg("nothing left to deliver, exiting (exit-on-last-event)")
+			stop()
+			return
+		}
+	}
+}
