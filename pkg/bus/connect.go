@@ -124,7 +124,10 @@ func connectOptions(cfg config.NATSConfig, name string, log zerolog.Logger) ([]n
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
-			ev := log.Warn().Str("url", nc.ConnectedUrlRedacted())
+			if nc.IsClosed() {
+				return // our own Close, not an outage
+			}
+			ev := log.Warn()
 			if err != nil {
 				ev = ev.Err(err)
 			}

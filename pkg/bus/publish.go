@@ -77,8 +77,9 @@ func WithPublisherLog(log zerolog.Logger) PublisherOption {
 // safe within the stream's duplicate window. Other errors (a message over
 // the stream's size limit, say) are reported at once.
 //
-// Publish may be called from several goroutines; the callbacks must not
-// block for long and must not call Publish (they hold up every later result).
+// Publish may be called from several goroutines. Callbacks must return
+// quickly (each one holds up every later result) and must not call Publish:
+// a message's slot is freed only after its callback returns.
 // Close the Publisher to stop its goroutine.
 type Publisher struct {
 	js         jetstream.JetStream

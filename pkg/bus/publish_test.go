@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -342,5 +343,86 @@ func TestPublishDedupWithinWindow(t *testing.T) {
 		if info.State.Msgs != 1 {
 			t.Errorf("stream %s holds %d messages after publishing one event twice, want 1", stream, info.State.Msgs)
 		}
+	}
+}
+
+func TestPublisherSurvivesServerRestart(t *testing.T) {
+	ctx := testCtx(t)
+	storage := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := l.Addr().String()
+	l.Close()
+	start := func() *Embedded {
+		t.Helper()
+		emb, err := StartEmbedded(ctx, EmbeddedOptions{Listen: listen, StoreDir: storage, Log: testLog(t)})
+		if err != nil {
+			t.Fatalf("start server: %v", err)
+		}
+		return emb
+	}
+	emb := start()
+	b, err := Open(ctx, config.NATSConfig{URL: emb.ClientURL()}, "", "restart-test", testLog(t), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.EnsureStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p := NewPublisher(b.JS, 32, WithRetries(20, 50*time.Millisecond), WithAckTimeout(2*time.Second))
+	defer closePublisher(t, p)
+
+	var mu sync.Mutex
+	var acked int
+	var failures []error
+	done := func(_ *jetstream.PubAck, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			failures = append(failures, err)
+			return
+		}
+		acked++
+	}
+	publish := func(from, to int) error {
+		for i := from; i < to; i++ {
+			if err := p.Publish(ctx, auditEvent(i), done); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := publish(0, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	emb.Shutdown()
+	errc := make(chan error, 1)
+	go func() { errc <- publish(100, 200) }()
+	emb = start()
+	defer emb.Shutdown()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if acked != 200 || len(failures) > 0 {
+		t.Fatalf("%d acked, failures %v", acked, failures)
+	}
+	info, err := b.StreamInfo(ctx, DefaultAuditStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 200 {
+		t.Fatalf("stream holds %d messages after a server restart, want each of 200 once", info.State.Msgs)
 	}
 }
