@@ -3,6 +3,7 @@ package bus
 import (
 	"bytes"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -94,5 +95,62 @@ func TestServerList(t *testing.T) {
 	}
 	if got := redactURLs([]string{"nats://u:p@h:1", "nats://tok@h:2", "nats://h:3"}); got != "nats://u:xxxxx@h:1,nats://xxxxx@h:2,nats://h:3" {
 		t.Errorf("redactURLs = %q", got)
+	}
+}
+
+// lockedBuffer is a log sink shared with the server's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestSecretsNotLogged(t *testing.T) {
+	var logs lockedBuffer
+	log := zerolog.New(&logs).Level(zerolog.DebugLevel)
+	for _, cfg := range []config.NATSConfig{
+		{Listen: "127.0.0.1:0", Token: "s3cret-token"},
+		{Listen: "127.0.0.1:0", User: "ingest", Password: "s3cret-pass"},
+	} {
+		b, err := Open(testCtx(t), cfg, t.TempDir(), "secret-test", log, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad := cfg
+		bad.URL = b.Embedded.ClientURL()
+		bad.Token, bad.Password = "s3cret-wrong", "s3cret-wrong"
+		if _, err := Connect(testCtx(t), bad, "bad", log); err == nil {
+			t.Fatal("wrong credentials accepted")
+		}
+		b.Close()
+	}
+	out := logs.String()
+	if !strings.Contains(out, "nats-server") {
+		t.Fatalf("no server log lines at debug level: %s", out)
+	}
+	if strings.Contains(out, "s3cret") {
+		t.Fatalf("a secret reached the log: %s", out)
+	}
+}
+
+func TestConnectOptionErrors(t *testing.T) {
+	_, err := Connect(testCtx(t), config.NATSConfig{URL: "nats://127.0.0.1:1", NKey: "/nonexistent/seed.nk"}, "x", zerolog.Nop())
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/seed.nk") {
+		t.Errorf("missing nkey seed file: %v", err)
+	}
+	_, err = Connect(testCtx(t), config.NATSConfig{URL: "nats://127.0.0.1:1", Cert: "c.pem"}, "x", zerolog.Nop())
+	if err == nil || !strings.Contains(err.Error(), "cert and key") {
+		t.Errorf("cert without key: %v", err)
 	}
 }

@@ -232,6 +232,8 @@ func (l *serverLog) fatal() string {
 	return l.fatalLine
 }
 
+// The server.Logger methods.
+
 func (l *serverLog) Noticef(format string, v ...any) { l.log.Debug().Msgf(format, v...) }
 func (l *serverLog) Debugf(format string, v ...any)  { l.log.Debug().Msgf(format, v...) }
 func (l *serverLog) Tracef(format string, v ...any)  {}
