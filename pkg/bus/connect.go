@@ -96,7 +96,8 @@ func (b *Bus) Close() {
 // user and password or a token, and TLS with a CA and a client certificate.
 // The connection reconnects forever and logs each disconnect and reconnect
 // (never the credentials). A failed first connection is an error naming the
-// URL.
+// URL. ctx is checked before dialling; each server's dial is bounded by
+// nats.go's connect timeout (2 s).
 func Connect(ctx context.Context, cfg config.NATSConfig, name string, log zerolog.Logger) (*nats.Conn, error) {
 	servers := serverList(cfg)
 	shown := redactURLs(servers)
