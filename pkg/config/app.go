@@ -74,7 +74,7 @@ func NewApp(cmd Command, name, usage string, run RunFunc) *cli.App {
 				_, err := fmt.Fprintln(c.App.Writer, version.String(name))
 				return err
 			}
-			return action(c, cmd, name, run)
+			return action(c, cmd, true, run)
 		},
 	}
 	if cmd == Configure {
@@ -83,10 +83,28 @@ func NewApp(cmd Command, name, usage string, run RunFunc) *cli.App {
 	return app
 }
 
+// Subcommand is an extra subcommand of cmd's app (such as `ingest status`)
+// that runs like the main action: the app's flags (given before the
+// subcommand name) and file are loaded for cmd, logging is set up, and run
+// gets a context cancelled on SIGINT or SIGTERM. Unlike the main action it
+// does not require Teleport credentials or a Fluentd URL (a status report
+// needs only NATS); what is set is still checked. Add it to the app's
+// Commands.
+func Subcommand(cmd Command, name, usage string, run RunFunc) *cli.Command {
+	return &cli.Command{
+		Name:         name,
+		Usage:        usage,
+		OnUsageError: usageError,
+		Action: func(c *cli.Context) error {
+			return action(c, cmd, false, run)
+		},
+	}
+}
+
 func usageError(_ *cli.Context, err error, _ bool) error { return &UsageError{Err: err} }
 
-func action(c *cli.Context, cmd Command, name string, run RunFunc) error {
-	cfg, err := Load(c, cmd)
+func action(c *cli.Context, cmd Command, required bool, run RunFunc) error {
+	cfg, err := load(c, cmd, required)
 	if err != nil {
 		return err
 	}

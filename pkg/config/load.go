@@ -91,6 +91,12 @@ func fileErr(path, format string, args ...any) *Error {
 // the positional arguments into Config.Configure. Errors are *Error (or
 // wrap one) with a one-line message naming the key and where it was set.
 func Load(c *cli.Context, cmd Command) (*Config, error) {
+	return load(c, cmd, true)
+}
+
+// load is Load; without required, missing credentials and URLs are not
+// errors (for subcommands that use only part of the configuration).
+func load(c *cli.Context, cmd Command, required bool) (*Config, error) {
 	cfg := Default()
 	cfg.only = 1 << cmd
 	cfg.sources = map[string]source{}
@@ -111,7 +117,7 @@ func Load(c *cli.Context, cmd Command) (*Config, error) {
 		return nil, err
 	}
 	cfg.resolve()
-	if err := cfg.validate(1<<cmd, true); err != nil {
+	if err := cfg.validate(1<<cmd, true, required); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
@@ -127,7 +133,7 @@ func LoadFile(path string, cmd Command) (*Config, error) {
 		return nil, err
 	}
 	cfg.resolve()
-	if err := cfg.validate(1<<cmd, true); err != nil {
+	if err := cfg.validate(1<<cmd, true, true); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
@@ -145,7 +151,7 @@ func Decode(data []byte, name string) (*Config, error) {
 		return nil, err
 	}
 	cfg.resolve()
-	if err := cfg.validate(forIngest|forSink, false); err != nil {
+	if err := cfg.validate(forIngest|forSink, false, false); err != nil {
 		return nil, err
 	}
 	return &cfg, nil

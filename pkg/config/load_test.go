@@ -26,8 +26,8 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// load runs a minimal app with cmd's flags and args and returns what Load made.
-func load(t *testing.T, cmd Command, args ...string) (*Config, error) {
+// loadArgs runs a minimal app with cmd's flags and args and returns what Load made.
+func loadArgs(t *testing.T, cmd Command, args ...string) (*Config, error) {
 	t.Helper()
 	var cfg *Config
 	app := &cli.App{
@@ -190,7 +190,7 @@ func TestBadInputs(t *testing.T) {
 			for k, v := range tt.env {
 				t.Setenv(k, strings.ReplaceAll(v, "{d}", f.dir))
 			}
-			_, err := load(t, tt.cmd, args...)
+			_, err := loadArgs(t, tt.cmd, args...)
 			if err == nil {
 				t.Fatal("no error")
 			}
@@ -251,7 +251,7 @@ func TestPrecedence(t *testing.T) {
 			if tt.flag {
 				args = append(args, "--batch", "50", "--timeout", "50s", "--types", "a.flag", "--types", "b.flag", "--teleport-addr", "flag1:3025,flag2:3025")
 			}
-			cfg, err := load(t, Ingest, args...)
+			cfg, err := loadArgs(t, Ingest, args...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -266,7 +266,7 @@ func TestPrecedence(t *testing.T) {
 func TestConfigFromEnvironment(t *testing.T) {
 	f := newFixture(t)
 	t.Setenv("FDFWD_CONFIG", f.write(t, "c.toml", "batch = 33\n"+ingestOK))
-	cfg, err := load(t, Ingest)
+	cfg, err := loadArgs(t, Ingest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +274,7 @@ func TestConfigFromEnvironment(t *testing.T) {
 		t.Errorf("batch %d file %q: FDFWD_CONFIG not read", cfg.Batch, cfg.File)
 	}
 	// --config wins over the variable.
-	cfg, err = load(t, Ingest, "--config", f.write(t, "d.toml", "batch = 44\n"+ingestOK))
+	cfg, err = loadArgs(t, Ingest, "--config", f.write(t, "d.toml", "batch = 44\n"+ingestOK))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +291,7 @@ func TestBothEnvironmentSpellings(t *testing.T) {
 		t.Setenv("FDWRD_FLUENTD_CERT", f.path("client.crt"))
 		t.Setenv("FDWRD_FLUENTD_KEY", f.path("client.key"))
 		t.Setenv("FDWRD_FLUENTD_CA", f.path("ca.crt"))
-		cfg, err := load(t, Sink, "--config", file)
+		cfg, err := loadArgs(t, Sink, "--config", file)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -304,7 +304,7 @@ func TestBothEnvironmentSpellings(t *testing.T) {
 		t.Setenv("FDWRD_DEBUG", "false")
 		t.Setenv("FDFWD_BATCH", "7")
 		t.Setenv("FDWRD_BATCH", "8")
-		cfg, err := load(t, Ingest, "--teleport-identity", f.path("identity"))
+		cfg, err := loadArgs(t, Ingest, "--teleport-identity", f.path("identity"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -317,7 +317,7 @@ func TestBothEnvironmentSpellings(t *testing.T) {
 		t.Setenv("FDFWD_LOCKING_FAILED_ATTEMPTS", "9")
 		t.Setenv("FDFWD_LOCKING_PERIOD", "5m")
 		t.Setenv("FDFWD_LOCKING_FOR", "1h")
-		cfg, err := load(t, Ingest, "--teleport-identity", f.path("identity"))
+		cfg, err := loadArgs(t, Ingest, "--teleport-identity", f.path("identity"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -485,7 +485,7 @@ func TestDecodeSkipsFileChecks(t *testing.T) {
 }
 
 func TestConfigureArguments(t *testing.T) {
-	cfg, err := load(t, Configure, "--ttl", "24h", "--ip", "10.0.0.1", "--dns-names", "fluentd,fluentd.local", "--key-type", "ecdsa", "--force", "out", "proxy:443", "myca", "srv", "cli")
+	cfg, err := loadArgs(t, Configure, "--ttl", "24h", "--ip", "10.0.0.1", "--dns-names", "fluentd,fluentd.local", "--key-type", "ecdsa", "--force", "out", "proxy:443", "myca", "srv", "cli")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,14 +494,14 @@ func TestConfigureArguments(t *testing.T) {
 	if !reflect.DeepEqual(cfg.Configure, want) {
 		t.Errorf("got  %+v\nwant %+v", cfg.Configure, want)
 	}
-	cfg, err = load(t, Configure, "out")
+	cfg, err = loadArgs(t, Configure, "out")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c := cfg.Configure; c.TeleportAddr != "localhost:3025" || c.CAName != "ca" || c.TTL != 87600*time.Hour || c.Length != 2048 {
 		t.Errorf("defaults: %+v", c)
 	}
-	_, err = load(t, Configure, "--ca-name", "x", "out", "a:1", "y")
+	_, err = loadArgs(t, Configure, "--ca-name", "x", "out", "a:1", "y")
 	if err == nil || err.Error() != `argument ca-name "y" and flag --ca-name "x" disagree: give one` {
 		t.Errorf("disagreeing name: %v", err)
 	}

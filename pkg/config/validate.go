@@ -12,8 +12,9 @@ import (
 )
 
 // validate runs the checks of every key of the commands in set, then the
-// checks between keys. checkFiles also requires named files to exist.
-func (c *Config) validate(set cmdSet, checkFiles bool) error {
+// checks between keys. checkFiles requires named files to exist; required
+// requires what the command cannot run without (credentials, a URL).
+func (c *Config) validate(set cmdSet, checkFiles, required bool) error {
 	for _, k := range keys {
 		if k.cmds&set == 0 {
 			continue
@@ -30,12 +31,12 @@ func (c *Config) validate(set cmdSet, checkFiles bool) error {
 		}
 	}
 	if set&forIngest != 0 {
-		if err := c.checkTeleportCredentials(checkFiles); err != nil {
+		if err := c.checkTeleportCredentials(required); err != nil {
 			return err
 		}
 	}
 	if set&forSink != 0 {
-		if err := c.checkFluentd(checkFiles); err != nil {
+		if err := c.checkFluentd(required); err != nil {
 			return err
 		}
 	}
