@@ -27,8 +27,10 @@ type UsageError struct {
 	Err error
 }
 
+// Error is the underlying message.
 func (e *UsageError) Error() string { return e.Err.Error() }
 
+// Unwrap returns the underlying error.
 func (e *UsageError) Unwrap() error { return e.Err }
 
 // Exit statuses of Main.

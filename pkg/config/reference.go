@@ -68,6 +68,17 @@ variable counts as unset.
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", flagNames(k), codeList(k.envVars()), cell(defaultText(k, &def)), cell(k.usage))
 	}
+	b.WriteString(`
+## Errors and exit status
+
+A bad key, value or combination stops the command before it does anything, with one line on
+stderr naming where the value came from, for example
+` + "`ingest: error: config /etc/teleport-event-handler.toml: key \"nats.replicas\": must be 1..5, got 7`" + `
+or ` + "`fluentd-sink: error: environment variable FDFWD_SINK_BATCH_SIZE: key \"sink.batch-size\": must be an integer, got \"many\"`" + `.
+Unknown keys are errors, with a suggestion when one is close. Exit status: 0 success (also
+after SIGINT/SIGTERM stopped the command cleanly), 1 a runtime failure, 2 a usage or
+configuration error.
+`)
 	return b.String()
 }
 
