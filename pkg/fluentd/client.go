@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/net/http/httpproxy"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/certs"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
@@ -81,7 +82,9 @@ type Client struct {
 // Fluentd's certificate (system roots when empty), the client certificate
 // and key (an encrypted key is opened with KeyPassphrase or the contents of
 // KeyPassphraseFile), TLS 1.2 or newer, an optional server name override, the
-// proxy from HTTPS_PROXY/NO_PROXY, and at most MaxConns connections per host.
+// proxy from HTTPS_PROXY/NO_PROXY (read when New is called; like Go's
+// default, never for localhost or loopback addresses), and at most MaxConns
+// connections per host.
 // A plain http:// URL is refused unless InsecureHTTP is set.
 func New(cfg config.FluentdConfig, log zerolog.Logger, opts ...Option) (*Client, error) {
 	for _, u := range []struct{ key, val string }{{"url", cfg.URL}, {"session-url", cfg.SessionURL}} {
@@ -100,7 +103,7 @@ func New(cfg config.FluentdConfig, log zerolog.Logger, opts ...Option) (*Client,
 		conns = DefaultMaxConns
 	}
 	tr := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
+		Proxy:                 proxyFromEnvironment(),
 		DialContext:           (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext,
 		TLSClientConfig:       tlsCfg,
 		TLSHandshakeTimeout:   dial,
@@ -292,6 +295,13 @@ func passphrase(cfg config.FluentdConfig) (string, error) {
 		return "", fmt.Errorf("read fluentd key passphrase file %q: %w", cfg.KeyPassphraseFile, err)
 	}
 	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// proxyFromEnvironment reads HTTPS_PROXY, HTTP_PROXY and NO_PROXY (either
+// case) now, rather than once per process as http.ProxyFromEnvironment does.
+func proxyFromEnvironment() func(*http.Request) (*url.URL, error) {
+	proxy := httpproxy.FromEnvironment().ProxyFunc()
+	return func(r *http.Request) (*url.URL, error) { return proxy(r.URL) }
 }
 
 func orDefault(d, def time.Duration) time.Duration {

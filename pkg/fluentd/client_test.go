@@ -44,7 +44,7 @@ func newPKI(t *testing.T) *pki {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := ca.Issue(certs.Request{CommonName: "localhost", DNSNames: []string{"localhost"},
+	srv, err := ca.Issue(certs.Request{CommonName: "localhost", DNSNames: []string{"localhost", "fluentd.test"},
 		IPs: []net.IP{net.ParseIP("127.0.0.1")}, Usage: certs.ServerAuth, KeyType: certs.KeyECDSA})
 	if err != nil {
 		t.Fatal(err)
@@ -308,5 +308,74 @@ func TestPlainHTTPRefusedUnlessInsecure(t *testing.T) {
 func TestSessionURL(t *testing.T) {
 	if got := SessionURL("https://f:8888/session", "0b1c-2d"); got != "https://f:8888/session.0b1c-2d.log" {
 		t.Fatal(got)
+	}
+}
+
+// TestHTTPSProxyHonoured posts to a host only the proxy can reach: the
+// request must go through HTTPS_PROXY as a CONNECT tunnel, with mTLS end to
+// end.
+func TestHTTPSProxyHonoured(t *testing.T) {
+	p := newPKI(t)
+	r := newReceiver(t, p)
+	target := r.srv.Listener.Addr().String()
+	var tunnels atomic.Int32
+	// mu orders the handler's wg.Add before the final wg.Wait for the race
+	// detector, which does not see the ordering through the network.
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Method != http.MethodConnect || !strings.HasPrefix(req.Host, "fluentd.test:") {
+			http.Error(w, "unexpected "+req.Method+" "+req.Host, http.StatusBadRequest)
+			return
+		}
+		up, err := net.Dial("tcp", target)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		down, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			up.Close()
+			return
+		}
+		tunnels.Add(1)
+		_, _ = io.WriteString(down, "HTTP/1.1 200 Connection established\r\n\r\n")
+		mu.Lock()
+		wg.Add(2)
+		mu.Unlock()
+		pipe := func(dst, src net.Conn) {
+			defer wg.Done()
+			_, _ = io.Copy(dst, src)
+			dst.Close()
+			src.Close()
+		}
+		go pipe(up, down)
+		go pipe(down, up)
+	}))
+	defer func() {
+		proxy.Close()
+		mu.Lock()
+		mu.Unlock() //nolint:staticcheck // an ordering point, see mu
+		wg.Wait()
+	}()
+	t.Setenv("HTTPS_PROXY", proxy.URL)
+	t.Setenv("NO_PROXY", "")
+	_, port, _ := net.SplitHostPort(target)
+	url := "https://fluentd.test:" + port + "/proxied.log"
+	c, err := New(p.config(url), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Send(context.Background(), url, recs(`{"via":"proxy"}`)); err != nil {
+		t.Fatalf("send through proxy: %v", err)
+	}
+	c.Close()
+	if tunnels.Load() != 1 {
+		t.Fatalf("%d CONNECT tunnels, want 1", tunnels.Load())
+	}
+	if got := r.got(); len(got) != 1 || got[0] != `/proxied.log {"via":"proxy"}` {
+		t.Fatalf("got %q", got)
 	}
 }

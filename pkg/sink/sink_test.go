@@ -3,6 +3,9 @@ package sink
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -297,4 +300,64 @@ func TestShutdownFinishesInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.checkExactlyOnce(400)
+}
+
+// TestMetricsAndHealthEndpoints runs the command entry point with a
+// metrics address and reads what an operator would scrape.
+func TestMetricsAndHealthEndpoints(t *testing.T) {
+	e := newEnv(t, fluentdsim.Options{})
+	e.publishAudit(0, 120)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cfg.MetricsAddr = ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, e.cfg, zerolog.Nop()) }()
+	base := "http://" + e.cfg.MetricsAddr
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	get := func(path string) (int, string) {
+		resp, err := client.Get(base + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	want := `teleport_event_bus_sink_delivered_total{stream="` + e.cfg.NATS.AuditStream + `"} 120`
+	eventually(t, 30*time.Second, "delivered_total to reach 120", func() bool {
+		code, body := get("/metrics")
+		return code == 200 && strings.Contains(body, want) && strings.Contains(body, "teleport_event_bus_sink_consumer_pending{")
+	})
+	_, body := get("/metrics")
+	for _, name := range []string{"teleport_event_bus_sink_batch_size_count", `teleport_event_bus_sink_request_duration_seconds_count{code="200"}`,
+		"teleport_event_bus_sink_retried_total 0", "teleport_event_bus_sink_dead_lettered_total 0", "teleport_event_bus_sink_consumer_pending"} {
+		if !strings.Contains(body, name) {
+			t.Errorf("/metrics has no %s", name)
+		}
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Errorf("/healthz = %d", code)
+	}
+	if code, body := get("/readyz"); code != 200 {
+		t.Errorf("/readyz = %d %s", code, body)
+	}
+	e.sim.Down(time.Minute)
+	e.publishAudit(120, 5)
+	eventually(t, 10*time.Second, "/readyz to report Fluentd failing", func() bool {
+		code, body := get("/readyz")
+		return code == 503 && strings.Contains(body, "Fluentd")
+	})
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(45 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
 }
