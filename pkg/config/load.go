@@ -365,7 +365,7 @@ func (c *Config) applyArgs(args []string, cmd Command) error {
 				return &UsageError{Err: fmt.Errorf("argument %s %q and %s %q disagree: give one", spec.name, a, describeSource(src), cur)}
 			}
 		}
-		_ = k.setFromString(c, a)
+		*k.field(c).(*string) = a
 		c.sources[k.name] = source{kind: srcArg, name: spec.name}
 	}
 	return nil
