@@ -12,6 +12,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -142,25 +143,25 @@ func SessionURL(sessionURL, sid string) string {
 	return sessionURL + "." + url.PathEscape(sid) + ".log"
 }
 
-// Send posts records to url: one record as a JSON object, several as a JSON
+// Send posts records to target: one record as a JSON object, several as a JSON
 // array, each record's bytes unchanged. It returns nil only for a 2xx. A 4xx
 // is a *RefusedError (Fluentd will refuse these records again); anything else
 // (5xx, 3xx, timeouts, connection and TLS errors) is retryable — see
 // Retryable. The Result is filled whenever Fluentd answered.
-func (c *Client) Send(ctx context.Context, url string, records []json.RawMessage) (Result, error) {
+func (c *Client) Send(ctx context.Context, target string, records []json.RawMessage) (Result, error) {
 	if len(records) == 0 {
 		return Result{}, nil
 	}
 	buf := c.bufs.Get().(*bytes.Buffer)
 	defer c.putBuf(buf)
 	if err := c.encode(buf, records); err != nil {
-		return Result{}, fmt.Errorf("encode %d records for %s: %w", len(records), url, err)
+		return Result{}, fmt.Errorf("encode %d records for %s: %w", len(records), target, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(buf.Bytes()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(buf.Bytes()))
 	if err != nil {
-		return Result{}, fmt.Errorf("post to fluentd %s: %w", url, err)
+		return Result{}, fmt.Errorf("post to fluentd %s: %w", target, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if c.gzip {
@@ -168,7 +169,12 @@ func (c *Client) Send(ctx context.Context, url string, records []json.RawMessage
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return Result{}, &TransportError{URL: url, Err: err, CA: c.ca}
+		// *url.Error repeats the method and URL our message already names.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return Result{}, &TransportError{URL: target, Err: err, CA: c.ca}
 	}
 	defer resp.Body.Close()
 	res := Result{Status: resp.StatusCode, Answer: readAnswer(resp.Body)}
@@ -176,9 +182,9 @@ func (c *Client) Send(ctx context.Context, url string, records []json.RawMessage
 	case res.OK():
 		return res, nil
 	case res.Status >= 400 && res.Status < 500:
-		return res, &RefusedError{URL: url, Result: res, Records: len(records)}
+		return res, &RefusedError{URL: target, Result: res, Records: len(records)}
 	default:
-		return res, &StatusError{URL: url, Result: res}
+		return res, &StatusError{URL: target, Result: res}
 	}
 }
 

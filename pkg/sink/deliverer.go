@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,7 +46,8 @@ type Deliverer struct {
 	// terminated.
 	Settled func(n int)
 
-	failing atomic.Bool
+	failing  atomic.Bool
+	failures failureLog
 }
 
 // Failing reports whether the last request got no 2xx or 4xx answer.
@@ -68,7 +70,9 @@ func (d *Deliverer) send(ctx context.Context, url string, items []Item) {
 	d.Metrics.observeRequest(len(items), res.Status, time.Since(start))
 	switch {
 	case err == nil:
-		d.failing.Store(false)
+		if d.failing.Swap(false) {
+			d.failures.recovered(d.Log)
+		}
 		d.ack(ctx, items)
 	case fluentd.Refused(err) && len(items) > 1:
 		d.failing.Store(false)
@@ -111,14 +115,17 @@ func (d *Deliverer) ack(ctx context.Context, items []Item) {
 // grows with each delivery.
 func (d *Deliverer) retry(items []Item, cause error) {
 	var delay time.Duration
+	var most uint64
 	for _, it := range items {
-		delay = d.Backoff.Delay(deliveries(it.Msg))
+		n := deliveries(it.Msg)
+		most = max(most, n)
+		delay = d.Backoff.Delay(n)
 		if err := it.Msg.NakWithDelay(delay); err != nil {
 			d.Log.Warn().Err(err).Str("subject", it.Msg.Subject()).Msg("nak failed; JetStream redelivers the event after its ack wait")
 		}
 	}
 	d.Metrics.Retried.Add(float64(len(items)))
-	d.Log.Warn().Err(cause).Int("events", len(items)).Dur("retry_in", delay).Msg("fluentd delivery failed, events handed back to JetStream for retry")
+	d.failures.failed(d.Log, cause, len(items), most, delay)
 	d.Settled(len(items))
 }
 
@@ -143,7 +150,7 @@ func (d *Deliverer) refused(ctx context.Context, it Item, res fluentd.Result, ca
 			log.Warn().Err(err).Msg("nak failed; JetStream redelivers the event after its ack wait")
 		}
 		d.Metrics.Retried.Inc()
-		log.Warn().Dur("retry_in", delay).Int("max_deliver", d.MaxDeliver).Msg("fluentd refused an event; retrying it later")
+		log.Warn().Str("retry_in", delay.Round(time.Millisecond).String()).Int("max_deliver", d.MaxDeliver).Msg("fluentd refused an event; retrying it later")
 		return
 	}
 	reason := res.Answer
@@ -154,7 +161,7 @@ func (d *Deliverer) refused(ctx context.Context, it Item, res fluentd.Result, ca
 		// Keep the event: try again after a backoff rather than drop it.
 		delay := d.Backoff.Delay(n)
 		_ = it.Msg.NakWithDelay(delay)
-		log.Error().Err(err).Dur("retry_in", delay).Msg("could not dead-letter a refused event; it stays in the stream")
+		log.Error().Err(err).Str("retry_in", delay.Round(time.Millisecond).String()).Msg("could not dead-letter a refused event; it stays in the stream")
 		return
 	}
 	if err := it.Msg.TermWithReason("fluentd refused it; moved to dead letters"); err != nil {
@@ -162,6 +169,44 @@ func (d *Deliverer) refused(ctx context.Context, it Item, res fluentd.Result, ca
 	}
 	d.Metrics.DeadLettered.Inc()
 	log.Error().Msg("fluentd refused an event on every delivery; moved it to the dead-letter subject")
+}
+
+// failureLog keeps an outage from flooding the log: it writes a line when
+// the retries reach a new backoff step (a higher delivery count) and
+// otherwise at most every failureLogEvery, each line with the counts since
+// the previous one.
+type failureLog struct {
+	mu       sync.Mutex
+	step     uint64
+	last     time.Time
+	requests int
+	events   int
+}
+
+// failureLogEvery is the longest silence while Fluentd keeps failing.
+const failureLogEvery = 30 * time.Second
+
+func (f *failureLog) failed(log zerolog.Logger, cause error, events int, delivery uint64, delay time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.requests++
+	f.events += events
+	if delivery <= f.step && time.Since(f.last) < failureLogEvery {
+		return
+	}
+	log.Warn().Err(cause).Int("failed_requests", f.requests).Int("events", f.events).Uint64("delivery", delivery).
+		Str("retry_in", delay.Round(time.Millisecond).String()).
+		Msg("fluentd delivery failed; events handed back to JetStream, retrying with backoff")
+	f.step = max(f.step, delivery)
+	f.last = time.Now()
+	f.requests, f.events = 0, 0
+}
+
+func (f *failureLog) recovered(log zerolog.Logger) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	log.Info().Int("failed_requests_since_last_line", f.requests).Msg("fluentd accepts events again")
+	f.step, f.last, f.requests, f.events = 0, time.Time{}, 0, 0
 }
 
 // deliveries is how many times JetStream has delivered msg (1 the first

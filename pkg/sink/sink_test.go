@@ -361,3 +361,39 @@ func TestMetricsAndHealthEndpoints(t *testing.T) {
 		t.Fatal("Run did not return after cancel")
 	}
 }
+
+func TestConflictingConsumerIsNamed(t *testing.T) {
+	e := newEnv(t, fluentdsim.Options{})
+	ctx := context.Background()
+	// Someone made a consumer of that name that starts at new messages only;
+	// JetStream cannot change a deliver policy.
+	_, err := e.bus.JS.CreateConsumer(ctx, e.cfg.NATS.AuditStream, jetstream.ConsumerConfig{
+		Durable: e.cfg.Sink.AuditConsumer, AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverNewPolicy,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Run(ctx, e.cfg, zerolog.Nop())
+	t.Log(err)
+	if err == nil || !strings.Contains(err.Error(), `consumer "`+e.cfg.Sink.AuditConsumer+`"`) || !strings.Contains(err.Error(), e.cfg.NATS.AuditStream) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestNATSUnreachable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := newTestConfig()
+	cfg.NATS.URL = "nats://" + addr
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = Run(ctx, cfg, zerolog.Nop())
+	t.Log(err)
+	if err == nil || !strings.Contains(err.Error(), addr) {
+		t.Fatalf("err = %v, want it to name %s", err, addr)
+	}
+}
