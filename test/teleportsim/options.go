@@ -173,7 +173,7 @@ func (o Options) withDefaults() (Options, error) {
 		errs = append(errs, fmt.Errorf("faults: %w", err))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return o, fmt.Errorf("teleport-sim options: %w", err)
+		return o, fmt.Errorf("simulated teleport options: %w", err)
 	}
 	o.From, o.To = o.From.UTC(), o.To.UTC()
 	if o.Sessions > o.Events/3 {

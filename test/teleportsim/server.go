@@ -59,7 +59,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	creds, err := newCredentials(opts.CA, opts.ClusterName)
 	if err != nil {
-		return nil, fmt.Errorf("teleport-sim credentials: %w", err)
+		return nil, fmt.Errorf("simulated teleport credentials: %w", err)
 	}
 	s := &Server{
 		opts:   opts,
@@ -69,7 +69,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	lis, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("teleport-sim listen on %s: %w", opts.Addr, err)
+		return nil, fmt.Errorf("simulated teleport: listen on %s: %w", opts.Addr, err)
 	}
 	s.addr = lis.Addr().String()
 	runCtx, cancel := context.WithCancel(ctx)
@@ -158,7 +158,7 @@ func (s *Server) Restart(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return errors.New("restart teleport-sim: server is closed")
+		return errors.New("restart simulated teleport: server is closed")
 	}
 	for {
 		lis, err := net.Listen("tcp", s.addr)
@@ -170,7 +170,7 @@ func (s *Server) Restart(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("restart teleport-sim on %s: %w", s.addr, err)
+			return fmt.Errorf("restart simulated teleport on %s: %w", s.addr, err)
 		case <-t.C:
 		}
 	}

@@ -21,13 +21,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// The teleport client's connect() leaves its losing dial attempts
-		// (proxy, tunnel, TLS routing) to finish on their own.
-		goleak.IgnoreTopFunction("github.com/gravitational/teleport/api/client.connect.func3"),
-		goleak.IgnoreAnyFunction("github.com/gravitational/teleport/api/client.connect.func1.1"),
-		goleak.IgnoreAnyFunction("go.opencensus.io/stats/view.(*worker).start"),
-	)
+	goleak.VerifyTestMain(m)
 }
 
 var baseTime = time.Date(2025, 3, 10, 0, 0, 0, 0, time.UTC)
@@ -487,6 +481,10 @@ func TestOlderTeleport(t *testing.T) {
 	}
 	if evs[0].GetID() != old.AllEventIDs()[0] {
 		t.Errorf("structured search starts at %s, want %s", evs[0].GetID(), old.AllEventIDs()[0])
+	}
+	ends, _, err := oldClt.SearchSessionEvents(t.Context(), baseTime, baseTime.Add(24*time.Hour), 100, types.EventOrderAscending, "")
+	if err != nil || len(ends) != 8 || ends[0].GetType() != "session.end" {
+		t.Errorf("session search: %d events, %v", len(ends), err)
 	}
 }
 

@@ -21,10 +21,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreTopFunction("github.com/gravitational/teleport/api/client.connect.func3"),
-		goleak.IgnoreAnyFunction("github.com/gravitational/teleport/api/client.connect.func1.1"),
-	)
+	goleak.VerifyTestMain(m)
 }
 
 func TestBadFlags(t *testing.T) {
