@@ -173,7 +173,7 @@ func (x *exporter) closeDates(ctx context.Context, dates []time.Time, now time.T
 			continue
 		}
 		ds := dateState{Closed: true}
-		for _, k := range x.in.st.keys(dateKey(d) + ".") {
+		for _, k := range x.in.st.keys(chunkPrefix(d)) {
 			var cs chunkState
 			if _, err := x.in.st.get(k, &cs); err == nil {
 				ds.Chunks++

@@ -9,7 +9,6 @@ package ingest
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -58,7 +57,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	if err := b.EnsureStreams(ctx); err != nil {
 		return err
 	}
-	kv, err := stateBucket(ctx, b)
+	kv, err := b.State(ctx)
 	if err != nil {
 		return err
 	}
@@ -86,16 +85,6 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		}
 		log.Warn().Err(err).Msg("stopped reading; standing by")
 	}
-}
-
-// stateBucket opens (creating it if needed) the KV bucket of ingest state.
-func stateBucket(ctx context.Context, b *bus.Bus) (jetstream.KeyValue, error) {
-	kvCfg := bus.StateBucketConfig(b.Cfg)
-	kv, err := b.JS.CreateOrUpdateKeyValue(ctx, kvCfg)
-	if err != nil {
-		return nil, fmt.Errorf("open state bucket %q: %w", kvCfg.Bucket, err)
-	}
-	return kv, nil
 }
 
 // lead waits for the lease, then reads until ctx ends, the work is done

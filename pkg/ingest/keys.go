@@ -1,29 +1,32 @@
 package ingest
 
 import (
-	"encoding/base64"
 	"time"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 )
 
-// Keys of the state bucket. Chunk ids and session ids are base64url
-// encoded: KV keys allow only [-/_=.a-zA-Z0-9].
-const (
-	keyStartTime = "ingest.start_time"
-	keySearch    = "ingest.search"
-	keyLease     = "ingest.lease"
-	prefixExport = "export."
-	prefixSess   = "session."
+// Keys of the state bucket, all spelled by pkg/bus.
+var (
+	keyStartTime = bus.StartTimeKey
+	keySearch    = bus.CursorKey("search")
+	keyLease     = bus.LeaseKey
+	prefixChunk  = "chunk."
+	prefixDate   = "date."
+	prefixSess   = bus.SessionKey("")[:len("session.")]
 )
+
+// day is the date part of keys: "2006-01-02".
+func day(date time.Time) string { return date.Format(time.DateOnly) }
 
 // dateKey is the key marking a closed export date.
-func dateKey(date time.Time) string { return prefixExport + date.Format(time.DateOnly) }
+func dateKey(date time.Time) string { return bus.DateKey(day(date)) }
 
 // chunkKey is the key of one export chunk's progress.
-func chunkKey(date time.Time, chunk string) string {
-	return dateKey(date) + "." + base64.RawURLEncoding.EncodeToString([]byte(chunk))
-}
+func chunkKey(date time.Time, chunk string) string { return bus.ChunkKey(day(date), chunk) }
+
+// chunkPrefix is the common prefix of a date's chunk keys.
+func chunkPrefix(date time.Time) string { return bus.ChunkKeyPrefix(day(date)) }
 
 // sessionKey is the key of one session recording's progress.
-func sessionKey(sid string) string {
-	return prefixSess + base64.RawURLEncoding.EncodeToString([]byte(sid))
-}
+func sessionKey(sid string) string { return bus.SessionKey(sid) }

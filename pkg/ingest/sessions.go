@@ -61,10 +61,9 @@ func (s *sessions) add(ctx context.Context, sid string, uploaded time.Time) erro
 	if ok {
 		return nil // seen before: running, done or given up
 	}
-	if uploaded.IsZero() {
-		uploaded = time.Now()
-	}
-	ss = sessionState{SessionID: sid, FirstSeen: uploaded.UTC()}
+	// The give-up clock starts when ingest first sees the upload, not at
+	// the upload's time: a backfill of old sessions still gets retries.
+	ss = sessionState{SessionID: sid, Uploaded: uploaded.UTC(), FirstSeen: time.Now().UTC()}
 	if err := s.in.st.put(ctx, key, ss); err != nil {
 		return err
 	}
@@ -203,7 +202,8 @@ func (s *sessions) finish(ctx context.Context, j job, err error) {
 		s.forget(j.sid, "gave_up")
 		return
 	}
-	b := retryDelay(missingRetryMin, missingRetryMax, j.attempt)
+	// Several tries fit in the TTL however short it is configured.
+	b := min(retryDelay(missingRetryMin, missingRetryMax, j.attempt), max(ttl/4, 100*time.Millisecond))
 	if missing {
 		log.Debug().Dur("retry_in", b).Msg("session recording not available yet")
 	} else {

@@ -129,6 +129,7 @@ type (
 	sessionState struct {
 		SessionID string    `json:"sid"`
 		Next      int64     `json:"next"`
+		Uploaded  time.Time `json:"uploaded"`
 		FirstSeen time.Time `json:"first_seen"`
 		Done      bool      `json:"done,omitempty"`
 		GaveUp    bool      `json:"gave_up,omitempty"`

@@ -125,26 +125,26 @@ func printDates(st *state, w io.Writer) error {
 		closed       bool
 	}
 	rows := map[string]*row{}
-	for _, k := range st.keys(prefixExport) {
-		rest := strings.TrimPrefix(k, prefixExport)
-		date, _, isChunk := strings.Cut(rest, ".")
-		r := rows[date]
-		if r == nil {
-			r = &row{}
-			rows[date] = r
+	get := func(date string) *row {
+		if rows[date] == nil {
+			rows[date] = &row{}
 		}
-		if !isChunk {
-			var ds dateState
-			if _, err := st.get(k, &ds); err != nil {
-				return err
-			}
-			r.closed = ds.Closed
-			continue
+		return rows[date]
+	}
+	for _, k := range st.keys(prefixDate) {
+		var ds dateState
+		if _, err := st.get(k, &ds); err != nil {
+			return err
 		}
+		get(strings.TrimPrefix(k, prefixDate)).closed = ds.Closed
+	}
+	for _, k := range st.keys(prefixChunk) {
+		date, _, _ := strings.Cut(strings.TrimPrefix(k, prefixChunk), ".")
 		var cs chunkState
 		if _, err := st.get(k, &cs); err != nil {
 			return err
 		}
+		r := get(date)
 		r.chunks++
 		r.events += cs.Events
 		if cs.Done {
