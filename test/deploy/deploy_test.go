@@ -1,0 +1,17 @@
+package deploy
+
+import (
+	"testing"
+
+	"github.com/teleport-event-bus/teleport-event-bus/test/harness"
+)
+
+// repoRoot is the module root, where deploy/ and docs/ are.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}

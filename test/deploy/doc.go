@@ -1,0 +1,7 @@
+// Package deploy checks what operators install from deploy/ and read in
+// docs/: the systemd units (systemd-analyze), the 3-node NATS cluster
+// configuration with TLS and per-role users (started for real), the
+// Kubernetes manifests, the Prometheus rules and Grafana dashboard (every
+// metric they name exists in the code), and the documentation (generated
+// metrics reference, quoted error messages, the consumer example).
+package deploy
