@@ -12,32 +12,38 @@ import (
 
 // Event codes, as Teleport's lib/events/codes.go assigns them.
 const (
-	codeUserLogin          = "T1000I"
-	codeUserLoginFailure   = "T1000W"
-	codeSessionStart       = "T2000I"
-	codeResize             = "T2002I"
-	codeSessionLeave       = "T2003I"
-	codeSessionEnd         = "T2004I"
-	codeSessionUpload      = "T2005I"
-	codeKubeRequest        = "T3009I"
-	codeAccessRequest      = "T5000I"
-	codeRoleCreated        = "T9000I"
-	codeDatabaseQuery      = "TDB02I"
-	sessionUploadIndex     = math.MaxInt32 // Teleport's events.SessionUploadIndex
+	codeUserLogin        = "T1000I"
+	codeUserLoginFailure = "T1000W"
+	codeSessionStart     = "T2000I"
+	codeResize           = "T2002I"
+	codeSessionLeave     = "T2003I"
+	codeSessionEnd       = "T2004I"
+	codeSessionUpload    = "T2005I"
+	codeKubeRequest      = "T3009I"
+	codeAccessRequest    = "T5000I"
+	codeRoleCreated      = "T9000I"
+	codeDatabaseQuery    = "TDB02I"
+)
+
+const (
+	// sessionUploadIndex is the ei of session.upload events (Teleport's
+	// events.SessionUploadIndex).
+	sessionUploadIndex = math.MaxInt32
+	// hugeEventBytes is the size of the large field of an event over 1 MB.
 	hugeEventBytes         = 1_100_000
 	loginFailureMessage    = "invalid username, password or second factor"
 	sessionRecordingMode   = "node"
 	defaultServerNamespace = "default"
+	servers                = 16
 )
 
 var (
-	users   = []string{"alice", "bob", "carol", "dave", "erin", "frank", "mallory", "svc-ci"}
-	logins  = []string{"root", "ubuntu", "ec2-user", "admin"}
-	verbs   = []string{"get", "list", "watch", "create", "delete", "patch"}
-	kinds   = []string{"pods", "deployments", "secrets", "configmaps", "services"}
-	tables  = []string{"accounts", "orders", "payments", "sessions", "audit"}
-	roles   = []string{"db-admin", "k8s-edit", "prod-ssh", "auditor"}
-	servers = 16
+	users     = []string{"alice", "bob", "carol", "dave", "erin", "frank", "mallory", "svc-ci"}
+	logins    = []string{"root", "ubuntu", "ec2-user", "admin"}
+	verbs     = []string{"get", "list", "watch", "create", "delete", "patch"}
+	kubeKinds = []string{"pods", "deployments", "secrets", "configmaps", "services"}
+	tables    = []string{"accounts", "orders", "payments", "sessions", "audit"}
+	roles     = []string{"db-admin", "k8s-edit", "prod-ssh", "auditor"}
 )
 
 // renderer turns compact records into Teleport's structured events.
@@ -116,7 +122,7 @@ func (rd renderer) audit(id uint32, rec record, uid string) apievents.AuditEvent
 			Status:        apievents.Status{Success: true},
 		}
 	case kindKube:
-		kind, ns := pick(r, kinds), fmt.Sprintf("team-%d", r.IntN(8))
+		kind, ns := pick(r, kubeKinds), fmt.Sprintf("team-%d", r.IntN(8))
 		return &apievents.KubeRequest{
 			Metadata:                  rd.meta(rec.t, typ, codeKubeRequest, uid, 0),
 			UserMetadata:              user,
@@ -211,7 +217,7 @@ func (rd renderer) sessionUpload(p sessionParts, s session, uid string) *apieven
 	}
 }
 
-// record renders any audit record.
+// render renders any audit record.
 func (st *store) render(h hit) apievents.AuditEvent {
 	rd := st.renderer()
 	uid := st.eventUID(h.id)
