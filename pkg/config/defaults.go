@@ -78,6 +78,7 @@ func Default() Config {
 			ClientName:   "client",
 			TTL:          87600 * time.Hour,
 			DNSNames:     []string{"localhost"},
+			IPs:          []string{"127.0.0.1"},
 			Length:       2048,
 			KeyType:      "rsa",
 		},
