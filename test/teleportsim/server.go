@@ -266,6 +266,9 @@ type SessionInfo struct {
 	ID string `json:"id"`
 	// Events is the number of events in the recording (indices 0..Events-1).
 	Events int `json:"events"`
+	// Types counts the recording's events by type (print, resize, …), so a
+	// test can tell how many survive skip-session-types.
+	Types map[string]int `json:"types"`
 	// Missing is true when the recording never exists.
 	Missing bool `json:"missing"`
 	// Upload is the time of the session.upload event.
@@ -285,6 +288,7 @@ func (s *Server) Sessions() []SessionInfo {
 		out[n] = SessionInfo{
 			ID:          s.st.sessionID(int32(n)),
 			Events:      ss.length(),
+			Types:       ss.types(),
 			Missing:     ss.missing,
 			Upload:      up,
 			AvailableAt: up.Add(s.opts.UploadLag),

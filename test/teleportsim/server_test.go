@@ -3,6 +3,7 @@ package teleportsim
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -379,6 +380,13 @@ func TestSessionRecordings(t *testing.T) {
 			if proto.Size(e) > 1<<20 {
 				sawHuge = true
 			}
+		}
+		streamed := make(map[string]int)
+		for _, e := range evs {
+			streamed[e.GetType()]++
+		}
+		if !maps.Equal(streamed, info.Types) {
+			t.Fatalf("session %s streamed types %v, Sessions() says %v", info.ID, streamed, info.Types)
 		}
 		if evs[0].GetType() != "session.start" || evs[len(evs)-1].GetType() != "session.end" {
 			t.Fatalf("session %s runs %s..%s", info.ID, evs[0].GetType(), evs[len(evs)-1].GetType())

@@ -87,6 +87,20 @@ type session struct {
 // events in a recording: start, middle events, leave, end.
 func (s session) length() int { return s.middle + 3 }
 
+// types counts a recording's events by type, as recording renders them:
+// every eighth middle event is a resize, the others are prints.
+func (s session) types() map[string]int {
+	resize := (s.middle + 7) / 8
+	out := map[string]int{"session.start": 1, "session.leave": 1, "session.end": 1}
+	if resize > 0 {
+		out["resize"] = resize
+	}
+	if prints := s.middle - resize; prints > 0 {
+		out["print"] = prints
+	}
+	return out
+}
+
 // dateChunks holds the export chunks of one UTC date.
 type dateChunks struct {
 	ids    []string   // chunk id by chunk number
