@@ -1,78 +1,85 @@
 package sink
 
 import (
-	"bufio"
+	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
-	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 	"github.com/teleport-event-bus/teleport-event-bus/test/fluentdsim"
+	"github.com/teleport-event-bus/teleport-event-bus/test/harness"
 )
 
-// BenchmarkSink measures one sink draining a pre-filled audit stream into
-// fluentdsim over mTLS: with the default batching, and in the older tool's
-// model (batch-size 1, one request at a time). BENCH_EVENTS sets the stream
-// size (default 100,000; the issue's figure uses 1,000,000); the
-// one-at-a-time model sends BENCH_SINGLE_EVENTS of them (default 20,000),
-// enough for a steady rate. Run it with `make bench-sink`. The peak RSS is
-// the whole test process's (sink, embedded nats-server and fluentdsim),
-// reset before each run.
+// BenchmarkSink measures the fluentd-sink binary, as a separate process,
+// draining a pre-filled audit stream (embedded nats-server) into fluentdsim
+// over mTLS (both in the benchmark's process): with the default batching,
+// and in the older tool's model (batch-size 1, one request at a time).
+// BENCH_EVENTS sets the stream size (default 100,000; the issue's figure
+// uses 1,000,000); the one-at-a-time model sends BENCH_SINGLE_EVENTS of them
+// (default 20,000), enough for a steady rate. The peak RSS is the sink
+// process's alone. Run it with `make bench-sink`.
 func BenchmarkSink(b *testing.B) {
 	n := envInt("BENCH_EVENTS", 100_000)
 	single := min(n, envInt("BENCH_SINGLE_EVENTS", 20_000))
+	bin := b.TempDir()
+	if err := harness.Build(context.Background(), bin, "fluentd-sink"); err != nil {
+		b.Fatal(err)
+	}
 	e := newEnv(b, fluentdsim.Options{})
 	start := time.Now()
 	prefill(b, e, n)
 	b.Logf("pre-filled %d audit events in %s", n, time.Since(start).Round(time.Millisecond))
 
-	base := *e.cfg
-	base.Sink = config.Default().Sink
-	base.Fluentd.SessionURL = "" // the audit stream only
 	var rates [2]float64
 	b.Run("batched", func(b *testing.B) {
-		rates[0] = drain(b, e, base, n, "batched")
+		rates[0] = drain(b, e, filepath.Join(bin, "fluentd-sink"), n, "batched")
 	})
 	b.Run("one-at-a-time", func(b *testing.B) {
-		cfg := base
-		cfg.Sink.BatchSize, cfg.Sink.InFlight = 1, 1
-		rates[1] = drain(b, e, cfg, single, "single")
+		rates[1] = drain(b, e, filepath.Join(bin, "fluentd-sink"), single, "single", "--sink-batch-size", "1", "--sink-in-flight", "1")
 	})
 	if rates[0] > 0 && rates[1] > 0 {
 		b.Logf("batched %.0f events/s, one-at-a-time %.0f events/s: %.1fx", rates[0], rates[1], rates[0]/rates[1])
 	}
 }
 
-// drain runs a sink on a fresh consumer until fluentdsim stored want
-// events, b.N times, and reports the rate and peak RSS.
-func drain(b *testing.B, e *env, cfg config.Config, want int, name string) float64 {
+// drain starts the sink binary on a fresh consumer, b.N times, waits until
+// fluentdsim stored want events, stops it with SIGTERM and reports the rate
+// and the sink's peak RSS.
+func drain(b *testing.B, e *env, bin string, want int, name string, extra ...string) float64 {
 	var rate float64
 	for i := range b.N {
-		cfg.Sink.AuditConsumer = fmt.Sprintf("bench-%s-%d", name, i)
+		consumer := fmt.Sprintf("bench-%s-%d", name, i)
+		args := append([]string{
+			"--nats-url", e.cfg.NATS.URL,
+			"--fluentd-url", e.cfg.Fluentd.URL, "--fluentd-session-url", e.cfg.Fluentd.SessionURL,
+			"--fluentd-ca", e.cfg.Fluentd.CA, "--fluentd-cert", e.cfg.Fluentd.Cert, "--fluentd-key", e.cfg.Fluentd.Key,
+			"--sink-audit-consumer", consumer, "--sink-session-consumer", consumer + "-sessions",
+		}, extra...)
 		e.sim.Reset()
-		resetPeakRSS()
 		b.ResetTimer()
 		start := time.Now()
-		r := e.start(&cfg)
+		p, err := harness.Start(context.Background(), harness.Spec{Name: consumer, Bin: bin, Args: args, LogDir: b.TempDir()})
+		if err != nil {
+			b.Fatal(err)
+		}
 		e.waitStored(want, 30*time.Minute)
 		elapsed := time.Since(start)
 		b.StopTimer()
-		if err := r.stop(b); err != nil {
-			b.Fatalf("sink: %v", err)
+		code, err := p.Stop(30 * time.Second)
+		if err != nil || code != 0 {
+			b.Fatalf("sink exit %d, %v\n%s", code, err, p.Tail(20))
 		}
 		st := e.sim.Stats()
 		rate = float64(want) / elapsed.Seconds()
+		rss := p.PeakRSS()
 		b.ReportMetric(rate, "events/s")
-		b.ReportMetric(float64(st.Requests), "requests")
-		if rss := peakRSS(); rss > 0 {
-			b.ReportMetric(float64(rss)/(1<<20), "peak-RSS-MB")
-		}
-		b.Logf("%s: %d events in %s = %.0f events/s, %d requests, %d connections, peak RSS %d MB (process)",
-			name, want, elapsed.Round(time.Millisecond), rate, st.Requests, st.Connections, peakRSS()>>20)
+		b.ReportMetric(float64(rss)/(1<<20), "sink-peak-RSS-MB")
+		b.Logf("%s: %d events in %s = %.0f events/s, %d requests, %d connections, sink peak RSS %d MB",
+			name, want, elapsed.Round(time.Millisecond), rate, st.Requests, st.Connections, rss>>20)
 	}
 	return rate
 }
@@ -95,25 +102,4 @@ func envInt(name string, def int) int {
 		return def
 	}
 	return v
-}
-
-// resetPeakRSS resets the kernel's high-water mark of this process's RSS
-// (Linux; a no-op elsewhere).
-func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
-
-// peakRSS is VmHWM in bytes, 0 when unknown.
-func peakRSS() int64 {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }
