@@ -133,14 +133,16 @@ func OpenOrdered(ctx context.Context, js jetstream.JetStream, src Source) (jetst
 
 // fetch pulls messages from c and passes them to emit until ctx is done,
 // then drains what the client already buffered so those messages are
-// delivered rather than left to time out. It returns nil on a clean stop.
-func fetch(ctx context.Context, c jetstream.Consumer, src Source, buffer int, emit func(jetstream.Msg), log zerolog.Logger) error {
+// delivered rather than left to time out; once hard is done it stops
+// without draining (the rest is redelivered after the ack wait). It returns
+// nil on a clean stop.
+func fetch(ctx, hard context.Context, c jetstream.Consumer, src Source, buffer int, emit func(jetstream.Msg), log zerolog.Logger) error {
 	it, err := c.Messages(jetstream.PullMaxMessages(buffer))
 	if err != nil {
 		return fmt.Errorf("pull from consumer %q on stream %q: %w", src.Consumer, src.Stream, err)
 	}
-	stop := context.AfterFunc(ctx, it.Drain)
-	defer stop()
+	defer context.AfterFunc(ctx, it.Drain)()
+	defer context.AfterFunc(hard, it.Stop)()
 	defer it.Stop()
 	for {
 		msg, err := it.Next()

@@ -26,12 +26,15 @@ import (
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/metrics"
 )
 
-// idleCheckInterval is how often the consumers' backlog is read (for the
-// pending gauge and exit-on-last-event).
-const idleCheckInterval = 250 * time.Millisecond
+// How often the consumers' backlog is read: for the pending gauge, and more
+// often with exit-on-last-event so the exit comes soon after the last ack.
+const (
+	pendingInterval   = 5 * time.Second
+	idleCheckInterval = 250 * time.Millisecond
+)
 
 // Run is the fluentd-sink command: it connects to NATS, makes sure the
-// streams exist, builds the Fluentd client, serves metrics on
+// streams exist (except in a dry run), builds the Fluentd client, serves metrics on
 // cfg.MetricsAddr and delivers until ctx is cancelled (then it finishes
 // in-flight requests and acks within sink.shutdown-timeout and returns nil)
 // or, with exit-on-last-event, until nothing is left to deliver.
@@ -41,8 +44,11 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		return err
 	}
 	defer b.Close()
-	if err := b.EnsureStreams(ctx); err != nil {
-		return err
+	// A dry run changes nothing, streams included: it reads what is there.
+	if !cfg.DryRun {
+		if err := b.EnsureStreams(ctx); err != nil {
+			return err
+		}
 	}
 	var send Sender
 	if !cfg.DryRun {
@@ -195,7 +201,7 @@ func (s *Sink) Run(ctx context.Context) error {
 	var intake errgroup.Group
 	for _, c := range consumers {
 		intake.Go(func() error {
-			err := fetch(fetchCtx, c.c, c.src, s.pullBuffer(), func(m jetstream.Msg) {
+			err := fetch(fetchCtx, sendCtx, c.c, c.src, s.pullBuffer(), func(m jetstream.Msg) {
 				s.outstanding.Add(1)
 				items <- s.item(c.src, m)
 			}, s.log)
@@ -364,43 +370,54 @@ func (s *Sink) deliver(ctx context.Context, b *Batch) {
 // watch updates the pending gauge and, with exit-on-last-event, stops the
 // intake once the consumers have no backlog and nothing is in flight.
 func (s *Sink) watch(ctx context.Context, consumers []consumer, stop func()) {
-	t := time.NewTicker(idleCheckInterval)
+	every := pendingInterval
+	if s.cfg.ExitOnLastEvent {
+		every = idleCheckInterval
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	idle := 0
 	for {
+		busy := s.readPending(ctx, consumers)
+		switch {
+		case !s.cfg.ExitOnLastEvent:
+		case busy:
+			idle = 0
+		default:
+			// Two quiet readings in a row: an ordered consumer (dry run)
+			// has no ack pending count to cover messages in the client's
+			// buffer.
+			if idle++; idle >= 2 {
+				s.log.Info().Msg("nothing left to deliver, exiting (exit-on-last-event)")
+				stop()
+				return
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		// Read the local count first: a message fetched after this read is
-		// still pending on the server when its info is read.
-		busy := s.outstanding.Load() > 0
-		for _, c := range consumers {
-			n, err := pending(ctx, c.c)
-			if err != nil {
-				busy = true
-				if ctx.Err() == nil {
-					s.log.Warn().Err(err).Str("stream", c.src.Stream).Msg("reading consumer info")
-				}
-				continue
-			}
-			s.metrics.ConsumerPending.WithLabelValues(c.src.Stream).Set(float64(n))
-			busy = busy || n > 0
-		}
-		if !s.cfg.ExitOnLastEvent {
-			continue
-		}
-		if busy {
-			idle = 0
-			continue
-		}
-		// Two quiet readings in a row: an ordered consumer (dry run) has no
-		// ack pending count to cover messages in the client's buffer.
-		if idle++; idle >= 2 {
-			s.log.Info().Msg("nothing left to deliver, exiting (exit-on-last-event)")
-			stop()
-			return
-		}
 	}
+}
+
+// readPending updates the pending gauge and reports whether anything is
+// left: on the server, or fetched and not yet settled here.
+func (s *Sink) readPending(ctx context.Context, consumers []consumer) (busy bool) {
+	// Read the local count first: a message fetched after this read is
+	// still pending on the server when its info is read.
+	busy = s.outstanding.Load() > 0
+	for _, c := range consumers {
+		n, err := pending(ctx, c.c)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn().Err(err).Str("stream", c.src.Stream).Msg("reading consumer info")
+			}
+			busy = true
+			continue
+		}
+		s.metrics.ConsumerPending.WithLabelValues(c.src.Stream).Set(float64(n))
+		busy = busy || n > 0
+	}
+	return busy
 }
