@@ -1,0 +1,156 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
+	"github.com/teleport-event-bus/teleport-event-bus/test/teleportsim"
+)
+
+// shared starts a NATS server the test owns, so it outlives ingest runs,
+// and points e's configuration at it.
+func (e *env) shared() *bus.Bus {
+	e.t.Helper()
+	emb, err := bus.StartEmbedded(context.Background(), bus.EmbeddedOptions{Listen: "127.0.0.1:0", StoreDir: e.cfg.Storage, Log: zerolog.Nop()})
+	if err != nil {
+		e.t.Fatalf("start NATS: %v", err)
+	}
+	e.t.Cleanup(emb.Shutdown)
+	e.cfg.NATS.URL = emb.ClientURL()
+	b, err := bus.Open(context.Background(), e.cfg.NATS, "", "test", zerolog.Nop(), false)
+	if err != nil {
+		e.t.Fatalf("connect to NATS: %v", err)
+	}
+	e.t.Cleanup(b.Close)
+	return b
+}
+
+// count is how many messages a stream holds (0 before it exists).
+func count(b *bus.Bus, stream string) uint64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s, err := b.JS.Stream(ctx, stream)
+	if err != nil {
+		return 0
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0
+	}
+	return info.State.Msgs
+}
+
+// until polls cond every 5 ms until it holds or done is closed; it
+// reports whether cond held.
+func until(done <-chan error, deadline time.Duration, cond func() bool) bool {
+	end := time.Now().Add(deadline)
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for time.Now().Before(end) {
+		if cond() {
+			return true
+		}
+		select {
+		case <-done:
+			return false
+		case <-t.C:
+		}
+	}
+	return false
+}
+
+func TestRestartAfterCancelExactlyOnce(t *testing.T) {
+	now := time.Now().UTC()
+	e := newEnv(t, teleportsim.Options{Seed: 9, Events: 5000, Sessions: 20, From: now.Add(-6 * 24 * time.Hour), To: now})
+	e.cfg.Concurrency = 3
+	e.cfg.Ingest.MaxInFlight = 64
+	b := e.shared()
+	total := uint64(len(e.sim.AllEventIDs()))
+	stops := 0
+	for _, frac := range []float64{0.02, 0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 0.95} {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- Run(ctx, e.cfg, zerolog.Nop()) }()
+		target := uint64(frac * float64(total))
+		stopped := until(done, 30*time.Second, func() bool { return count(b, b.Cfg.AuditStream) >= target })
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run stopped at %.0f%%: %v", frac*100, err)
+		}
+		if stopped {
+			stops++
+		}
+	}
+	if stops < 4 {
+		t.Errorf("only %d runs were stopped mid-backfill; the test did not exercise restarts", stops)
+	}
+	if err := e.run(zerolog.Nop()); err != nil {
+		t.Fatalf("final Run: %v", err)
+	}
+	exactlyOnce(t, "audit stream", read(t, b.JS, b.Cfg.AuditStream), e.sim.AllEventIDs())
+	exactlyOnce(t, "session stream", read(t, b.JS, b.Cfg.SessionStream), sessionIDs(e.sim))
+}
+
+func TestStandbyTakesOver(t *testing.T) {
+	now := time.Now().UTC()
+	e := newEnv(t, teleportsim.Options{Seed: 10, Events: 800, Sessions: 4, From: now.Add(-50 * time.Hour), To: now})
+	b := e.shared()
+	if err := e.run(zerolog.Nop()); err != nil {
+		t.Fatalf("first ingest: %v", err)
+	}
+	kv, err := b.State(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another ingest leads: it holds the lease and keeps renewing it.
+	setLease := func(expires time.Time) {
+		v, _ := json.Marshal(leaseValue{Holder: "leader", Expires: expires})
+		if _, err := kv.Put(context.Background(), keyLease, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setLease(time.Now().Add(time.Hour))
+
+	logs := &syncBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(logs.String())
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, e.cfg, zerolog.New(logs)) }()
+	if !until(done, 10*time.Second, func() bool { return strings.Contains(logs.String(), "standing by") }) {
+		t.Fatalf("second ingest did not stand by")
+	}
+	yesterday := utcDate(now).AddDate(0, 0, -1)
+	if _, err := e.sim.AddStraggler(yesterday, 5); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(b, b.Cfg.AuditStream); n != 800 {
+		t.Fatalf("the standby published while the lease was held: %d messages", n)
+	}
+
+	// The leader is killed right after a renewal: its lease runs for one
+	// more TTL and is never renewed.
+	setLease(time.Now().Add(e.cfg.Ingest.LeaseTTL))
+	died := time.Now()
+	if err := <-done; err != nil {
+		t.Fatalf("standby: %v", err)
+	}
+	if took := time.Since(died); took > 15*time.Second {
+		t.Errorf("standby finished %s after the leader died; want within 15s", took)
+	}
+	if !strings.Contains(logs.String(), "ingest lease acquired") {
+		t.Errorf("standby never said it took over")
+	}
+	exactlyOnce(t, "audit stream", read(t, b.JS, b.Cfg.AuditStream), e.sim.AllEventIDs())
+	exactlyOnce(t, "session stream", read(t, b.JS, b.Cfg.SessionStream), sessionIDs(e.sim))
+}
