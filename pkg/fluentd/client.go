@@ -145,9 +145,10 @@ func SessionURL(sessionURL, sid string) string {
 
 // Send posts records to target: one record as a JSON object, several as a JSON
 // array, each record's bytes unchanged. It returns nil only for a 2xx. A 4xx
-// is a *RefusedError (Fluentd will refuse these records again); anything else
-// (5xx, 3xx, timeouts, connection and TLS errors) is retryable — see
-// Retryable. The Result is filled whenever Fluentd answered.
+// about the records is a *RefusedError (Fluentd will refuse these records
+// again; see refusal for the 4xx that are not); anything else (5xx, 3xx,
+// timeouts, connection and TLS errors) is retryable — see Retryable. The
+// Result is filled whenever Fluentd answered.
 func (c *Client) Send(ctx context.Context, target string, records []json.RawMessage) (Result, error) {
 	if len(records) == 0 {
 		return Result{}, nil
@@ -181,11 +182,25 @@ func (c *Client) Send(ctx context.Context, target string, records []json.RawMess
 	switch {
 	case res.OK():
 		return res, nil
-	case res.Status >= 400 && res.Status < 500:
+	case refusal(res.Status):
 		return res, &RefusedError{URL: target, Result: res, Records: len(records)}
 	default:
 		return res, &StatusError{URL: target, Result: res}
 	}
+}
+
+// refusal reports whether a status refuses the records themselves. The 4xx
+// that say something about the request's path, credentials or rate (401,
+// 403, 404, 405, 407, 408, 421, 429) are not: a proxy or a wrong URL answers
+// them to every record, and treating them as refusals would dead-letter the
+// whole stream; they are retried like a 5xx until the setup is fixed.
+func refusal(status int) bool {
+	switch status {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusMethodNotAllowed,
+		http.StatusProxyAuthRequired, http.StatusRequestTimeout, http.StatusMisdirectedRequest, http.StatusTooManyRequests:
+		return false
+	}
+	return status >= 400 && status < 500
 }
 
 // encode writes the body: the record itself for one record, else a JSON

@@ -204,10 +204,16 @@ func TestSendClassifiesAnswers(t *testing.T) {
 	if !Refused(err) || Retryable(err) || res.Status != 400 || !strings.Contains(res.Answer, "invalid time format") {
 		t.Fatalf("400: err=%v refused=%v res=%+v", err, Refused(err), res)
 	}
-	r.status.Store(500)
-	_, err = c.Send(context.Background(), r.srv.URL+"/t", recs(`{}`))
-	if Refused(err) || !Retryable(err) {
-		t.Fatalf("500: err=%v should be retryable", err)
+	r.status.Store(413)
+	if _, err = c.Send(context.Background(), r.srv.URL+"/t", recs(`{}`)); !Refused(err) {
+		t.Fatalf("413: err=%v should be a refusal", err)
+	}
+	for _, st := range []int{500, 503, 403, 404, 429, 302} {
+		r.status.Store(int32(st))
+		_, err = c.Send(context.Background(), r.srv.URL+"/t", recs(`{}`))
+		if Refused(err) || !Retryable(err) {
+			t.Fatalf("%d: err=%v should be retryable", st, err)
+		}
 	}
 	r.srv.Close()
 	_, err = c.Send(context.Background(), r.srv.URL+"/t", recs(`{}`))

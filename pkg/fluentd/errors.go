@@ -9,9 +9,10 @@ import (
 	"strings"
 )
 
-// RefusedError is a 4xx answer: Fluentd refused the records (for an array,
-// at least one of them) and will refuse them again. For in_http a bad record
-// in an array makes it refuse the whole array.
+// RefusedError is a 4xx answer about the records (400 bad time format, 413
+// too large, …): Fluentd refused them (for an array, at least one of them)
+// and will refuse them again. For in_http a bad record in an array makes it
+// refuse the whole array.
 type RefusedError struct {
 	URL     string
 	Result  Result
@@ -22,8 +23,9 @@ func (e *RefusedError) Error() string {
 	return fmt.Sprintf("fluentd %s refused %d records: %d %s", e.URL, e.Records, e.Result.Status, e.Result.Answer)
 }
 
-// StatusError is a non-2xx, non-4xx answer (5xx: Fluentd could not buffer
-// the records; 3xx: a misconfigured URL). Retry later.
+// StatusError is an answer that is neither a 2xx nor a refusal of the
+// records (5xx: Fluentd could not buffer them; 3xx, 401, 403, 404, 429…: a
+// misconfigured URL or proxy, or a rate limit). Retry later.
 type StatusError struct {
 	URL    string
 	Result Result
