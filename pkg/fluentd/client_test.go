@@ -385,3 +385,20 @@ func TestHTTPSProxyHonoured(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+func TestServerNameOverride(t *testing.T) {
+	p := newPKI(t)
+	r := newReceiver(t, p)
+	cfg := p.config(r.srv.URL + "/t")
+	cfg.ServerName = "fluentd.test"
+	c := newClient(t, cfg)
+	if _, err := c.Send(context.Background(), r.srv.URL+"/t", recs(`{}`)); err != nil {
+		t.Fatalf("server-name in the certificate: %v", err)
+	}
+	cfg.ServerName = "elsewhere.test"
+	c = newClient(t, cfg)
+	_, err := c.Send(context.Background(), r.srv.URL+"/t", recs(`{}`))
+	if err == nil || !strings.Contains(err.Error(), `not valid for "elsewhere.test"`) {
+		t.Fatalf("err = %v", err)
+	}
+}

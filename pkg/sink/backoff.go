@@ -15,8 +15,9 @@ type Backoff struct {
 	Jitter float64
 }
 
-// DefaultBackoff starts at one second and stops growing at one minute.
-var DefaultBackoff = Backoff{Base: time.Second, Max: time.Minute, Jitter: 0.2}
+// DefaultBackoff starts at one second and stops growing at 30 seconds, so a
+// recovered Fluentd gets the backlog again within half a minute.
+var DefaultBackoff = Backoff{Base: time.Second, Max: 30 * time.Second, Jitter: 0.2}
 
 // Delay is the wait after the delivery-th failed delivery (1 for the first).
 func (b Backoff) Delay(delivery uint64) time.Duration {
