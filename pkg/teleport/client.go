@@ -176,6 +176,11 @@ func dialRetry(ctx context.Context, cfg config.TeleportConfig, creds client.Cred
 // dial makes one connection attempt and pings the server. When it fails,
 // a direct TLS handshake tells whether the certificates are the reason.
 func dial(ctx context.Context, cfg config.TeleportConfig, creds client.Credentials, what string) (*client.Client, error) {
+	// gRPC keeps retrying a refused connection until its deadline; a plain
+	// TCP dial tells at once that nothing listens.
+	if err := reachable(ctx, cfg.Addr); err != nil {
+		return nil, err
+	}
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	api, err := client.New(dctx, client.Config{

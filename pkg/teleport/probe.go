@@ -47,6 +47,24 @@ func probeHandshake(ctx context.Context, addrs []string, creds client.Credential
 	return certError(err)
 }
 
+// reachable returns nil when a TCP connection to any of addrs succeeds,
+// and the last dial error otherwise (a transient error).
+func reachable(ctx context.Context, addrs []string) error {
+	var last error
+	for _, a := range addrs {
+		dctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		var d net.Dialer
+		conn, err := d.DialContext(dctx, "tcp", a)
+		cancel()
+		if err == nil {
+			_ = conn.Close()
+			return nil
+		}
+		last = err
+	}
+	return last
+}
+
 // certError returns a named error for certificate failures and nil for
 // anything else.
 func certError(err error) error {
