@@ -9,7 +9,7 @@ LDFLAGS  := -s -w -X $(PKG)/pkg/version.Version=$(VERSION) -X $(PKG)/pkg/version
 GOFLAGS_BUILD := -trimpath -ldflags '$(LDFLAGS)'
 
 COMMANDS := ingest fluentd-sink configure
-SIMS     := teleport-sim fluentd-sim nats-server
+SIMS     := teleport-sim fluentd-sim nats-server demo
 
 .PHONY: all build test vet fmt-check unit bench bench-ingest bench-sink demo clean release install image gen-example-mtls
 
@@ -19,6 +19,10 @@ all: build
 build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ $(addprefix ./cmd/,$(COMMANDS)) $(addprefix ./test/cmd/,$(SIMS))
+
+## demo: the whole pipeline on embedded defaults, with a summary of what was delivered
+demo: build
+	$(BIN)/demo --bin $(BIN) --dir demo
 
 ## test: go vet, the gofmt check, and every test with the race detector
 test: vet fmt-check unit

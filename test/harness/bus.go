@@ -1,0 +1,143 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+)
+
+// BusCounts is what the streams hold.
+type BusCounts struct {
+	// Audit counts audit messages by subject (audit.user.login → n).
+	Audit      map[string]uint64
+	AuditTotal uint64
+	// Sessions counts session recording messages.
+	Sessions uint64
+	// DeadLetters counts messages in the dead-letter stream.
+	DeadLetters uint64
+}
+
+// Inspector reads the streams as any other consumer would, through pkg/bus.
+type Inspector struct {
+	cfg  config.NATSConfig
+	conn *nats.Conn
+	js   jetstream.JetStream
+}
+
+// NewInspector connects to the NATS server at listen (the embedded one) or
+// at the URLs in url.
+func NewInspector(ctx context.Context, url, listen string) (*Inspector, error) {
+	cfg := config.Default().NATS
+	cfg.URL, cfg.Listen = url, listen
+	conn, err := bus.Connect(ctx, cfg, "harness-inspector", zerolog.Nop())
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(conn)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return &Inspector{cfg: cfg, conn: conn, js: js}, nil
+}
+
+// Close closes the connection.
+func (i *Inspector) Close() { i.conn.Close() }
+
+// Counts reads the streams' message counts; a stream not created yet counts
+// as empty.
+func (i *Inspector) Counts(ctx context.Context) (BusCounts, error) {
+	c := BusCounts{Audit: make(map[string]uint64)}
+	audit, err := i.stream(ctx, i.cfg.AuditStream, bus.AuditPrefix+".>")
+	if err != nil {
+		return c, err
+	}
+	if audit != nil {
+		c.Audit = audit.State.Subjects
+		c.AuditTotal = audit.State.Msgs
+	}
+	sessions, err := i.stream(ctx, i.cfg.SessionStream, "")
+	if err != nil {
+		return c, err
+	}
+	if sessions != nil {
+		c.Sessions = sessions.State.Msgs
+	}
+	dl, err := i.stream(ctx, bus.DeadLetterStream(i.cfg), "")
+	if err != nil {
+		return c, err
+	}
+	if dl != nil {
+		c.DeadLetters = dl.State.Msgs
+	}
+	return c, nil
+}
+
+func (i *Inspector) stream(ctx context.Context, name, subjects string) (*jetstream.StreamInfo, error) {
+	s, err := i.js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", name, err)
+	}
+	var opts []jetstream.StreamInfoOpt
+	if subjects != "" {
+		opts = append(opts, jetstream.WithSubjectFilter(subjects))
+	}
+	return s.Info(ctx, opts...)
+}
+
+// MsgIDs reads every message of a stream with an ordered consumer and
+// counts each Nats-Msg-Id: an id counted twice is a duplicate in the stream.
+func (i *Inspector) MsgIDs(ctx context.Context, stream string) (map[string]int, error) {
+	s, err := i.js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ids := make(map[string]int, info.State.Msgs)
+	if info.State.Msgs == 0 {
+		return ids, nil
+	}
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return nil, err
+	}
+	for read := uint64(0); read < info.State.Msgs; {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for m := range batch.Messages() {
+			ids[m.Headers().Get(bus.HeaderMsgID)]++
+			n++
+		}
+		if err := batch.Error(); err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("stream %s: read %d of %d messages, then nothing more", stream, read, info.State.Msgs)
+		}
+		read += uint64(n)
+	}
+	return ids, nil
+}
+
+// AuditStream is the audit stream's name.
+func (i *Inspector) AuditStream() string { return i.cfg.AuditStream }
+
+// SessionStream is the session stream's name.
+func (i *Inspector) SessionStream() string { return i.cfg.SessionStream }
