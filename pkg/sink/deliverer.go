@@ -42,15 +42,15 @@ type Deliverer struct {
 	AckWait time.Duration
 	Metrics *Metrics
 	Log     zerolog.Logger
-	// Settled is called once per message when it is acked, NAKed or
-	// terminated.
+	// Settled(n) is called as n messages are acked, NAKed or terminated.
 	Settled func(n int)
 
 	failing  atomic.Bool
 	failures failureLog
 }
 
-// Failing reports whether the last request got no 2xx or 4xx answer.
+// Failing reports whether the last request failed: neither a 2xx nor a
+// refusal of the records came back.
 func (d *Deliverer) Failing() bool { return d.failing.Load() }
 
 // Deliver sends b and settles every message in it. ctx bounds the requests;
