@@ -1,0 +1,103 @@
+package ingest
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+	"github.com/teleport-event-bus/teleport-event-bus/test/teleportsim"
+)
+
+// BenchmarkBackfill exports BENCH_EVENTS audit events (default 100,000)
+// from the Teleport double into the embedded NATS server and reports
+// events/s and memory. The double and the NATS server run in this process
+// too, so peak-rss-MB covers all three; go-heap-peak-MB is the Go heap's
+// peak in use, sampled every 50 ms.
+//
+//	BENCH_EVENTS=1000000 go test -run '^$' -bench BenchmarkBackfill -benchtime 1x -timeout 30m ./pkg/ingest/
+func BenchmarkBackfill(b *testing.B) {
+	n := 100_000
+	if v, err := strconv.Atoi(os.Getenv("BENCH_EVENTS")); err == nil && v > 0 {
+		n = v
+	}
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		now := time.Now().UTC()
+		sim, err := teleportsim.Start(context.Background(), teleportsim.Options{
+			Seed: 42, Events: n, From: now.Add(-10 * 24 * time.Hour), To: now, ChunksPerDate: 8,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		dir := b.TempDir()
+		id, err := sim.WriteIdentity(dir, "ingest", time.Hour)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg := &config.Config{
+			Teleport:        config.TeleportConfig{Addr: []string{sim.Addr()}, Identity: id},
+			NATS:            config.NATSConfig{Listen: "127.0.0.1:0"},
+			Ingest:          config.IngestConfig{MaxInFlight: 1024, SessionConcurrency: 4},
+			Storage:         filepath.Join(dir, "storage"),
+			StartTime:       now.Add(-11 * 24 * time.Hour),
+			Timeout:         time.Second,
+			ExitOnLastEvent: true,
+			Concurrency:     5,
+		}
+		stop := make(chan struct{})
+		peak := make(chan uint64, 1)
+		go func() { peak <- samplePeakHeap(stop) }()
+		b.StartTimer()
+		start := time.Now()
+		if err := Run(context.Background(), cfg, zerolog.Nop()); err != nil {
+			b.Fatal(err)
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		close(stop)
+		b.ReportMetric(float64(n)/elapsed.Seconds(), "events/s")
+		b.ReportMetric(float64(<-peak)/(1<<20), "go-heap-peak-MB")
+		b.ReportMetric(float64(peakRSS())/(1<<10), "peak-rss-MB")
+		_ = sim.Close()
+	}
+}
+
+// samplePeakHeap samples the Go heap in use until stop is closed.
+func samplePeakHeap(stop <-chan struct{}) uint64 {
+	var peak uint64
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		peak = max(peak, ms.HeapInuse)
+		select {
+		case <-stop:
+			return peak
+		case <-t.C:
+		}
+	}
+}
+
+// peakRSS is the process's peak resident set in KiB (VmHWM), 0 if unknown.
+func peakRSS() uint64 {
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb
+		}
+	}
+	return 0
+}
