@@ -1,0 +1,288 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/fluentd"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/sink"
+	"github.com/teleport-event-bus/teleport-event-bus/test/harness"
+)
+
+// logBuffer collects a zerolog logger's lines, safe for the NATS client's
+// goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func auditEvent(i int) bus.Event {
+	id := fmt.Sprintf("ev-%03d", i)
+	return bus.Event{
+		ID:   id,
+		Type: "user.login",
+		Time: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC).Add(time.Duration(i) * time.Second),
+		JSON: []byte(fmt.Sprintf(`{"event":"user.login","uid":%q,"user":"alice","time":"2025-01-02T03:04:05.000Z"}`, id)),
+	}
+}
+
+// publishAll publishes events through a bus.Publisher and fails the test on
+// any publish that JetStream did not acknowledge.
+func publishAll(ctx context.Context, t *testing.T, b *bus.Bus, events []bus.Event) {
+	t.Helper()
+	pub := bus.NewPublisher(b.JS, 16, bus.WithAckTimeout(5*time.Second))
+	var mu sync.Mutex
+	var errs []error
+	for _, e := range events {
+		err := pub.Publish(ctx, e, func(_ *jetstream.PubAck, err error) {
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+		if err != nil {
+			t.Fatalf("publish %s: %v", e.ID, err)
+		}
+	}
+	if err := pub.Close(ctx); err != nil {
+		t.Fatalf("flush publisher: %v", err)
+	}
+	if len(errs) > 0 {
+		t.Fatalf("%d of %d publishes failed, first: %v", len(errs), len(events), errs[0])
+	}
+}
+
+// openAs connects to the cluster as user through pkg/bus, logging into logs.
+func openAs(ctx context.Context, t *testing.T, c *harness.NATSCluster, user string, logs *logBuffer) *bus.Bus {
+	t.Helper()
+	b, err := bus.Open(ctx, c.NATSConfig(user), "", user, zerolog.New(logs), false)
+	if err != nil {
+		t.Fatalf("connect as %s: %v", user, err)
+	}
+	t.Cleanup(b.Close)
+	return b
+}
+
+// isPermissionDenied reports whether err, or the connection's logged
+// asynchronous errors, say the server refused the operation.
+func isPermissionDenied(err error, logs *logBuffer) bool {
+	if err != nil && strings.Contains(strings.ToLower(err.Error()), "permission") {
+		return true
+	}
+	return strings.Contains(strings.ToLower(logs.String()), "permissions violation")
+}
+
+// TestNATSClusterRoles starts the 3-node cluster of deploy/nats (TLS on
+// client and route connections, the users of accounts.conf) as real
+// processes and checks what each role may do, then that publishing goes on
+// with one node killed.
+func TestNATSClusterRoles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node NATS cluster")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	binDir := t.TempDir()
+	if err := harness.Build(ctx, binDir, "nats-server"); err != nil {
+		t.Fatal(err)
+	}
+	cluster, err := harness.StartNATSCluster(ctx, binDir+"/nats-server", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Stop()
+
+	// ingest: creates the R3 streams and the state bucket, publishes.
+	ingestLogs := &logBuffer{}
+	ing := openAs(ctx, t, cluster, harness.NATSUserIngest, ingestLogs)
+	if err := ing.EnsureStreams(ctx); err != nil {
+		t.Fatalf("ingest user: ensure streams: %v", err)
+	}
+	kv, err := ing.State(ctx)
+	if err != nil {
+		t.Fatalf("ingest user: state bucket: %v", err)
+	}
+	if _, err := kv.Put(ctx, bus.LeaseKey, []byte("ingest-1")); err != nil {
+		t.Fatalf("ingest user: put lease: %v", err)
+	}
+	if e, err := kv.Get(ctx, bus.LeaseKey); err != nil || string(e.Value()) != "ingest-1" {
+		t.Fatalf("ingest user: get lease: %v", err)
+	}
+	const first = 20
+	var events []bus.Event
+	for i := range first {
+		events = append(events, auditEvent(i))
+	}
+	publishAll(ctx, t, ing, events)
+	for _, name := range []string{ing.Cfg.AuditStream, ing.Cfg.SessionStream, bus.DeadLetterStream(ing.Cfg)} {
+		info, err := ing.StreamInfo(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Config.Replicas != 3 {
+			t.Errorf("stream %s has %d replicas, want 3", name, info.Config.Replicas)
+		}
+	}
+	if info, _ := ing.StreamInfo(ctx, ing.Cfg.AuditStream); info.State.Msgs != first {
+		t.Fatalf("audit stream holds %d messages, want %d", info.State.Msgs, first)
+	}
+
+	// fluentd-sink: consumes and acks through its durable, dead-letters,
+	// but cannot publish events.
+	sinkLogs := &logBuffer{}
+	snk := openAs(ctx, t, cluster, harness.NATSUserSink, sinkLogs)
+	if err := snk.EnsureStreams(ctx); err != nil {
+		t.Fatalf("sink user: streams exist, EnsureStreams must only look: %v", err)
+	}
+	cfg := config.Default()
+	cfg.NATS = snk.Cfg
+	srcs, err := sink.Sources(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := sink.OpenConsumer(ctx, snk.JS, srcs[0], cfg.Sink)
+	if err != nil {
+		t.Fatalf("sink user: open consumer: %v", err)
+	}
+	got := consumeAndAck(ctx, t, cons, first)
+	if got[0].Subject() != "audit.user.login" {
+		t.Errorf("sink read subject %q", got[0].Subject())
+	}
+	if err := (sink.DeadLetters{JS: snk.JS}).Publish(ctx, got[0], fluentd.Result{Status: 400, Answer: "invalid time format"}, "refused"); err != nil {
+		t.Fatalf("sink user: publish dead letter: %v", err)
+	}
+	pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err = snk.JS.Publish(pctx, "audit.user.login", []byte(`{}`))
+	pcancel()
+	if err == nil {
+		t.Fatal("sink user published to audit.user.login")
+	}
+	waitFor(t, 5*time.Second, "the sink's permission violation", func() bool { return isPermissionDenied(err, sinkLogs) })
+	if _, err := snk.JS.Stream(short(t, ctx), "KV_"+ing.Cfg.StateBucket); err == nil {
+		t.Error("sink user can read the state bucket's stream")
+	}
+
+	// reader: reads through a consumer of its own, cannot publish or use
+	// the sink's consumer.
+	readerLogs := &logBuffer{}
+	rd := openAs(ctx, t, cluster, harness.NATSUserReader, readerLogs)
+	rc, err := rd.JS.CreateOrUpdateConsumer(ctx, rd.Cfg.AuditStream, jetstream.ConsumerConfig{
+		Durable: "siem", AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		t.Fatalf("reader: create consumer: %v", err)
+	}
+	consumeAndAck(ctx, t, rc, first)
+	pctx, pcancel = context.WithTimeout(ctx, 2*time.Second)
+	_, err = rd.JS.Publish(pctx, "audit.user.login", []byte(`{}`))
+	pcancel()
+	if err == nil {
+		t.Fatal("reader published to audit.user.login")
+	}
+	waitFor(t, 5*time.Second, "the reader's permission violation", func() bool { return isPermissionDenied(err, readerLogs) })
+	if _, err := rd.JS.Consumer(short(t, ctx), rd.Cfg.AuditStream, cfg.Sink.AuditConsumer); err == nil {
+		t.Error("reader can use the sink's consumer")
+	}
+	if info, _ := ing.StreamInfo(ctx, ing.Cfg.AuditStream); info.State.Msgs != first {
+		t.Fatalf("audit stream holds %d messages after the refused publishes, want %d", info.State.Msgs, first)
+	}
+
+	// No user, and a wrong password: refused.
+	for name, nc := range map[string]config.NATSConfig{
+		"no user":        cluster.NATSConfig(""),
+		"wrong password": func() config.NATSConfig { c := cluster.NATSConfig(harness.NATSUserIngest); c.Password = "nope"; return c }(),
+	} {
+		conn, err := bus.Connect(ctx, nc, "anonymous", zerolog.Nop())
+		if err == nil {
+			conn.Close()
+			t.Fatalf("%s: connected", name)
+		}
+		if !strings.Contains(err.Error(), "NATS refused the credentials") {
+			t.Errorf("%s: error %q does not say the credentials were refused", name, err)
+		}
+	}
+
+	// Kill one node: ingest keeps publishing, the sink keeps reading.
+	cluster.Kill(0)
+	var more []bus.Event
+	for i := first; i < first+10; i++ {
+		more = append(more, auditEvent(i))
+	}
+	publishAll(ctx, t, ing, more)
+	consumeAndAck(ctx, t, cons, len(more))
+}
+
+// short bounds a request the server is expected to refuse: NATS drops a
+// request the user may not publish, so only the deadline ends it.
+func short(t *testing.T, ctx context.Context) context.Context {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// consumeAndAck fetches n messages from c and acknowledges each, waiting for
+// the server to confirm the ack.
+func consumeAndAck(ctx context.Context, t *testing.T, c jetstream.Consumer, n int) []jetstream.Msg {
+	t.Helper()
+	var got []jetstream.Msg
+	deadline := time.Now().Add(30 * time.Second)
+	for len(got) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("fetched %d of %d messages", len(got), n)
+		}
+		batch, err := c.Fetch(n-len(got), jetstream.FetchMaxWait(2*time.Second))
+		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrTimeout) {
+			time.Sleep(50 * time.Millisecond) // the client is moving to another node
+			continue
+		}
+		if err != nil {
+			t.Fatalf("fetch: %v", err)
+		}
+		for m := range batch.Messages() {
+			if err := m.DoubleAck(ctx); err != nil {
+				t.Fatalf("ack %s: %v", m.Subject(), err)
+			}
+			got = append(got, m)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			t.Fatalf("fetch: %v", err)
+		}
+	}
+	return got
+}
