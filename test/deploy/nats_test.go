@@ -225,8 +225,12 @@ func TestNATSClusterRoles(t *testing.T) {
 
 	// No user, and a wrong password: refused.
 	for name, nc := range map[string]config.NATSConfig{
-		"no user":        cluster.NATSConfig(""),
-		"wrong password": func() config.NATSConfig { c := cluster.NATSConfig(harness.NATSUserIngest); c.Password = "nope"; return c }(),
+		"no user": cluster.NATSConfig(""),
+		"wrong password": func() config.NATSConfig {
+			c := cluster.NATSConfig(harness.NATSUserIngest)
+			c.Password = "nope"
+			return c
+		}(),
 	} {
 		conn, err := bus.Connect(ctx, nc, "anonymous", zerolog.Nop())
 		if err == nil {
