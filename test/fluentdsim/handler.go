@@ -54,7 +54,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	tag := strings.ReplaceAll(strings.TrimPrefix(r.URL.Path, "/"), "/", ".")
-	res, err := parseBody(buf.Bytes(), tag, time.Now().UTC(), f.Poison)
+	res, err := parseBody(buf.Bytes(), tag, time.Now().UTC(), f.Poison, s.store.needJSON())
 	if err != nil {
 		s.answer(w, http.StatusBadRequest, err.Error())
 		return

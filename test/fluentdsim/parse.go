@@ -18,9 +18,8 @@ type parsed struct {
 	id   string
 	time time.Time
 	size int
-	// fields is the decoded record without `time`; kept only until the
-	// request's records are stored.
-	fields map[string]json.RawMessage
+	// json is the record without `time`; only when the store needs it.
+	json []byte
 }
 
 // parseResult is what a request body holds: records to store, and the count
@@ -39,69 +38,86 @@ func (e *badRequest) Error() string { return e.msg }
 // does: an object is one record, an array is one record per object element
 // (other elements are skipped), anything else — malformed JSON, an empty
 // body, a top-level string — yields nothing and no error. A bad `time` or a
-// poison record anywhere refuses the whole body.
-func parseBody(body []byte, tag string, now time.Time, poison []Poison) (parseResult, error) {
+// poison record anywhere refuses the whole body. keepJSON asks for each
+// record's JSON without `time`.
+func parseBody(body []byte, tag string, now time.Time, poison []Poison, keepJSON bool) (parseResult, error) {
 	body = bytes.TrimSpace(body)
-	if len(body) == 0 {
+	if len(body) == 0 || (body[0] != '{' && body[0] != '[') || !json.Valid(body) {
 		return parseResult{dropped: 1}, nil
 	}
-	switch body[0] {
-	case '{':
-		var m map[string]json.RawMessage
-		if err := json.Unmarshal(body, &m); err != nil {
-			return parseResult{dropped: 1}, nil
-		}
-		rec, err := parseRecord(m, len(body), tag, now, poison)
+	p := recordParser{tag: tag, now: now.Truncate(time.Second), poison: poison, keepJSON: keepJSON}
+	if body[0] == '{' {
+		rec, _, err := p.parse(body, 0)
 		if err != nil {
 			return parseResult{}, err
 		}
 		return parseResult{records: []parsed{rec}}, nil
-	case '[':
-		var elems []json.RawMessage
-		if err := json.Unmarshal(body, &elems); err != nil {
-			return parseResult{dropped: 1}, nil
-		}
-		res := parseResult{records: make([]parsed, 0, len(elems))}
-		for _, el := range elems {
-			if len(el) == 0 || el[0] != '{' {
-				res.dropped++
-				continue
-			}
-			var m map[string]json.RawMessage
-			if err := json.Unmarshal(el, &m); err != nil {
-				res.dropped++
-				continue
-			}
-			rec, err := parseRecord(m, len(el), tag, now, poison)
+	}
+	var res parseResult
+	for i := skipWS(body, 1); body[i] != ']'; {
+		if body[i] == '{' {
+			rec, end, err := p.parse(body, i)
 			if err != nil {
 				return parseResult{}, err
 			}
 			res.records = append(res.records, rec)
+			i = end
+		} else {
+			res.dropped++
+			i = skipValue(body, i)
 		}
-		return res, nil
-	default:
-		return parseResult{dropped: 1}, nil
+		i = skipWS(body, i)
+		if body[i] == ',' {
+			i = skipWS(body, i+1)
+		}
 	}
+	return res, nil
 }
 
-// parseRecord takes `time` out of a decoded record and finds its id.
-func parseRecord(m map[string]json.RawMessage, size int, tag string, now time.Time, poison []Poison) (parsed, error) {
-	for _, p := range poison {
-		if v, ok := m[p.Field]; ok && rawEquals(v, p.Value) {
-			return parsed{}, &badRequest{msg: fmt.Sprintf("poison record: field %q equals %q", p.Field, p.Value)}
+// recordParser reads the objects of one body, reusing its field buffer.
+type recordParser struct {
+	tag      string
+	now      time.Time
+	poison   []Poison
+	keepJSON bool
+	fields   []field
+}
+
+// parse reads the object at body[i]: its time, its id, and the poison rules.
+func (p *recordParser) parse(body []byte, i int) (parsed, int, error) {
+	var end int
+	p.fields, end = scanObject(body, i, p.fields[:0])
+	rec := parsed{time: p.now, size: end - i}
+	var timeVal, uid, sid, ei json.RawMessage
+	for _, f := range p.fields {
+		for _, rule := range p.poison {
+			if f.is(rule.Field) && rawEquals(f.val, rule.Value) {
+				return parsed{}, 0, &badRequest{msg: fmt.Sprintf("poison record: field %q equals %q", rule.Field, rule.Value)}
+			}
+		}
+		switch {
+		case f.is("time"):
+			timeVal = f.val
+		case f.is("uid"):
+			uid = f.val
+		case f.is("sid"):
+			sid = f.val
+		case f.is("ei"):
+			ei = f.val
 		}
 	}
-	rec := parsed{time: now.Truncate(time.Second), size: size, fields: m}
-	if raw, ok := m["time"]; ok {
-		t, err := parseTime(raw)
+	if timeVal != nil {
+		t, err := parseTime(timeVal)
 		if err != nil {
-			return parsed{}, err
+			return parsed{}, 0, err
 		}
 		rec.time = t
-		delete(m, "time")
 	}
-	rec.id = recordID(m, tag)
-	return rec, nil
+	rec.id = recordID(p.tag, uid, sid, ei)
+	if p.keepJSON {
+		rec.json = withoutTime(p.fields)
+	}
+	return rec, end, nil
 }
 
 // parseTime reads a `time` value with time_type string and the configured
@@ -128,16 +144,15 @@ func parseTime(raw json.RawMessage) (time.Time, error) {
 // "<sid>/<ei>" on session tags (`session.…`; the sid is taken from the tag
 // when the event has none, as print events do not), else `uid`, else
 // "<sid>/<ei>" when both are present, else "" (not tracked).
-func recordID(m map[string]json.RawMessage, tag string) string {
-	sid, _ := rawString(m["sid"])
-	ei := m["ei"]
+func recordID(tag string, uidRaw, sidRaw, ei json.RawMessage) string {
+	sid, _ := rawString(sidRaw)
 	if strings.HasPrefix(tag, "session.") && len(ei) > 0 {
 		if sid == "" {
 			sid = sessionFromTag(tag)
 		}
 		return sid + "/" + string(ei)
 	}
-	if uid, ok := rawString(m["uid"]); ok && uid != "" {
+	if uid, ok := rawString(uidRaw); ok && uid != "" {
 		return uid
 	}
 	if sid != "" && len(ei) > 0 {

@@ -33,7 +33,7 @@ var (
 )
 
 // getPKI makes the certificates once per test binary (ECDSA: fast).
-func getPKI(t *testing.T) testPKI {
+func getPKI(t testing.TB) testPKI {
 	t.Helper()
 	pkiOnce.Do(func() {
 		ecdsa := certs.Request{KeyType: certs.KeyECDSA}
@@ -68,7 +68,7 @@ func getPKI(t *testing.T) testPKI {
 
 // startServer starts a server with the test PKI in memory; opts may set
 // anything else. It is closed when the test ends.
-func startServer(t *testing.T, opts Options) *Server {
+func startServer(t testing.TB, opts Options) *Server {
 	t.Helper()
 	p := getPKI(t)
 	if !opts.PlainHTTP && opts.CertFile == "" {
@@ -88,7 +88,7 @@ func startServer(t *testing.T, opts Options) *Server {
 
 // newClient is an HTTPS client presenting pair (nil: no client certificate)
 // and trusting the test CA.
-func newClient(t *testing.T, pair *certs.Pair) *http.Client {
+func newClient(t testing.TB, pair *certs.Pair) *http.Client {
 	t.Helper()
 	p := getPKI(t)
 	roots := x509.NewCertPool()

@@ -20,7 +20,8 @@ type Record struct {
 	ID string
 	// Size is the length of the record's JSON as received.
 	Size int
-	// JSON is the record without `time` (keys sorted); only with
+	// JSON is the record without `time` (compact, keys in the order
+	// received); only with
 	// Options.KeepRecords.
 	JSON json.RawMessage
 }
@@ -69,18 +70,6 @@ func (st *store) needJSON() bool { return st.keep || st.jsonl != nil }
 // JSONL file before returning, so a reader of the file sees every record
 // that was answered 2xx.
 func (st *store) add(tag string, recs []parsed) error {
-	var encoded [][]byte
-	if st.needJSON() {
-		encoded = make([][]byte, len(recs))
-		for i, r := range recs {
-			b, err := json.Marshal(r.fields)
-			if err != nil {
-				return fmt.Errorf("encode record: %w", err)
-			}
-			encoded[i] = b
-		}
-	}
-
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	ts := st.tags[tag]
@@ -88,10 +77,10 @@ func (st *store) add(tag string, recs []parsed) error {
 		ts = &tagStore{ids: map[string]int{}}
 		st.tags[tag] = ts
 	}
-	for i, r := range recs {
+	for _, r := range recs {
 		rec := Record{Tag: tag, Time: r.time, ID: r.id, Size: r.size}
 		if st.keep {
-			rec.JSON = encoded[i]
+			rec.JSON = r.json
 		}
 		ts.records = append(ts.records, rec)
 		if r.id != "" {
@@ -108,21 +97,21 @@ func (st *store) add(tag string, recs []parsed) error {
 	if st.w == nil || st.closed {
 		return nil
 	}
-	return st.writeJSONL(tag, recs, encoded)
+	return st.writeJSONL(tag, recs)
 }
 
-func (st *store) writeJSONL(tag string, recs []parsed, encoded [][]byte) error {
+func (st *store) writeJSONL(tag string, recs []parsed) error {
 	tagJSON, err := json.Marshal(tag)
 	if err != nil {
 		return fmt.Errorf("encode tag: %w", err)
 	}
-	for i, r := range recs {
+	for _, r := range recs {
 		st.w.WriteString(`{"tag":`)
 		st.w.Write(tagJSON)
 		st.w.WriteString(`,"time":"`)
 		st.w.WriteString(r.time.UTC().Format(time.RFC3339))
 		st.w.WriteString(`","record":`)
-		st.w.Write(encoded[i])
+		st.w.Write(r.json)
 		st.w.WriteString("}\n")
 	}
 	if err := st.w.Flush(); err != nil {

@@ -1,0 +1,153 @@
+package fluentdsim
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseBodyEdgeCases(t *testing.T) {
+	now := time.Date(2025, 6, 7, 8, 9, 10, 500, time.UTC)
+	cases := []struct {
+		name     string
+		body     string
+		ids      []string
+		dropped  int
+		errHas   string
+		jsonWant string // JSON of the first record
+	}{
+		{name: "whitespace everywhere", body: " [ { \"uid\" : \"a\" , \"time\" : \"2024-01-02T03:04:05Z\" } , { \"uid\":\"b\" } ] ",
+			ids: []string{"a", "b"}, jsonWant: `{"uid":"a"}`},
+		{name: "brackets and quotes inside strings", body: `{"uid":"x","data":"}]\"[{","nested":{"a":[1,{"b":"]"}]},"time":"2024-01-02T03:04:05Z"}`,
+			ids: []string{"x"}, jsonWant: `{"uid":"x","data":"}]\"[{","nested":{"a":[1,{"b":"]"}]}}`},
+		{name: "escaped key names", body: `{"ui\u0064":"esc","ti\u006de":"2024-01-02T03:04:05Z"}`, ids: []string{"esc"}, jsonWant: `{"ui\u0064":"esc"}`},
+		{name: "duplicate keys: the last wins", body: `{"uid":"first","uid":"last"}`, ids: []string{"last"}},
+		{name: "escaped uid value", body: `{"uid":"a\"b"}`, ids: []string{`a"b`}},
+		{name: "empty object", body: `{}`, ids: []string{""}, jsonWant: `{}`},
+		{name: "nested arrays are not records", body: `[[{"uid":"a"}],{"uid":"b"},null,true]`, ids: []string{"b"}, dropped: 3},
+		{name: "trailing garbage", body: `{"uid":"a"} x`, dropped: 1},
+		{name: "two objects (NDJSON)", body: "{\"uid\":\"a\"}\n{\"uid\":\"b\"}", dropped: 1},
+		{name: "time too short", body: `{"time":"2024-01-02"}`, errHas: "invalid time format: value = 2024-01-02,"},
+		{name: "time object", body: `{"time":{"s":1}}`, errHas: `value must be string: {"s":1}`},
+		{name: "time with trailing text", body: `{"time":"2024-01-02T03:04:05+09:00 extra","uid":"t"}`, ids: []string{"t"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			res, err := parseBody([]byte(c.body), "test.log", now, nil, true)
+			if c.errHas != "" {
+				if err == nil || !strings.Contains(err.Error(), c.errHas) {
+					t.Fatalf("error %v, want %q", err, c.errHas)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, r := range res.records {
+				ids = append(ids, r.id)
+			}
+			if strings.Join(ids, ",") != strings.Join(c.ids, ",") || res.dropped != c.dropped {
+				t.Errorf("ids=%q dropped=%d, want ids=%q dropped=%d", ids, res.dropped, c.ids, c.dropped)
+			}
+			if c.jsonWant != "" && (len(res.records) == 0 || string(res.records[0].json) != c.jsonWant) {
+				t.Errorf("record JSON = %s, want %s", res.records[0].json, c.jsonWant)
+			}
+		})
+	}
+}
+
+// FuzzScanObject checks the hand-written scanner against encoding/json:
+// for a valid object, the members it finds (the last of a repeated key)
+// are the ones json.Unmarshal finds.
+func FuzzScanObject(f *testing.F) {
+	for _, s := range []string{`{}`, `{"a":1}`, `{"a":"}","b":[1,{"c":"]"}],"a":null}`, ` { "k\"" : { } , "x":-1.5e3 } `,
+		`{"time":"2024-01-02T03:04:05Z","uid":"u","ei":0,"sid":"s","data":"\\"}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		b := bytes.TrimSpace([]byte(s))
+		if len(b) == 0 || b[0] != '{' || !json.Valid(b) {
+			return
+		}
+		var want map[string]json.RawMessage
+		if err := json.Unmarshal(b, &want); err != nil {
+			return
+		}
+		fields, end := scanObject(b, 0, nil)
+		if end != len(b) {
+			t.Fatalf("object ends at %d, want %d", end, len(b))
+		}
+		got := map[string]string{}
+		for _, fl := range fields {
+			var k string // decoded as encoding/json does (invalid UTF-8 → U+FFFD)
+			if err := json.Unmarshal(fl.key, &k); err != nil {
+				t.Fatalf("key %s: %v", fl.key, err)
+			}
+			got[k] = string(fl.val)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("found %d keys, encoding/json %d", len(got), len(want))
+		}
+		for k, v := range want {
+			if got[k] != string(v) {
+				t.Fatalf("key %q: %s, encoding/json %s", k, got[k], v)
+			}
+		}
+	})
+}
+
+func TestMatchPatterns(t *testing.T) {
+	cases := []struct {
+		pattern string
+		yes, no []string
+	}{
+		{"test.log", []string{"test.log"}, []string{"test.logs", "a.test.log", "testxlog"}},
+		{"session.*.log", []string{"session.abc-1.log", "session..log"}, []string{"session.a.b.log", "session.abc.logs"}},
+		{"a.**", []string{"a", "a.b", "a.b.c"}, []string{"ab", "b.a"}},
+		{"**.log", []string{"log", "x.log", "x.y.log"}, []string{"xlog"}},
+		{"**", []string{"", "anything.at.all"}, nil},
+		{"{test,audit}.log", []string{"test.log", "audit.log"}, []string{"other.log"}},
+		{"a.* b.c", []string{"a.x", "b.c"}, []string{"b.x"}},
+	}
+	for _, c := range cases {
+		m, err := compileMatch([]string{c.pattern})
+		if err != nil {
+			t.Fatalf("%q: %v", c.pattern, err)
+		}
+		for _, tag := range c.yes {
+			if !m.matches(tag) {
+				t.Errorf("<match %s> does not take %q", c.pattern, tag)
+			}
+		}
+		for _, tag := range c.no {
+			if m.matches(tag) {
+				t.Errorf("<match %s> takes %q", c.pattern, tag)
+			}
+		}
+	}
+}
+
+// FuzzParseBody checks that no body makes the parser panic, and that what it
+// stores is never more than the body's objects.
+func FuzzParseBody(f *testing.F) {
+	for _, s := range []string{`[]`, `[{"uid":"a"},1,"x",{"time":"2024-01-02T03:04:05Z"}]`, `{"time":5}`, `[{]`, `"str"`, ``} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		res, err := parseBody([]byte(s), "session.x.log", time.Now(), []Poison{{Field: "p", Value: "1"}}, true)
+		if err != nil {
+			return
+		}
+		if n := strings.Count(s, "{"); len(res.records) > n {
+			t.Fatalf("%d records from a body with %d '{'", len(res.records), n)
+		}
+		for _, r := range res.records {
+			if !json.Valid(r.json) {
+				t.Fatalf("stored record is not JSON: %s", r.json)
+			}
+		}
+	})
+}
