@@ -63,7 +63,7 @@ func (x *exporter) pass(ctx context.Context, now time.Time) error {
 			if cs.Done {
 				continue
 			}
-			g.Go(func() error { return x.exportChunk(gctx, d, c, cs) })
+			g.Go(func() error { return x.exportChunkRetry(gctx, d, c) })
 		}
 	}
 	if err := g.Wait(); err != nil {
@@ -86,6 +86,34 @@ func (x *exporter) listChunks(ctx context.Context, date time.Time) ([]string, er
 		return nil, fmt.Errorf("list export chunks of %s: %w", date.Format(time.DateOnly), err)
 	}
 	return chunks, nil
+}
+
+// exportChunkRetry exports one chunk, retrying transient errors with
+// backoff from the position saved by the failed attempt, so one broken
+// stream does not stop the other chunks.
+func (x *exporter) exportChunkRetry(ctx context.Context, date time.Time, chunk string) error {
+	var b teleport.Backoff
+	for {
+		var cs chunkState
+		if _, err := x.in.st.get(chunkKey(date, chunk), &cs); err != nil {
+			return err
+		}
+		err := x.exportChunk(ctx, date, chunk, cs)
+		if err == nil || ctx.Err() != nil || !retryable(err) {
+			return err
+		}
+		x.in.m.readErrors.Inc()
+		d := b.Next()
+		x.in.log.Warn().Err(err).Str("date", day(date)).Str("chunk", chunk).Dur("retry_in", d).Msg("export chunk failed, retrying")
+		if err := wait(ctx, d); err != nil {
+			return err
+		}
+	}
+}
+
+// retryable reports whether a read or publish error is worth another try.
+func retryable(err error) bool {
+	return errors.Is(err, errPublish) || teleport.IsTransient(err)
 }
 
 // exportChunk publishes one chunk's events from its saved cursor, saving

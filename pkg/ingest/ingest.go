@@ -262,7 +262,7 @@ func (in *ingester) read(ctx context.Context) error {
 		case errors.Is(err, errBulkUnsupported):
 			useSearch = true
 			in.log.Warn().Err(err).Msg("server lacks the bulk export API (Teleport older than v17): reading the audit log with SearchUnstructuredEvents paging")
-		case errors.Is(err, errPublish) || teleport.IsTransient(err):
+		case retryable(err):
 			in.m.readErrors.Inc()
 			d := b.Next()
 			in.log.Warn().Err(err).Dur("retry_in", d).Int("attempt", b.Attempt()).Msg("reading the audit log failed, retrying")

@@ -211,7 +211,7 @@ func (s *syncBuffer) String() string {
 
 func TestBackfillBulkExport(t *testing.T) {
 	now := time.Now().UTC()
-	e := newEnv(t, teleportsim.Options{Seed: 1, Events: 3000, Sessions: 12, From: now.Add(-4 * 24 * time.Hour), To: now})
+	e := newEnv(t, teleportsim.Options{Seed: 1, Events: 2000, Sessions: 10, From: now.Add(-4 * 24 * time.Hour), To: now})
 	if err := e.run(zerolog.Nop()); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -315,9 +315,9 @@ func TestSessionsUploadLagMissingAndOversize(t *testing.T) {
 	now := time.Now().UTC()
 	e := newEnv(t, teleportsim.Options{
 		Seed: 6, Events: 240, Sessions: 16, HugeEvents: 4, From: now.Add(-20 * time.Second), To: now,
-		UploadLag: 2 * time.Second, MissingRecordingRate: 0.25,
+		UploadLag: 1500 * time.Millisecond, MissingRecordingRate: 0.25,
 	})
-	e.cfg.Ingest.MissingRecordingTTL = 6 * time.Second
+	e.cfg.Ingest.MissingRecordingTTL = 4 * time.Second
 	logs := &syncBuffer{}
 	if err := e.run(zerolog.New(logs)); err != nil {
 		t.Fatalf("Run: %v", err)
@@ -389,5 +389,28 @@ func TestDryRunChangesNothing(t *testing.T) {
 	}
 	if m, _ := filepath.Glob(filepath.Join(e.cfg.Storage, "*")); len(m) != 0 {
 		t.Errorf("dry run wrote into the storage directory: %v", m)
+	}
+}
+
+func TestStatusShowsStreamsProgressSessionsAndLease(t *testing.T) {
+	now := time.Now().UTC()
+	e := newEnv(t, teleportsim.Options{Seed: 11, Events: 300, Sessions: 4, From: now.Add(-30 * time.Hour), To: now})
+	if err := e.run(zerolog.Nop()); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	var out bytes.Buffer
+	if err := Status(context.Background(), e.cfg, &out); err != nil {
+		t.Fatalf("Status: %v", err)
+	}
+	text := out.String()
+	total := len(e.sim.AllEventIDs())
+	for _, want := range []string{
+		"AUDIT", "SESSIONS", strconv.Itoa(total),
+		utcDate(now).Format(time.DateOnly), "Start time: " + e.cfg.StartTime.Format(time.RFC3339),
+		"Session jobs: 4 done, 0 given up, 0 pending", "Lease: free",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("status output lacks %q:\n%s", want, text)
+		}
 	}
 }

@@ -67,7 +67,7 @@ func until(done <-chan error, deadline time.Duration, cond func() bool) bool {
 
 func TestRestartAfterCancelExactlyOnce(t *testing.T) {
 	now := time.Now().UTC()
-	e := newEnv(t, teleportsim.Options{Seed: 9, Events: 5000, Sessions: 20, From: now.Add(-6 * 24 * time.Hour), To: now})
+	e := newEnv(t, teleportsim.Options{Seed: 9, Events: 3000, Sessions: 12, From: now.Add(-6 * 24 * time.Hour), To: now})
 	e.cfg.Concurrency = 3
 	e.cfg.Ingest.MaxInFlight = 64
 	b := e.shared()
@@ -153,4 +153,29 @@ func TestStandbyTakesOver(t *testing.T) {
 	}
 	exactlyOnce(t, "audit stream", read(t, b.JS, b.Cfg.AuditStream), e.sim.AllEventIDs())
 	exactlyOnce(t, "session stream", read(t, b.JS, b.Cfg.SessionStream), sessionIDs(e.sim))
+}
+
+func TestTeleportFaultsLoseNothing(t *testing.T) {
+	for _, older := range []bool{false, true} {
+		t.Run(map[bool]string{false: "bulk", true: "search"}[older], func(t *testing.T) {
+			now := time.Now().UTC()
+			e := newEnv(t, teleportsim.Options{
+				Seed: 12, Events: 600, Sessions: 4, From: now.Add(-40 * time.Hour), To: now, Older: older,
+				Faults: teleportsim.Faults{UnavailableRate: 0.1, RateLimitRate: 0.05, CutAfter: 40},
+			})
+			logs := &syncBuffer{}
+			if err := e.run(zerolog.New(logs)); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if injected := e.sim.InjectedErrors(); len(injected) == 0 {
+				t.Fatal("the double injected no fault")
+			}
+			if !strings.Contains(logs.String(), "retrying") {
+				t.Error("no retry was logged")
+			}
+			b := e.open()
+			exactlyOnce(t, "audit stream", read(t, b.JS, b.Cfg.AuditStream), e.sim.AllEventIDs())
+			exactlyOnce(t, "session stream", read(t, b.JS, b.Cfg.SessionStream), sessionIDs(e.sim))
+		})
+	}
 }
