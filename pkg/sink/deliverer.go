@@ -95,9 +95,10 @@ func (d *Deliverer) send(ctx context.Context, url string, items []Item) {
 // already have been redelivered to another sink, so its ack is confirmed by
 // the server instead of fired and forgotten.
 func (d *Deliverer) ack(ctx context.Context, items []Item) {
+	late := time.Now().Add(-d.AckWait / 2)
 	for _, it := range items {
 		var err error
-		if d.AckWait > 0 && time.Since(it.Received) > d.AckWait/2 {
+		if d.AckWait > 0 && it.Received.Before(late) {
 			err = it.Msg.DoubleAck(ctx)
 		} else {
 			err = it.Msg.Ack()
