@@ -397,3 +397,16 @@ func TestNATSUnreachable(t *testing.T) {
 		t.Fatalf("err = %v, want it to name %s", err, addr)
 	}
 }
+
+func TestGzipBodies(t *testing.T) {
+	e := newEnv(t, fluentdsim.Options{})
+	e.publishAudit(0, 250)
+	e.cfg.Sink.Gzip = true
+	e.cfg.ExitOnLastEvent = true
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := Run(ctx, e.cfg, zerolog.Nop()); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	e.checkExactlyOnce(250)
+}
