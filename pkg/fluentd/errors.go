@@ -19,6 +19,7 @@ type RefusedError struct {
 	Records int
 }
 
+// Error names the URL, the number of records and Fluentd's answer.
 func (e *RefusedError) Error() string {
 	return fmt.Sprintf("fluentd %s refused %d records: %d %s", e.URL, e.Records, e.Result.Status, e.Result.Answer)
 }
@@ -31,6 +32,7 @@ type StatusError struct {
 	Result Result
 }
 
+// Error names the URL and Fluentd's answer.
 func (e *StatusError) Error() string {
 	return fmt.Sprintf("fluentd %s answered %d %s", e.URL, e.Result.Status, e.Result.Answer)
 }
@@ -45,6 +47,7 @@ type TransportError struct {
 	Err error
 }
 
+// Error names the URL, explains a TLS setup failure, and gives the cause.
 func (e *TransportError) Error() string {
 	if why := explainTLS(e.Err, e.CA); why != "" {
 		return fmt.Sprintf("post to fluentd %s: %s: %v", e.URL, why, e.Err)
@@ -52,6 +55,7 @@ func (e *TransportError) Error() string {
 	return fmt.Sprintf("post to fluentd %s: %v", e.URL, e.Err)
 }
 
+// Unwrap returns the transport's error.
 func (e *TransportError) Unwrap() error { return e.Err }
 
 // Refused reports whether err is a 4xx refusal of the records.
