@@ -10,7 +10,7 @@ import (
 )
 
 // Commands are the binaries the harness runs, by name.
-var Commands = []string{"ingest", "fluentd-sink", "configure", "teleport-sim", "fluentd-sim", "nats-server"}
+var Commands = []string{"ingest", "fluentd-sink", "configure", "teleport-sim", "fluentd-sim", "nats-server", "audit-tail"}
 
 // packages maps a command to its package path in the module.
 var packages = map[string]string{
@@ -20,6 +20,7 @@ var packages = map[string]string{
 	"teleport-sim": "./test/cmd/teleport-sim",
 	"fluentd-sim":  "./test/cmd/fluentd-sim",
 	"nats-server":  "./test/cmd/nats-server",
+	"audit-tail":   "./test/cmd/audit-tail",
 }
 
 // RepoRoot finds the module root above the working directory.
