@@ -3,6 +3,10 @@ package ingest
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -177,5 +181,62 @@ func TestTeleportFaultsLoseNothing(t *testing.T) {
 			exactlyOnce(t, "audit stream", read(t, b.JS, b.Cfg.AuditStream), e.sim.AllEventIDs())
 			exactlyOnce(t, "session stream", read(t, b.JS, b.Cfg.SessionStream), sessionIDs(e.sim))
 		})
+	}
+}
+
+func TestMetricsAndHealthEndpoints(t *testing.T) {
+	now := time.Now().UTC()
+	e := newEnv(t, teleportsim.Options{Seed: 13, Events: 200, From: now.Add(-2 * time.Hour), To: now})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cfg.MetricsAddr = ln.Addr().String()
+	_ = ln.Close()
+	e.cfg.ExitOnLastEvent = false
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, e.cfg, zerolog.Nop()) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + e.cfg.MetricsAddr + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	want := `teleport_event_bus_ingest_events_published_total{type="user.login"}`
+	if !until(done, 20*time.Second, func() bool { _, body := get("/metrics"); return strings.Contains(body, want) }) {
+		_, body := get("/metrics")
+		t.Fatalf("/metrics never showed %s:\n%s", want, body)
+	}
+	sum := 0
+	if !until(done, 10*time.Second, func() bool {
+		_, body := get("/metrics")
+		sum = 0
+		for _, line := range strings.Split(body, "\n") {
+			if strings.HasPrefix(line, "teleport_event_bus_ingest_events_published_total{") {
+				n, _ := strconv.Atoi(line[strings.LastIndexByte(line, ' ')+1:])
+				sum += n
+			}
+		}
+		return sum == 200
+	}) {
+		t.Errorf("published counters sum to %d; want 200", sum)
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if code, body := get(path); code != http.StatusOK {
+			t.Errorf("%s: %d %s", path, code, body)
+		}
+	}
+	if _, body := get("/metrics"); !strings.Contains(body, "teleport_event_bus_ingest_leader 1") {
+		t.Error("leader gauge is not 1 while leading")
 	}
 }
