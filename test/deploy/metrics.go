@@ -48,7 +48,7 @@ func (m Metric) Series() []string {
 var sourceOfPackage = map[string]string{
 	"ingest": "ingest",
 	"sink":   "fluentd-sink",
-	"lock":   "lock watcher",
+	"lock":   "ingest (lock.enabled)",
 }
 
 // runtimeSource is the Source of the collectors metrics.NewRegistry adds.

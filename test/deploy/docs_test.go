@@ -1,0 +1,144 @@
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+)
+
+// TestConsumerExample builds docs/examples/consumer, runs it against an
+// embedded server holding a few events, and checks what it printed.
+func TestConsumerExample(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	bin := filepath.Join(t.TempDir(), "consumer")
+	build := exec.CommandContext(ctx, filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, "./docs/examples/consumer")
+	build.Dir = repoRoot(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./docs/examples/consumer: %v\n%s", err, out)
+	}
+
+	cfg := config.Default().NATS
+	cfg.Listen = "127.0.0.1:0"
+	b, err := bus.Open(ctx, cfg, t.TempDir(), "test", zerolog.Nop(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.EnsureStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	events := []bus.Event{auditEvent(1), auditEvent(2), auditEvent(3)}
+	events[1].Type, events[1].ID = "session.start", "ev-start"
+	publishAll(ctx, t, b, events)
+
+	run := func() string {
+		cmd := exec.CommandContext(ctx, bin, "-url", b.Embedded.ClientURL(), "-filter", "audit.user.login", "-n", "2")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("consumer: %v\n%s", err, stderr.String())
+		}
+		return stdout.String()
+	}
+	want := "2025-01-02T03:04:06Z user.login ev-001 audit.user.login\n" +
+		"2025-01-02T03:04:08Z user.login ev-003 audit.user.login\n"
+	if got := run(); got != want {
+		t.Fatalf("consumer printed\n%s\nwant\n%s", got, want)
+	}
+	// The durable consumer remembers: a second run sees only new events.
+	publishAll(ctx, t, b, []bus.Event{auditEvent(4), auditEvent(5)})
+	want = "2025-01-02T03:04:09Z user.login ev-004 audit.user.login\n" +
+		"2025-01-02T03:04:10Z user.login ev-005 audit.user.login\n"
+	if got := run(); got != want {
+		t.Fatalf("second run printed\n%s\nwant\n%s", got, want)
+	}
+}
+
+// quotedMessage finds the messages docs/troubleshooting.md quotes: the
+// backticked text on its "Message:" lines.
+var quotedMessage = regexp.MustCompile("`([^`]+)`")
+
+// TestTroubleshootingMessagesExist checks that every error message
+// docs/troubleshooting.md quotes is still printed by the code: each one
+// must be part of a string literal in pkg/ or cmd/.
+func TestTroubleshootingMessagesExist(t *testing.T) {
+	root := repoRoot(t)
+	doc, err := os.ReadFile(filepath.Join(root, "docs", "troubleshooting.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	literals := stringLiterals(t, filepath.Join(root, "pkg"), filepath.Join(root, "cmd"))
+	var n int
+	for _, line := range strings.Split(string(doc), "\n") {
+		rest, ok := strings.CutPrefix(line, "Message: ")
+		if !ok {
+			continue
+		}
+		for _, m := range quotedMessage.FindAllStringSubmatch(rest, -1) {
+			n++
+			if !containsAny(literals, m[1]) {
+				t.Errorf("docs/troubleshooting.md quotes %q, which no longer appears in the code", m[1])
+			}
+		}
+	}
+	if n < 10 {
+		t.Errorf("docs/troubleshooting.md quotes %d messages, want at least 10", n)
+	}
+}
+
+func containsAny(literals []string, s string) bool {
+	for _, l := range literals {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// stringLiterals are the string literals of the non-test Go files under dirs.
+func stringLiterals(t *testing.T, dirs ...string) []string {
+	t.Helper()
+	var out []string
+	for _, dir := range dirs {
+		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+				return err
+			}
+			f, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
+			if err != nil {
+				return err
+			}
+			ast.Inspect(f, func(n ast.Node) bool {
+				if lit, ok := n.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+					if s, err := strconv.Unquote(lit.Value); err == nil {
+						out = append(out, s)
+					}
+				}
+				return true
+			})
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
