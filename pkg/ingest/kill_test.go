@@ -1,0 +1,88 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+	"github.com/teleport-event-bus/teleport-event-bus/test/teleportsim"
+)
+
+// childEnv carries a JSON configuration to a re-executed test binary,
+// which then runs ingest and nothing else (see TestMain).
+const childEnv = "INGEST_TEST_CHILD_CONFIG"
+
+// runChild runs ingest with the configuration in raw; it is the child
+// process of TestKillDashNineExactlyOnce.
+func runChild(raw string) int {
+	var cfg config.Config
+	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "child config:", err)
+		return 2
+	}
+	if err := Run(context.Background(), &cfg, zerolog.New(os.Stderr).Level(zerolog.WarnLevel)); err != nil {
+		fmt.Fprintln(os.Stderr, "ingest:", err)
+		return 1
+	}
+	return 0
+}
+
+// startChild starts ingest in a child process.
+func startChild(t *testing.T, cfg *config.Config) (*exec.Cmd, <-chan error) {
+	t.Helper()
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+string(raw))
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start child: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	return cmd, done
+}
+
+func TestKillDashNineExactlyOnce(t *testing.T) {
+	now := time.Now().UTC()
+	e := newEnv(t, teleportsim.Options{Seed: 14, Events: 3000, Sessions: 10, From: now.Add(-5 * 24 * time.Hour), To: now})
+	e.cfg.Concurrency = 3
+	e.cfg.Ingest.MaxInFlight = 64
+	e.cfg.Ingest.LeaseTTL = time.Second
+	b := e.shared()
+	total := uint64(len(e.sim.AllEventIDs()))
+	kills := 0
+	for _, frac := range []float64{0.05, 0.3, 0.6, 0.9} {
+		cmd, done := startChild(t, e.cfg)
+		target := uint64(frac * float64(total))
+		if until(done, 30*time.Second, func() bool { return count(b, b.Cfg.AuditStream) >= target }) {
+			kills++
+		}
+		_ = cmd.Process.Kill() // SIGKILL: no release, no flush, no cursor save
+		<-done
+	}
+	if kills < 3 {
+		t.Errorf("only %d children were killed mid-backfill", kills)
+	}
+	_, done := startChild(t, e.cfg)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("final ingest: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("final ingest did not finish")
+	}
+	exactlyOnce(t, "audit stream", read(t, b.JS, b.Cfg.AuditStream), e.sim.AllEventIDs())
+	exactlyOnce(t, "session stream", read(t, b.JS, b.Cfg.SessionStream), sessionIDs(e.sim))
+}
