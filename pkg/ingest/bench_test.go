@@ -5,13 +5,17 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 	"github.com/teleport-event-bus/teleport-event-bus/test/teleportsim"
 )
@@ -100,4 +104,81 @@ func peakRSS() uint64 {
 		}
 	}
 	return 0
+}
+
+// BenchmarkLiveTail measures the delay from an event's append in the
+// Teleport double to its arrival on the bus while ingest tails the live
+// log with a 1 s poll interval (BENCH_LIVE_SECONDS, default 10 s, at 200
+// events/s). session.start and session.end are left out: the double dates
+// them seconds before their append.
+func BenchmarkLiveTail(b *testing.B) {
+	secs := 10
+	if v, err := strconv.Atoi(os.Getenv("BENCH_LIVE_SECONDS")); err == nil && v > 0 {
+		secs = v
+	}
+	for i := 0; i < b.N; i++ {
+		now := time.Now().UTC()
+		sim, err := teleportsim.Start(context.Background(), teleportsim.Options{Seed: 43, Events: 10, From: now.Add(-time.Hour), To: now, LiveRate: 200})
+		if err != nil {
+			b.Fatal(err)
+		}
+		dir := b.TempDir()
+		id, err := sim.WriteIdentity(dir, "ingest", time.Hour)
+		if err != nil {
+			b.Fatal(err)
+		}
+		emb, err := bus.StartEmbedded(context.Background(), bus.EmbeddedOptions{Listen: "127.0.0.1:0", StoreDir: filepath.Join(dir, "storage"), Log: zerolog.Nop()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg := &config.Config{
+			Teleport:  config.TeleportConfig{Addr: []string{sim.Addr()}, Identity: id},
+			NATS:      config.NATSConfig{URL: emb.ClientURL()},
+			Storage:   filepath.Join(dir, "storage"),
+			StartTime: now.Add(-2 * time.Hour),
+			Timeout:   time.Second,
+		}
+		bb, err := bus.Open(context.Background(), cfg.NATS, "", "bench", zerolog.Nop(), false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- Run(ctx, cfg, zerolog.Nop()) }()
+		var delays []time.Duration
+		var mu sync.Mutex
+		sub, err := bb.Conn.Subscribe("audit.>", func(m *nats.Msg) {
+			typ := m.Header.Get(bus.HeaderEventType)
+			if typ == "session.start" || typ == "session.end" {
+				return
+			}
+			at, err := time.Parse(time.RFC3339Nano, m.Header.Get(bus.HeaderEventTime))
+			if err != nil || at.Before(now) {
+				return
+			}
+			mu.Lock()
+			delays = append(delays, time.Since(at))
+			mu.Unlock()
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(time.Duration(secs) * time.Second) // the measuring window
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+		_ = sub.Unsubscribe()
+		bb.Close()
+		emb.Shutdown()
+		_ = sim.Close()
+		mu.Lock()
+		slices.Sort(delays)
+		if len(delays) > 0 {
+			b.ReportMetric(float64(len(delays)), "events")
+			b.ReportMetric(delays[len(delays)/2].Seconds(), "p50-s")
+			b.ReportMetric(delays[len(delays)*99/100].Seconds(), "p99-s")
+		}
+		mu.Unlock()
+	}
 }

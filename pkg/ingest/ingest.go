@@ -243,6 +243,7 @@ func (in *ingester) read(ctx context.Context) error {
 	var b teleport.Backoff
 	for {
 		var err error
+		began := time.Now()
 		if useSearch {
 			err = s.pass(ctx, time.Now().UTC())
 		} else {
@@ -254,7 +255,9 @@ func (in *ingester) read(ctx context.Context) error {
 			if in.cfg.ExitOnLastEvent {
 				return in.drain(ctx)
 			}
-			if werr := wait(ctx, poll); werr != nil {
+			// Passes start every poll interval: the time a pass takes does
+			// not add to the delay of new events.
+			if werr := wait(ctx, poll-time.Since(began)); werr != nil {
 				return werr
 			}
 		case ctx.Err() != nil:
@@ -296,6 +299,9 @@ func (in *ingester) drain(ctx context.Context) error {
 
 // wait sleeps for d or until ctx ends.
 func wait(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
