@@ -2,10 +2,15 @@ package ingest
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/term"
 )
 
 // defaultProgressEvery is how often a backfill reports progress.
@@ -24,11 +29,16 @@ type progress struct {
 	events     atomic.Int64
 	chunks     atomic.Int64
 	newest     atomic.Int64 // unix nanoseconds of the newest acknowledged event
+
+	bar io.Writer // a terminal to draw a progress bar on; nil: log lines
 }
 
 func newProgress(log zerolog.Logger, m *metrics) *progress {
 	p := &progress{log: log, m: m, begun: time.Now()}
 	p.datesAtGo.Store(-1)
+	if term.IsTerminal(int(os.Stderr.Fd())) {
+		p.bar = os.Stderr
+	}
 	return p
 }
 
@@ -83,17 +93,31 @@ func (p *progress) run(ctx context.Context, every time.Duration) error {
 	}
 }
 
-// line logs one progress line with an estimate of the time left.
+// line reports progress with an estimate of the time left: a bar on a
+// terminal, a log line otherwise.
 func (p *progress) line(now time.Time, events int64, rate float64) {
 	total, done := p.datesTotal.Load(), p.datesDone.Load()
+	var eta time.Duration
+	if atGo := p.datesAtGo.Load(); atGo >= 0 && done > atGo && done < total {
+		eta = (now.Sub(p.begun) / time.Duration(done-atGo) * time.Duration(total-done)).Round(time.Second)
+	}
+	if p.bar != nil {
+		const width = 30
+		filled := 0
+		if total > 0 {
+			filled = int(int64(width) * done / total)
+		}
+		fmt.Fprintf(p.bar, "\r[%s%s] dates %d/%d  %d events  %.0f/s  ETA %s   ",
+			strings.Repeat("#", filled), strings.Repeat("-", width-filled), done, total, events, rate, eta)
+		return
+	}
 	ev := p.log.Info().Int64("dates_done", done).Int64("dates_total", total).
 		Int64("events", events).Int64("chunks", p.chunks.Load()).Float64("events_per_sec", float64(int64(rate*10))/10)
 	if n := p.newest.Load(); n > 0 {
 		ev = ev.Time("newest_event", time.Unix(0, n).UTC())
 	}
-	if atGo := p.datesAtGo.Load(); atGo >= 0 && done > atGo && done < total {
-		perDate := now.Sub(p.begun) / time.Duration(done-atGo)
-		ev = ev.Dur("eta", (perDate * time.Duration(total-done)).Round(time.Second))
+	if eta > 0 {
+		ev = ev.Dur("eta", eta)
 	}
 	ev.Msg("backfill progress")
 }
