@@ -3,8 +3,14 @@ package deploy
 import (
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/teleport-event-bus/teleport-event-bus/test/harness"
 )
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 // repoRoot is the module root, where deploy/ and docs/ are.
 func repoRoot(t *testing.T) string {

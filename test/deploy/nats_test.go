@@ -144,6 +144,25 @@ func TestNATSClusterRoles(t *testing.T) {
 	if e, err := kv.Get(ctx, bus.LeaseKey); err != nil || string(e.Value()) != "ingest-1" {
 		t.Fatalf("ingest user: get lease: %v", err)
 	}
+	// Listing keys and watching (ordered consumers on the bucket's stream),
+	// as ingest does for export chunks and ingest status.
+	if _, err := kv.Put(ctx, bus.ChunkKey("2025-01-02", "c/1"), []byte(`{}`)); err != nil {
+		t.Fatalf("ingest user: put chunk key: %v", err)
+	}
+	lister, err := kv.ListKeysFiltered(ctx, bus.ChunkKeyPrefix("2025-01-02")+">")
+	if err != nil {
+		t.Fatalf("ingest user: list keys: %v", err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	if len(keys) != 1 || keys[0] != bus.ChunkKey("2025-01-02", "c/1") {
+		t.Fatalf("ingest user: listed keys %v", keys)
+	}
+	if err := kv.Delete(ctx, bus.ChunkKey("2025-01-02", "c/1")); err != nil {
+		t.Fatalf("ingest user: delete key: %v", err)
+	}
 	const first = 20
 	var events []bus.Event
 	for i := range first {
