@@ -37,9 +37,11 @@ fmt-check:
 unit:
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-## bench: Go benchmarks of the ingest and sink stages (N events: BENCH_EVENTS)
-bench: bench-ingest bench-sink
+## bench: the whole pipeline as real processes, one table (BENCH_EVENTS, default 1,000,000; see test/bench)
+bench:
+	BENCH_EVENTS=$${BENCH_EVENTS:-1000000} $(GO) test -run '^$$' -bench BenchmarkPipeline -benchtime 1x -timeout 60m ./test/bench/
 
+## bench-ingest, bench-sink: Go benchmarks of one stage each (BENCH_EVENTS, default 100,000)
 bench-ingest:
 	$(GO) test -run '^$$' -bench BenchmarkBackfill -benchtime 1x -timeout 30m ./pkg/ingest/
 

@@ -1,0 +1,88 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+)
+
+// options are the benchmark's knobs, read from the environment so that
+// `make bench BENCH_EVENTS=…` and plain `go test -bench` both reach them.
+type options struct {
+	// events is how many audit events teleport-sim holds for the backfill
+	// phase (BENCH_EVENTS, default 1,000,000).
+	events int
+	// serialEvents and serialMax bound the older tool's model: it sends
+	// until fluentd-sim stored serialEvents or serialMax passed, whichever
+	// comes first (BENCH_SERIAL_EVENTS, default 20,000; BENCH_SERIAL_MAX,
+	// default 60s).
+	serialEvents int
+	serialMax    time.Duration
+	// liveRate events per second are appended by teleport-sim in the
+	// live-tail phase, whose delays are sampled for liveFor after a
+	// warm-up (BENCH_LIVE_RATE, default 1000; BENCH_LIVE_FOR, default 30s;
+	// BENCH_LIVE_FOR=0 skips the phase).
+	liveRate float64
+	liveFor  time.Duration
+	// dir, when set, is the working directory (certificates, storage,
+	// logs, the JSONL file), emptied first and kept afterwards (BENCH_DIR).
+	dir string
+}
+
+// Goals of issue #6.
+const (
+	goalOverall = 50_000    // events/s, ingest start → last delivery
+	goalRatio   = 25        // times the older tool's model
+	goalRSS     = 150 << 20 // bytes, per process of ours
+)
+
+func optionsFromEnv() (options, error) {
+	o := options{events: 1_000_000, serialEvents: 20_000, serialMax: time.Minute,
+		liveRate: 1000, liveFor: 30 * time.Second, dir: os.Getenv("BENCH_DIR")}
+	var err error
+	if o.events, err = envInt("BENCH_EVENTS", o.events, 1); err != nil {
+		return o, err
+	}
+	if o.serialEvents, err = envInt("BENCH_SERIAL_EVENTS", o.serialEvents, 1); err != nil {
+		return o, err
+	}
+	if o.serialMax, err = envDuration("BENCH_SERIAL_MAX", o.serialMax); err != nil {
+		return o, err
+	}
+	if o.liveFor, err = envDuration("BENCH_LIVE_FOR", o.liveFor); err != nil {
+		return o, err
+	}
+	if v := os.Getenv("BENCH_LIVE_RATE"); v != "" {
+		r, err := strconv.ParseFloat(v, 64)
+		if err != nil || r <= 0 {
+			return o, fmt.Errorf("BENCH_LIVE_RATE=%q: want a positive number of events per second", v)
+		}
+		o.liveRate = r
+	}
+	return o, nil
+}
+
+func envInt(name string, def, least int) (int, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < least {
+		return 0, fmt.Errorf("%s=%q: want a whole number ≥ %d", name, v, least)
+	}
+	return n, nil
+}
+
+func envDuration(name string, def time.Duration) (time.Duration, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%s=%q: want a duration such as 30s", name, v)
+	}
+	return d, nil
+}
