@@ -54,16 +54,33 @@ func (x *exporter) pass(ctx context.Context, now time.Time) error {
 			return err
 		}
 		open = append(open, d)
+		var todo []string
 		for _, c := range chunks {
 			var cs chunkState
 			if _, err := in.st.get(chunkKey(d, c), &cs); err != nil {
 				_ = g.Wait()
 				return err
 			}
-			if cs.Done {
-				continue
+			if !cs.Done {
+				todo = append(todo, c)
 			}
-			g.Go(func() error { return x.exportChunkRetry(gctx, d, c) })
+		}
+		if len(todo) == 0 {
+			in.prog.dateDone()
+			continue
+		}
+		left := new(atomic.Int64)
+		left.Store(int64(len(todo)))
+		for _, c := range todo {
+			g.Go(func() error {
+				if err := x.exportChunkRetry(gctx, d, c); err != nil {
+					return err
+				}
+				if left.Add(-1) == 0 {
+					in.prog.dateDone()
+				}
+				return nil
+			})
 		}
 	}
 	if err := g.Wait(); err != nil {
@@ -212,13 +229,6 @@ func (x *exporter) closeDates(ctx context.Context, dates []time.Time, now time.T
 			return err
 		}
 	}
-	done := 0
-	for _, d := range datesBetween(x.in.start, now) {
-		if x.closed(d) || !d.Before(utcDate(now)) {
-			done++
-		}
-	}
-	x.in.prog.setDates(len(datesBetween(x.in.start, now)), done)
 	return nil
 }
 

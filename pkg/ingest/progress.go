@@ -49,6 +49,9 @@ func (p *progress) setDates(total, done int) {
 	p.datesAtGo.CompareAndSwap(-1, int64(done))
 }
 
+// dateDone records one more date whose chunks are all exported.
+func (p *progress) dateDone() { p.datesDone.Add(1) }
+
 // event records one acknowledged audit event of time at.
 func (p *progress) event(at time.Time) {
 	p.events.Add(1)

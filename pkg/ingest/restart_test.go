@@ -104,6 +104,7 @@ func TestRestartAfterCancelExactlyOnce(t *testing.T) {
 func TestStandbyTakesOver(t *testing.T) {
 	now := time.Now().UTC()
 	e := newEnv(t, teleportsim.Options{Seed: 10, Events: 800, Sessions: 4, From: now.Add(-50 * time.Hour), To: now})
+	e.cfg.Ingest.LeaseTTL = 2 * time.Second
 	b := e.shared()
 	if err := e.run(zerolog.Nop()); err != nil {
 		t.Fatalf("first ingest: %v", err)
@@ -164,7 +165,7 @@ func TestTeleportFaultsLoseNothing(t *testing.T) {
 		t.Run(map[bool]string{false: "bulk", true: "search"}[older], func(t *testing.T) {
 			now := time.Now().UTC()
 			e := newEnv(t, teleportsim.Options{
-				Seed: 12, Events: 600, Sessions: 4, From: now.Add(-40 * time.Hour), To: now, Older: older,
+				Seed: 12, Events: 400, Sessions: 3, From: now.Add(-40 * time.Hour), To: now, Older: older,
 				Faults: teleportsim.Faults{UnavailableRate: 0.1, RateLimitRate: 0.05, CutAfter: 40},
 			})
 			logs := &syncBuffer{}
