@@ -7,6 +7,7 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"time"
@@ -202,7 +203,7 @@ func (in *ingester) run(ctx context.Context) error {
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		err := in.sessions.run(gctx, in.cfg.Ingest.SessionConcurrency)
+		err := in.sessions.run(gctx, cmp.Or(in.cfg.Ingest.SessionConcurrency, in.concurrency()))
 		if gctx.Err() != nil {
 			return nil
 		}
