@@ -502,3 +502,66 @@ func TestEnabled(t *testing.T) {
 		t.Error("Enabled(nil) is true")
 	}
 }
+
+func TestOldFailuresAreNotCounted(t *testing.T) {
+	e := newEnv(t, teleportsim.Options{})
+	m := NewMetrics(nil)
+	e.start(e.tp, Options{Lock: lockCfg(0), Metrics: m})
+	old := time.Now().UTC().Add(-2 * time.Hour)
+	for i := range 3 {
+		e.login(fmt.Sprint("old", i), "alice", "", old.Add(time.Duration(i)*time.Second), false)
+	}
+	e.idle("")
+	if locks := e.locksOf("alice"); len(locks) != 0 {
+		t.Errorf("alice locked now for failures two hours ago: %v", locks)
+	}
+	if got := value(t, m.Skipped.WithLabelValues("stale")); got != 3 {
+		t.Errorf("skipped_total{reason=stale} %v, want 3", got)
+	}
+}
+
+func TestConsumerIsSeparateFromTheSink(t *testing.T) {
+	e := newEnv(t, teleportsim.Options{})
+	w := e.start(e.tp, Options{Lock: lockCfg(0)})
+	info := w.cons.CachedInfo()
+	if info.Name != DefaultDurable || info.Config.FilterSubject != "audit.user.login" {
+		t.Errorf("consumer %q filtering %q, want %q on audit.user.login", info.Name, info.Config.FilterSubject, DefaultDurable)
+	}
+	if info.Config.MaxDeliver != -1 {
+		t.Errorf("consumer gives up after %d deliveries; a lock must be retried until it is placed", info.Config.MaxDeliver)
+	}
+}
+
+func TestConcurrentUpdatesLoseNothing(t *testing.T) {
+	e := newEnv(t, teleportsim.Options{})
+	kv, err := e.b.State(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := bus.LockCounterKey("alice", "root")
+	const writers, each = 4, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for i := range writers {
+		wg.Go(func() {
+			// The writers' read-modify-write cycles interleave, as those
+			// of two ingest processes would.
+			s := counters{kv: kv}
+			for j := range each {
+				f := failure{ID: fmt.Sprintf("w%d-%d", i, j), Time: time.Unix(int64(i*each+j), 0)}
+				if _, err := s.update(t.Context(), key, func(c *counter) bool { return c.add(f) }); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("update: %v", err)
+	}
+	if c := e.counterOf("alice", "root"); len(c.Failures) != writers*each {
+		t.Errorf("counter holds %d failures after %d concurrent adds; compare-and-set lost some", len(c.Failures), writers*each)
+	}
+}
