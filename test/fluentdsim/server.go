@@ -84,7 +84,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	ln, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
 		_ = s.store.close()
-		return nil, fmt.Errorf("listen on %s: %w", opts.Addr, err)
+		return nil, fmt.Errorf("in_http: %w", err)
 	}
 	s.addr = ln.Addr().String()
 	if opts.StatsAddr != "" {
@@ -92,7 +92,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		if err != nil {
 			ln.Close()
 			_ = s.store.close()
-			return nil, fmt.Errorf("listen on %s (stats): %w", opts.StatsAddr, err)
+			return nil, fmt.Errorf("stats endpoint: %w", err)
 		}
 		s.statsAddr = sln.Addr().String()
 		s.stats = &http.Server{Handler: s.statsHandler(), ReadHeaderTimeout: 10 * time.Second,

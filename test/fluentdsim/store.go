@@ -26,11 +26,20 @@ type Record struct {
 	JSON json.RawMessage
 }
 
-// tagStore is what one tag holds.
+// tagStore is what one tag holds, compactly: a bench run stores millions
+// of records.
 type tagStore struct {
-	records    []Record
+	records    []storedRecord
+	jsons      [][]byte // records[i]'s JSON, with KeepRecords
 	ids        map[string]int
 	duplicates int64
+}
+
+// storedRecord is a Record without its tag and JSON.
+type storedRecord struct {
+	unix int64
+	id   string
+	size int
 }
 
 // store keeps the records per tag, in the order they were stored, and
@@ -78,11 +87,10 @@ func (st *store) add(tag string, recs []parsed) error {
 		st.tags[tag] = ts
 	}
 	for _, r := range recs {
-		rec := Record{Tag: tag, Time: r.time, ID: r.id, Size: r.size}
+		ts.records = append(ts.records, storedRecord{unix: r.time.Unix(), id: r.id, size: r.size})
 		if st.keep {
-			rec.JSON = r.json
+			ts.jsons = append(ts.jsons, r.json)
 		}
-		ts.records = append(ts.records, rec)
 		if r.id != "" {
 			if ts.ids[r.id] > 0 {
 				ts.duplicates++
@@ -128,7 +136,14 @@ func (st *store) records(tag string) []Record {
 	if ts == nil {
 		return nil
 	}
-	return append([]Record(nil), ts.records...)
+	out := make([]Record, len(ts.records))
+	for i, r := range ts.records {
+		out[i] = Record{Tag: tag, Time: time.Unix(r.unix, 0).UTC(), ID: r.id, Size: r.size}
+		if i < len(ts.jsons) {
+			out[i].JSON = ts.jsons[i]
+		}
+	}
+	return out
 }
 
 // ids returns id → times stored, for one tag or (tag "") for all tags.
