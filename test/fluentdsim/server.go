@@ -34,19 +34,19 @@ type Server struct {
 	store     *store
 	counts    counters
 	faults    atomic.Pointer[Faults]
-	closing   chan struct{} // closed when Close starts
-	done      chan struct{} // closed when Close has finished
-	stopCtx   func() bool
+	closing   chan struct{}  // closed when Close starts
+	done      chan struct{}  // closed when Close has finished
 	wg        sync.WaitGroup // serve goroutines
 	active    sync.WaitGroup // requests being answered, on any http.Server
 	stats     *http.Server
 	statsAddr string
 
-	mu     sync.Mutex // guards srv, down, upTimer, closed
-	srv    *http.Server
-	down   bool
-	timer  *time.Timer
-	closed bool
+	mu      sync.Mutex // guards srv, down, timer, closed, stopCtx
+	stopCtx func() bool
+	srv     *http.Server
+	down    bool
+	timer   *time.Timer
+	closed  bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -101,8 +101,9 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	s.mu.Lock()
 	s.startLocked(ln)
-	s.mu.Unlock()
+	// Under the lock: with ctx already done, Close runs at once and reads it.
 	s.stopCtx = context.AfterFunc(ctx, func() { _ = s.Close() })
+	s.mu.Unlock()
 	return s, nil
 }
 
@@ -283,10 +284,8 @@ func (s *Server) Done() <-chan struct{} { return s.done }
 // JSONL file's error, if any, and may be called more than once.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
-		if s.stopCtx != nil {
-			s.stopCtx()
-		}
 		s.mu.Lock()
+		s.stopCtx()
 		s.closed = true
 		if s.timer != nil {
 			s.timer.Stop()

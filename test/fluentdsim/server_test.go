@@ -346,6 +346,17 @@ func TestContextCancelCloses(t *testing.T) {
 	if _, err := net.DialTimeout("tcp", s.Addr(), time.Second); err == nil {
 		t.Error("dial succeeded after close")
 	}
+
+	// A context that is already done closes the server at once.
+	s, err = Start(ctx, Options{CAPEM: p.ca.CertPEM, CertPEM: p.server.CertPEM, KeyPEM: p.server.KeyPEM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("server started with a done context still running after 5s")
+	}
 }
 
 func TestWaitStored(t *testing.T) {
