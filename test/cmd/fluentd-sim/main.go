@@ -80,7 +80,10 @@ func parseFlags(args []string, stderr io.Writer) (settings, error) {
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stderr, "Usage of %s:\n", program)
+			fmt.Fprintf(stderr, "Usage of %s: a Fluentd in_http test double.\n"+
+				"Prints \"%s ready url=<in_http URL> stats=<stats URL>\" once listening, its counts on exit.\n"+
+				"Stats endpoint: GET /stats, GET /ids?tag=T, GET /records?tag=T (with -keep-records),\n"+
+				"GET|PUT /faults (JSON), POST /down?for=5s, POST /up, POST /reset.\n\n", program, program)
 			fs.SetOutput(stderr)
 			fs.PrintDefaults()
 		}
