@@ -6,7 +6,6 @@ import (
 	"time"
 
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 )
@@ -20,10 +19,7 @@ func toEvent(u *auditlogpb.EventUnstructured) (bus.Event, error) {
 	if u == nil {
 		return bus.Event{}, fmt.Errorf("empty event from teleport")
 	}
-	body, err := protojson.Marshal(u.GetUnstructured())
-	if err != nil {
-		return bus.Event{}, fmt.Errorf("encode event %q (%s): %w", u.GetId(), u.GetType(), err)
-	}
+	body := appendStruct(make([]byte, 0, 512), u.GetUnstructured())
 	e := bus.Event{
 		ID:    u.GetId(),
 		Type:  u.GetType(),
