@@ -130,7 +130,7 @@ func (x *exporter) exportChunkRetry(ctx context.Context, date time.Time, chunk s
 
 // retryable reports whether a read or publish error is worth another try.
 func retryable(err error) bool {
-	return errors.Is(err, errPublish) || teleport.IsTransient(err)
+	return errors.Is(err, errBus) || teleport.IsTransient(err)
 }
 
 // exportChunk publishes one chunk's events from its saved cursor, saving

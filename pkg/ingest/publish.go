@@ -18,9 +18,10 @@ type publisher interface {
 	Flush(ctx context.Context) error
 }
 
-// errPublish marks errors from the bus side; they are retried like
+// errBus marks errors from the bus side (a publish or a state write that
+// failed, typically while NATS is unreachable); they are retried like
 // Teleport's transient errors.
-var errPublish = errors.New("publish")
+var errBus = errors.New("bus")
 
 // outlet is the last stage before the bus: it trims oversized events,
 // counts, and hands events to the publisher (or, in a dry run, logs them
@@ -37,7 +38,7 @@ type outlet struct {
 func (o *outlet) send(ctx context.Context, e bus.Event, done func(error)) error {
 	fitted, err := fit(e, o.limit)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errPublish, err)
+		return err
 	}
 	if fitted.Trimmed {
 		o.m.trimmed.Inc()
@@ -53,14 +54,14 @@ func (o *outlet) send(ctx context.Context, e bus.Event, done func(error)) error 
 	}
 	err = o.pub.Publish(ctx, fitted, func(_ *jetstream.PubAck, err error) {
 		if err != nil {
-			done(fmt.Errorf("%w %s to %s: %v", errPublish, fitted.MsgID(), fitted.Subject(), err))
+			done(fmt.Errorf("%w: publish %s to %s: %w", errBus, fitted.MsgID(), fitted.Subject(), err))
 			return
 		}
 		o.count(fitted)
 		done(nil)
 	})
 	if err != nil {
-		return fmt.Errorf("%w %s: %w", errPublish, fitted.MsgID(), err)
+		return fmt.Errorf("%w: publish %s: %w", errBus, fitted.MsgID(), err)
 	}
 	return nil
 }
@@ -80,7 +81,7 @@ func (o *outlet) flush(ctx context.Context) error {
 		return nil
 	}
 	if err := o.pub.Flush(ctx); err != nil {
-		return fmt.Errorf("%w: %w", errPublish, err)
+		return fmt.Errorf("%w: %w", errBus, err)
 	}
 	return nil
 }

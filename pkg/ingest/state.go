@@ -75,7 +75,7 @@ func (s *state) put(ctx context.Context, key string, v any) error {
 	}
 	if s.kv != nil {
 		if _, err := s.kv.Put(ctx, key, raw); err != nil {
-			return fmt.Errorf("save state %q in bucket %q: %w", key, s.bucket, err)
+			return fmt.Errorf("%w: save state %q in bucket %q: %w", errBus, key, s.bucket, err)
 		}
 	}
 	s.mu.Lock()
