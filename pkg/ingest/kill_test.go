@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"testing"
 	"time"
 
@@ -31,18 +32,29 @@ func runChild(raw string) int {
 		fmt.Fprintln(os.Stderr, "ingest:", err)
 		return 1
 	}
+	if path := os.Getenv(reportEnv); path != "" {
+		// The benchmark's measure of this process alone.
+		if err := os.WriteFile(path, []byte(strconv.FormatUint(peakRSS(), 10)), 0o600); err != nil {
+			fmt.Fprintln(os.Stderr, "report:", err)
+			return 1
+		}
+	}
 	return 0
 }
 
-// startChild starts ingest in a child process.
-func startChild(t *testing.T, cfg *config.Config) (*exec.Cmd, <-chan error) {
+// reportEnv names a file where a child ingest writes its peak RSS (KiB).
+const reportEnv = "INGEST_TEST_CHILD_REPORT"
+
+// startChild starts ingest in a child process; extra are added to its
+// environment.
+func startChild(t testing.TB, cfg *config.Config, extra ...string) (*exec.Cmd, <-chan error) {
 	t.Helper()
 	raw, err := json.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+string(raw))
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
+	cmd.Env = append(append(os.Environ(), childEnv+"="+string(raw)), extra...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start child: %v", err)
