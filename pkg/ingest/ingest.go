@@ -279,12 +279,28 @@ func (in *ingester) read(ctx context.Context) error {
 	}
 }
 
+// drainGrace bounds how long exit-on-last-event waits for recordings that
+// are missing: they stay in the state and the next run retries them until
+// missing-recording-ttl.
+var drainGrace = 30 * time.Second
+
 // drain waits until every recording job has finished or given up and
-// every publish is acknowledged.
+// every publish is acknowledged. Jobs that only wait for missing
+// recordings hold the exit up for at most drainGrace (or the TTL, if
+// shorter).
 func (in *ingester) drain(ctx context.Context) error {
+	grace := drainGrace
+	if ttl := in.cfg.Ingest.MissingRecordingTTL; ttl > 0 && ttl < grace {
+		grace = ttl + time.Second
+	}
+	start := time.Now()
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for !in.sessions.idle() {
+		if n, ok := in.sessions.onlyMissing(); ok && time.Since(start) >= grace {
+			in.log.Warn().Int("sessions", n).Msg("exiting with session recordings still missing; the next run tries them again until missing-recording-ttl")
+			break
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

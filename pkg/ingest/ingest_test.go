@@ -418,3 +418,34 @@ func TestStatusShowsStreamsProgressSessionsAndLease(t *testing.T) {
 		}
 	}
 }
+
+func TestExitOnLastEventDoesNotWaitDaysForMissingRecordings(t *testing.T) {
+	defer func(g time.Duration) { drainGrace = g }(drainGrace)
+	drainGrace = time.Second
+	now := time.Now().UTC()
+	e := newEnv(t, teleportsim.Options{Seed: 15, Events: 60, Sessions: 10, From: now.Add(-time.Hour), To: now, MissingRecordingRate: 0.4})
+	e.cfg.Ingest.MissingRecordingTTL = 48 * time.Hour
+	logs := &syncBuffer{}
+	if err := e.run(zerolog.New(logs)); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	missing := 0
+	for _, s := range e.sim.Sessions() {
+		if s.Missing {
+			missing++
+		}
+	}
+	if missing == 0 {
+		t.Fatal("the double made no missing recording")
+	}
+	if !strings.Contains(logs.String(), `"sessions":`+strconv.Itoa(missing)+`,"message":"exiting with session recordings still missing`) {
+		t.Errorf("no log line about %d missing recordings:\n%s", missing, logs)
+	}
+	var out bytes.Buffer
+	if err := Status(context.Background(), e.cfg, &out); err != nil {
+		t.Fatal(err)
+	}
+	if want := strconv.Itoa(missing) + " pending"; !strings.Contains(out.String(), want) {
+		t.Errorf("status does not show %q:\n%s", want, out.String())
+	}
+}

@@ -43,6 +43,7 @@ type job struct {
 	sid       string
 	notBefore time.Time
 	attempt   int
+	missing   bool // the last attempt found no recording
 }
 
 func newSessions(in *ingester) *sessions {
@@ -106,6 +107,22 @@ func (s *sessions) idle() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.known) == 0
+}
+
+// onlyMissing reports how many jobs are left when every one of them is
+// waiting for a recording that was not there (0 and false otherwise).
+func (s *sessions) onlyMissing() (int, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running > 0 || len(s.queue) == 0 {
+		return 0, false
+	}
+	for _, j := range s.queue {
+		if !j.missing {
+			return 0, false
+		}
+	}
+	return len(s.queue), true
 }
 
 // run starts jobs as they become due, at most limit at once, until ctx
@@ -210,6 +227,7 @@ func (s *sessions) finish(ctx context.Context, j job, err error) {
 		log.Warn().Err(err).Dur("retry_in", b).Msg("session recording stream failed, will retry")
 	}
 	j.attempt++
+	j.missing = missing
 	j.notBefore = time.Now().Add(b)
 	s.mu.Lock()
 	s.queue = append(s.queue, j)
