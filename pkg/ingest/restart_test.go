@@ -241,3 +241,39 @@ func TestMetricsAndHealthEndpoints(t *testing.T) {
 		t.Error("leader gauge is not 1 while leading")
 	}
 }
+
+func TestLeaderThatLosesTheLeaseStandsBy(t *testing.T) {
+	now := time.Now().UTC()
+	e := newEnv(t, teleportsim.Options{Seed: 16, Events: 100, From: now.Add(-time.Hour), To: now})
+	e.cfg.ExitOnLastEvent = false
+	e.cfg.Ingest.LeaseTTL = time.Second
+	b := e.shared()
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, e.cfg, zerolog.New(logs)) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	if !until(done, 20*time.Second, func() bool { return count(b, b.Cfg.AuditStream) == 100 }) {
+		t.Fatal("backfill not exported")
+	}
+	kv, err := b.State(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another process takes the lease (its clock thought ours expired).
+	v, _ := json.Marshal(leaseValue{Holder: "intruder", Expires: time.Now().Add(2 * time.Second)})
+	if _, err := kv.Put(context.Background(), keyLease, v); err != nil {
+		t.Fatal(err)
+	}
+	if !until(done, 10*time.Second, func() bool { return strings.Contains(logs.String(), "stopped reading; standing by") }) {
+		t.Fatalf("the leader kept reading after losing the lease:\n%s", logs)
+	}
+	if !until(done, 10*time.Second, func() bool { return strings.Count(logs.String(), "ingest lease acquired") == 2 }) {
+		t.Fatalf("the lease was not taken back after it expired:\n%s", logs)
+	}
+}
