@@ -77,7 +77,7 @@ func runLive(ctx context.Context, bin, dir string, o options, r *report) (err er
 		return err
 	}
 	tl = startTail(tailCtx, jsonl)
-	ingest, err := p.StartIngest(ctx, "ingest", "--start-time", from.Format(time.RFC3339), "--timeout", "1s")
+	ingest, err := p.StartIngest(ctx, "ingest", append([]string{"--start-time", from.Format(time.RFC3339), "--timeout", "1s"}, o.ingestFlags...)...)
 	if err != nil {
 		return err
 	}
@@ -86,7 +86,7 @@ func runLive(ctx context.Context, bin, dir string, o options, r *report) (err er
 		return err
 	}
 	insp.Close()
-	sink, err := p.StartSink(ctx, "fluentd-sink")
+	sink, err := p.StartSink(ctx, "fluentd-sink", o.sinkFlags...)
 	if err != nil {
 		return err
 	}
@@ -121,8 +121,8 @@ func runLive(ctx context.Context, bin, dir string, o options, r *report) (err er
 		r.live.toFluentd = append(r.live.toFluentd, at.Sub(ev.time))
 	}
 	r.rss = append(r.rss,
-		procRSS{"ingest (live phase)", ingest.PeakRSS(), true},
-		procRSS{"fluentd-sink (live phase)", sink.PeakRSS(), true})
+		usage("ingest (live phase)", ingest, true),
+		usage("fluentd-sink (live phase)", sink, true))
 	return nil
 }
 

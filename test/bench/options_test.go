@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -28,6 +29,14 @@ type options struct {
 	// dir, when set, is the working directory (certificates, storage,
 	// logs, the JSONL file), emptied first and kept afterwards (BENCH_DIR).
 	dir string
+	// ingestFlags and sinkFlags are added to every ingest and batching
+	// sink, to try settings (BENCH_INGEST_FLAGS, BENCH_SINK_FLAGS, split on
+	// spaces).
+	ingestFlags, sinkFlags []string
+	// fluentdLatency is added by fluentd-sim before each answer in the
+	// backfill and older-model phases, to compare both models at a round
+	// trip like a remote Fluentd's (BENCH_FLUENTD_LATENCY, default 0).
+	fluentdLatency time.Duration
 }
 
 // Goals of issue #6.
@@ -39,7 +48,8 @@ const (
 
 func optionsFromEnv() (options, error) {
 	o := options{events: 1_000_000, serialEvents: 20_000, serialMax: time.Minute,
-		liveRate: 1000, liveFor: 30 * time.Second, dir: os.Getenv("BENCH_DIR")}
+		liveRate: 1000, liveFor: 30 * time.Second, dir: os.Getenv("BENCH_DIR"),
+		ingestFlags: strings.Fields(os.Getenv("BENCH_INGEST_FLAGS")), sinkFlags: strings.Fields(os.Getenv("BENCH_SINK_FLAGS"))}
 	var err error
 	if o.events, err = envInt("BENCH_EVENTS", o.events, 1); err != nil {
 		return o, err
@@ -48,6 +58,9 @@ func optionsFromEnv() (options, error) {
 		return o, err
 	}
 	if o.serialMax, err = envDuration("BENCH_SERIAL_MAX", o.serialMax); err != nil {
+		return o, err
+	}
+	if o.fluentdLatency, err = envDuration("BENCH_FLUENTD_LATENCY", 0); err != nil {
 		return o, err
 	}
 	if o.liveFor, err = envDuration("BENCH_LIVE_FOR", o.liveFor); err != nil {

@@ -97,7 +97,7 @@ func runBackfillAndSerial(ctx context.Context, bin, dir string, o options, r *re
 		"--from", from.Format(time.RFC3339), "--to", now.Format(time.RFC3339), "--seed", "1"); err != nil {
 		return err
 	}
-	if err := p.StartFluentd(ctx); err != nil {
+	if err := p.StartFluentd(ctx, "--latency", o.fluentdLatency.String()); err != nil {
 		return err
 	}
 	tp, err := p.TeleportStats(ctx)
@@ -108,7 +108,7 @@ func runBackfillAndSerial(ctx context.Context, bin, dir string, o options, r *re
 	r.events = tp.Events
 
 	start := time.Now()
-	ingest, err := p.StartIngest(ctx, "ingest", "--start-time", from.Format(time.RFC3339))
+	ingest, err := p.StartIngest(ctx, "ingest", append([]string{"--start-time", from.Format(time.RFC3339)}, o.ingestFlags...)...)
 	if err != nil {
 		return err
 	}
@@ -117,7 +117,7 @@ func runBackfillAndSerial(ctx context.Context, bin, dir string, o options, r *re
 		return err
 	}
 	defer insp.Close()
-	sink, err := p.StartSink(ctx, "fluentd-sink")
+	sink, err := p.StartSink(ctx, "fluentd-sink", o.sinkFlags...)
 	if err != nil {
 		return err
 	}
@@ -152,10 +152,10 @@ func runBackfillAndSerial(ctx context.Context, bin, dir string, o options, r *re
 	r.overall = lastDelivery.Sub(start)
 	// Before the checks below, which make the sims build large answers.
 	r.rss = append(r.rss,
-		procRSS{"ingest (with embedded NATS)", ingest.PeakRSS(), true},
-		procRSS{"fluentd-sink", sink.PeakRSS(), true},
-		procRSS{"teleport-sim (test double)", p.Teleport.PeakRSS(), false},
-		procRSS{"fluentd-sim (test double)", p.Fluentd.PeakRSS(), false})
+		usage("ingest (with embedded NATS)", ingest, true),
+		usage("fluentd-sink", sink, true),
+		usage("teleport-sim (test double)", p.Teleport, false),
+		usage("fluentd-sim (test double)", p.Fluentd, false))
 
 	if err := checkBackfill(ctx, p, insp, r); err != nil {
 		return err
@@ -231,11 +231,16 @@ func runSerial(ctx context.Context, p *harness.Pipeline, sink *harness.Proc, o o
 	if d := last.Sub(first); d > 0 && lastN > firstN {
 		r.serialRate = float64(lastN-firstN) / d.Seconds()
 	}
+	r.rss = append(r.rss, usage("fluentd-sink (older model)", serial, true))
 	if code, err := serial.Stop(30 * time.Second); err != nil || code != 0 {
 		r.notes = append(r.notes, fmt.Sprintf("fluentd-sink-serial exited %d on SIGTERM (%v)", code, err))
 	}
-	r.rss = append(r.rss, procRSS{"fluentd-sink (older model)", serial.PeakRSS(), true})
 	return nil
+}
+
+// usage is a running process's peak RSS and CPU time so far.
+func usage(name string, p *harness.Proc, ours bool) procRSS {
+	return procRSS{name: name, bytes: p.PeakRSS(), ours: ours, cpu: cpuTime(p.PID())}
 }
 
 // connect waits until the embedded NATS server of ingest answers.

@@ -44,6 +44,8 @@ type procRSS struct {
 	name  string
 	bytes int64
 	ours  bool
+	// cpu is the CPU time the process had used when the phase ended.
+	cpu time.Duration
 }
 
 func rate(n int, d time.Duration) float64 {
@@ -66,8 +68,12 @@ func (r *report) ratio() float64 {
 func (r *report) print(out io.Writer) {
 	fmt.Fprintf(out, "\nteleport-event-bus pipeline benchmark: %d audit events; teleport-sim → ingest (embedded NATS) → fluentd-sink → fluentd-sim over mTLS, each a process on this machine (%d CPUs)\n\n",
 		r.events, runtime.NumCPU())
+	if r.opts.fluentdLatency > 0 {
+		fmt.Fprintf(out, "fluentd-sim answers each request %s late (BENCH_FLUENTD_LATENCY) in the backfill and older-model phases\n\n", r.opts.fluentdLatency)
+	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  stage\tmeasured\tresult\tgoal")
+	fmt.Fprintln(tw, "  -----\t--------\t------\t----")
 	row := func(stage, what, result, goal string) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", stage, what, result, goal)
 	}
@@ -82,13 +88,13 @@ func (r *report) print(out io.Writer) {
 		row("", "event time → on the bus, p50 / p99 / max", delays(r.live.toBus), "")
 		row("", "event time → at Fluentd, p50 / p99 / max", delays(r.live.toFluentd), "")
 	}
-	stage := "peak RSS"
+	stage := "peak RSS, CPU"
 	for _, p := range r.rss {
 		g := "(test double)"
 		if p.ours {
 			g = goal(p.bytes <= goalRSS, "≤ 150 MB")
 		}
-		row(stage, p.name, fmt.Sprintf("%d MB", p.bytes>>20), g)
+		row(stage, p.name, fmt.Sprintf("%d MB, CPU %s", p.bytes>>20, p.cpu.Round(100*time.Millisecond)), g)
 		stage = ""
 	}
 	row("checks", "missing / duplicates at Fluentd / in the stream", fmt.Sprintf("%d / %d / %d", r.missing, r.fluentdDups, r.streamDup), "")
