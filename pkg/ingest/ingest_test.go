@@ -225,6 +225,7 @@ func TestBackfillBulkExport(t *testing.T) {
 }
 
 func TestBackfillOlderServer(t *testing.T) {
+	t.Parallel()
 	now := time.Now().UTC()
 	e := newEnv(t, teleportsim.Options{Seed: 2, Events: 2000, Sessions: 8, From: now.Add(-50 * time.Hour), To: now, Older: true})
 	e.cfg.Batch = 100
@@ -244,6 +245,7 @@ func TestBackfillOlderServer(t *testing.T) {
 }
 
 func TestFilters(t *testing.T) {
+	t.Parallel()
 	for _, older := range []bool{false, true} {
 		t.Run(map[bool]string{false: "bulk", true: "search"}[older], func(t *testing.T) {
 			now := time.Now().UTC()
@@ -316,6 +318,7 @@ func TestStragglersAndSingleEventChunks(t *testing.T) {
 }
 
 func TestSessionsUploadLagMissingAndOversize(t *testing.T) {
+	t.Parallel()
 	now := time.Now().UTC()
 	e := newEnv(t, teleportsim.Options{
 		Seed: 6, Events: 240, Sessions: 16, HugeEvents: 4, From: now.Add(-20 * time.Second), To: now,

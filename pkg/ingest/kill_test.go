@@ -66,6 +66,7 @@ func startChild(t testing.TB, cfg *config.Config, extra ...string) (*exec.Cmd, <
 }
 
 func TestKillDashNineExactlyOnce(t *testing.T) {
+	t.Parallel()
 	now := time.Now().UTC()
 	e := newEnv(t, teleportsim.Options{Seed: 14, Events: 2000, Sessions: 8, From: now.Add(-5 * 24 * time.Hour), To: now})
 	e.cfg.Concurrency = 3

@@ -70,6 +70,7 @@ func until(done <-chan error, deadline time.Duration, cond func() bool) bool {
 }
 
 func TestRestartAfterCancelExactlyOnce(t *testing.T) {
+	t.Parallel()
 	now := time.Now().UTC()
 	e := newEnv(t, teleportsim.Options{Seed: 9, Events: 3000, Sessions: 12, From: now.Add(-6 * 24 * time.Hour), To: now})
 	e.cfg.Concurrency = 3
@@ -102,6 +103,7 @@ func TestRestartAfterCancelExactlyOnce(t *testing.T) {
 }
 
 func TestStandbyTakesOver(t *testing.T) {
+	t.Parallel()
 	now := time.Now().UTC()
 	e := newEnv(t, teleportsim.Options{Seed: 10, Events: 800, Sessions: 4, From: now.Add(-50 * time.Hour), To: now})
 	e.cfg.Ingest.LeaseTTL = 2 * time.Second
@@ -161,6 +163,7 @@ func TestStandbyTakesOver(t *testing.T) {
 }
 
 func TestTeleportFaultsLoseNothing(t *testing.T) {
+	t.Parallel()
 	for _, older := range []bool{false, true} {
 		t.Run(map[bool]string{false: "bulk", true: "search"}[older], func(t *testing.T) {
 			now := time.Now().UTC()
@@ -243,6 +246,7 @@ func TestMetricsAndHealthEndpoints(t *testing.T) {
 }
 
 func TestLeaderThatLosesTheLeaseStandsBy(t *testing.T) {
+	t.Parallel()
 	now := time.Now().UTC()
 	e := newEnv(t, teleportsim.Options{Seed: 16, Events: 100, From: now.Add(-time.Hour), To: now})
 	e.cfg.ExitOnLastEvent = false
