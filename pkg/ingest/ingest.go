@@ -253,6 +253,7 @@ func (in *ingester) read(ctx context.Context) error {
 		switch {
 		case err == nil:
 			b.Reset()
+			in.prog.caughtUp.Store(true)
 			if in.cfg.ExitOnLastEvent {
 				return in.drain(ctx)
 			}

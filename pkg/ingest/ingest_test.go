@@ -12,12 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gravitational/teleport/api/types"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/teleport"
 	"github.com/teleport-event-bus/teleport-event-bus/test/teleportsim"
 )
 
@@ -451,4 +453,29 @@ func TestExitOnLastEventDoesNotWaitDaysForMissingRecordings(t *testing.T) {
 	if want := strconv.Itoa(missing) + " pending"; !strings.Contains(out.String(), want) {
 		t.Errorf("status does not show %q:\n%s", want, out.String())
 	}
+}
+
+func TestCursorStartsSearchPagingThere(t *testing.T) {
+	now := time.Now().UTC()
+	e := newEnv(t, teleportsim.Options{Seed: 17, Events: 300, From: now.Add(-3 * time.Hour), To: now})
+	src, err := teleport.Connect(context.Background(), e.cfg.Teleport, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, next, err := src.SearchUnstructuredEvents(context.Background(), e.cfg.StartTime, now.Add(time.Minute),
+		teleport.Namespace, nil, 100, types.EventOrderAscending, "")
+	_ = src.Close()
+	if err != nil || next == "" || len(first) != 100 {
+		t.Fatalf("first page: %d events, next %q, %v", len(first), next, err)
+	}
+	e.cfg.Cursor = next
+	logs := &syncBuffer{}
+	if err := e.run(zerolog.New(logs)); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if !strings.Contains(logs.String(), "SearchUnstructuredEvents from the given cursor") {
+		t.Errorf("log does not say the cursor path is used:\n%s", logs)
+	}
+	b := e.open()
+	exactlyOnce(t, "audit stream", read(t, b.JS, b.Cfg.AuditStream), e.sim.AllEventIDs()[100:])
 }

@@ -29,6 +29,7 @@ type progress struct {
 	events     atomic.Int64
 	chunks     atomic.Int64
 	newest     atomic.Int64 // unix nanoseconds of the newest acknowledged event
+	caughtUp   atomic.Bool  // the last pass read everything there was
 
 	bar io.Writer // a terminal to draw a progress bar on; nil: log lines
 }
@@ -55,6 +56,7 @@ func (p *progress) dateDone() { p.datesDone.Add(1) }
 // event records one acknowledged audit event of time at.
 func (p *progress) event(at time.Time) {
 	p.events.Add(1)
+	p.caughtUp.Store(false)
 	n := at.UnixNano()
 	for {
 		old := p.newest.Load()
@@ -81,7 +83,10 @@ func (p *progress) run(ctx context.Context, every time.Duration) error {
 		case <-ctx.Done():
 			return nil
 		case now := <-t.C:
-			if n := p.newest.Load(); n > 0 {
+			switch n := p.newest.Load(); {
+			case p.caughtUp.Load():
+				p.m.cursorLag.Set(0)
+			case n > 0:
 				p.m.cursorLag.Set(now.Sub(time.Unix(0, n)).Seconds())
 			}
 			ev := p.events.Load()
