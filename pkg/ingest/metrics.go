@@ -34,7 +34,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		sessionsRunning: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "session_jobs_pending", Help: "Session recording jobs not finished yet (running or waiting to retry)."}),
 		cursorLag: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
-			Name: "cursor_lag_seconds", Help: "Age of the newest acknowledged event while reading; 0 once caught up."}),
+			Name: "cursor_lag_seconds", Help: "Age of the newest event whose position is saved."}),
 		leader: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "leader", Help: "1 while this process holds the ingest lease."}),
 		readErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
