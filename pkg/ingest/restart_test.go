@@ -281,3 +281,31 @@ func TestLeaderThatLosesTheLeaseStandsBy(t *testing.T) {
 		t.Fatalf("the lease was not taken back after it expired:\n%s", logs)
 	}
 }
+
+func TestTeleportRestartMidBackfill(t *testing.T) {
+	t.Parallel()
+	now := time.Now().UTC()
+	e := newEnv(t, teleportsim.Options{Seed: 18, Events: 2000, Sessions: 6, From: now.Add(-4 * 24 * time.Hour), To: now,
+		Faults: teleportsim.Faults{Latency: 2 * time.Millisecond}})
+	e.cfg.Ingest.MaxInFlight = 32
+	b := e.shared()
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, e.cfg, zerolog.New(logs)) }()
+	restarted := until(done, 30*time.Second, func() bool { return count(b, b.Cfg.AuditStream) >= 600 })
+	if restarted {
+		if err := e.sim.Restart(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if !restarted {
+		t.Fatal("the backfill finished before the restart; the test did not restart Teleport mid-way")
+	}
+	exactlyOnce(t, "audit stream", read(t, b.JS, b.Cfg.AuditStream), e.sim.AllEventIDs())
+	exactlyOnce(t, "session stream", read(t, b.JS, b.Cfg.SessionStream), sessionIDs(e.sim))
+}
