@@ -89,7 +89,9 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 }
 
 // lead waits for the lease, then reads until ctx ends, the work is done
-// (exit-on-last-event) or the lease is lost.
+// (exit-on-last-event) or the lease is lost. The lease is renewed from the
+// moment it is held, so a slow connection to Teleport does not let it
+// lapse.
 func lead(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bus.Bus, kv jetstream.KeyValue, m *metrics) error {
 	l := newLease(kv, cfg.Ingest.LeaseTTL, log)
 	if err := l.acquire(ctx); err != nil {
@@ -99,6 +101,25 @@ func lead(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bus.Bu
 	defer m.leader.Set(0)
 	defer l.release(context.WithoutCancel(ctx))
 
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(lctx)
+	g.Go(func() error {
+		err := l.keep(gctx)
+		if gctx.Err() != nil && !errors.Is(err, errLeaseLost) {
+			return nil
+		}
+		return err
+	})
+	g.Go(func() error {
+		defer cancel()
+		return readWith(gctx, cfg, log, b, kv, m)
+	})
+	return g.Wait()
+}
+
+// readWith connects to Teleport and runs the readers over the bus.
+func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bus.Bus, kv jetstream.KeyValue, m *metrics) error {
 	src, err := teleport.Connect(ctx, cfg.Teleport, log)
 	if err != nil {
 		return err
@@ -119,21 +140,7 @@ func lead(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bus.Bu
 	if err != nil {
 		return err
 	}
-	lctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	g, gctx := errgroup.WithContext(lctx)
-	g.Go(func() error {
-		err := l.keep(gctx)
-		if gctx.Err() != nil && !errors.Is(err, errLeaseLost) {
-			return nil
-		}
-		return err
-	})
-	g.Go(func() error {
-		defer cancel()
-		return in.run(gctx)
-	})
-	return g.Wait()
+	return in.run(ctx)
 }
 
 // messageLimit is the largest message the audit and session streams take:
