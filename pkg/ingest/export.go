@@ -120,6 +120,7 @@ func (x *exporter) exportChunkRetry(ctx context.Context, date time.Time, chunk s
 			return err
 		}
 		x.in.m.readErrors.Inc()
+		x.in.checkIdentity()
 		d := b.Next()
 		x.in.log.Warn().Err(err).Str("date", day(date)).Str("chunk", chunk).Dur("retry_in", d).Msg("export chunk failed, retrying")
 		if err := wait(ctx, d); err != nil {

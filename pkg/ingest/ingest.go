@@ -276,6 +276,7 @@ func (in *ingester) read(ctx context.Context) error {
 			in.log.Warn().Err(err).Msg("server lacks the bulk export API (Teleport older than v17): reading the audit log with SearchUnstructuredEvents paging")
 		case retryable(err):
 			in.m.readErrors.Inc()
+			in.checkIdentity()
 			d := b.Next()
 			in.log.Warn().Err(err).Dur("retry_in", d).Int("attempt", b.Attempt()).Msg("reading the audit log failed, retrying")
 			if werr := wait(ctx, d); werr != nil {
@@ -284,6 +285,19 @@ func (in *ingester) read(ctx context.Context) error {
 		default:
 			return err
 		}
+	}
+}
+
+// checkIdentity logs an error when failing calls are explained by an
+// expired Teleport identity; reading keeps retrying, as a renewed file
+// (tbot) is picked up without a restart.
+func (in *ingester) checkIdentity() {
+	c, ok := in.src.(interface{ CheckIdentity() error })
+	if !ok {
+		return
+	}
+	if err := c.CheckIdentity(); err != nil {
+		in.log.Error().Err(err).Msg("calls to Teleport fail because the identity has expired; renew it (retrying meanwhile)")
 	}
 }
 

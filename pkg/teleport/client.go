@@ -264,6 +264,22 @@ func (c *Client) Reload(ctx context.Context) error {
 	return nil
 }
 
+// CheckIdentity reads the configured credentials again and returns an
+// error wrapping ErrIdentityExpired when they have expired (nil when they
+// are valid or unreadable for another reason the next connection attempt
+// reports). Long-running readers call it when calls keep failing, because
+// the server's answer to an expired certificate does not say so.
+func (c *Client) CheckIdentity() error {
+	creds, what, err := credentials(c.cfg)
+	if err != nil {
+		return nil
+	}
+	if err := checkCredentials(creds, what, time.Now()); errors.Is(err, ErrIdentityExpired) {
+		return err
+	}
+	return nil
+}
+
 // Close stops the identity watcher and closes every connection.
 func (c *Client) Close() error {
 	c.stop()

@@ -229,3 +229,20 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func TestCheckIdentityNoticesAnExpiredFile(t *testing.T) {
+	sim, id := startSim(t, teleportsim.Options{Seed: 8, Events: 5}, time.Hour)
+	c, err := connect(t, config.TeleportConfig{Addr: []string{sim.Addr()}, Identity: id}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CheckIdentity(); err != nil {
+		t.Fatalf("fresh identity: %v", err)
+	}
+	if _, err := sim.WriteIdentity(filepath.Dir(id), "ingest", -time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CheckIdentity(); !errors.Is(err, ErrIdentityExpired) {
+		t.Fatalf("expired identity: %v; want ErrIdentityExpired", err)
+	}
+}
