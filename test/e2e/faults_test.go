@@ -47,13 +47,14 @@ func TestIngestKilledDuringBackfill(t *testing.T) {
 	r.checkStreams()
 	// The sink lost its server ten times: acks in flight may be lost and
 	// those events delivered again (at-least-once), but none may be missing.
-	dups := r.checkFluentd(kills * sinkPullBuffer())
+	dups := r.checkFluentd(kills * sinkUnacked())
 	t.Logf("fluentd duplicates after %d ingest kills: %d", kills, dups)
 }
 
-// sinkPullBuffer is the most messages a default fluentd-sink holds
-// unacknowledged (2 × batch size × in-flight, see pkg/sink).
-func sinkPullBuffer() int { return 2 * sinkBatch * sinkInFlight }
+// sinkUnacked bounds what a default fluentd-sink holds unacknowledged:
+// its pull buffer (2 × batch size × in-flight, see pkg/sink), the batches in
+// flight, the one being filled and the channel feeding it.
+func sinkUnacked() int { return 2*sinkBatch*sinkInFlight + sinkInFlight*sinkBatch + 2*sinkBatch }
 
 // TestSinkKilledDuringDelivery kills fluentd-sink with SIGKILL at 10 random
 // moments of the delivery and restarts it: Fluentd has every event, and
