@@ -24,7 +24,9 @@ import (
 // child process, as it runs in production, and reports events/s and the
 // child's peak RSS. "embedded" runs the NATS server inside ingest (single-
 // node mode); "external" runs it in this process, so the difference of the
-// two RSS figures is the embedded server's share.
+// two RSS figures is the embedded server's share. BENCH_DUPLICATE_WINDOW
+// (a duration) sets the streams' duplicate window, whose message ids the
+// server keeps in memory.
 //
 //	BENCH_EVENTS=1000000 go test -run '^$' -bench BenchmarkBackfill -benchtime 1x -timeout 30m ./pkg/ingest/
 func BenchmarkBackfill(b *testing.B) {
@@ -58,6 +60,9 @@ func BenchmarkBackfill(b *testing.B) {
 					Timeout:         time.Second,
 					ExitOnLastEvent: true,
 					Concurrency:     5,
+				}
+				if d, err := time.ParseDuration(os.Getenv("BENCH_DUPLICATE_WINDOW")); err == nil {
+					cfg.NATS.DuplicateWindow = d // the embedded server's dedup memory grows with it
 				}
 				if mode == "external" {
 					emb, err := bus.StartEmbedded(context.Background(), bus.EmbeddedOptions{Listen: "127.0.0.1:0", StoreDir: cfg.Storage, Log: zerolog.Nop()})

@@ -211,7 +211,8 @@ func (x *exporter) closed(date time.Time) bool {
 }
 
 // closeDates marks the dates that are past the straggler window (and whose
-// chunks are all done, which a successful pass guarantees) as closed.
+// chunks are all done, which a successful pass guarantees) as closed, with
+// their totals, and drops their chunk entries so the state stays small.
 func (x *exporter) closeDates(ctx context.Context, dates []time.Time, now time.Time) error {
 	limit := utcDate(now).AddDate(0, 0, -stragglerDays)
 	for _, d := range dates {
@@ -228,6 +229,11 @@ func (x *exporter) closeDates(ctx context.Context, dates []time.Time, now time.T
 		}
 		if err := x.in.st.put(ctx, dateKey(d), ds); err != nil {
 			return err
+		}
+		for _, k := range x.in.st.keys(chunkPrefix(d)) {
+			if err := x.in.st.purge(ctx, k); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -403,7 +403,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 
 func TestStatusShowsStreamsProgressSessionsAndLease(t *testing.T) {
 	now := time.Now().UTC()
-	e := newEnv(t, teleportsim.Options{Seed: 11, Events: 300, Sessions: 4, From: now.Add(-30 * time.Hour), To: now})
+	e := newEnv(t, teleportsim.Options{Seed: 11, Events: 300, Sessions: 4, From: now.Add(-5 * 24 * time.Hour), To: now})
 	if err := e.run(zerolog.Nop()); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -416,7 +416,7 @@ func TestStatusShowsStreamsProgressSessionsAndLease(t *testing.T) {
 	for _, want := range []string{
 		"AUDIT", "SESSIONS", strconv.Itoa(total),
 		utcDate(now).Format(time.DateOnly), "Start time: " + e.cfg.StartTime.Format(time.RFC3339),
-		"Session jobs: 4 done, 0 given up, 0 pending", "Lease: free",
+		"Session jobs: 4 done, 0 given up, 0 pending", "Lease: free", "closed", "open",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("status output lacks %q:\n%s", want, text)

@@ -84,6 +84,19 @@ func (s *state) put(ctx context.Context, key string, v any) error {
 	return nil
 }
 
+// purge removes key from the bucket (history included) and from memory.
+func (s *state) purge(ctx context.Context, key string) error {
+	if s.kv != nil {
+		if err := s.kv.Purge(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("%w: remove state %q from bucket %q: %w", errBus, key, s.bucket, err)
+		}
+	}
+	s.mu.Lock()
+	delete(s.entries, key)
+	s.mu.Unlock()
+	return nil
+}
+
 // keys returns the keys starting with prefix.
 func (s *state) keys(prefix string) []string {
 	s.mu.Lock()

@@ -136,7 +136,11 @@ func printDates(st *state, w io.Writer) error {
 		if _, err := st.get(k, &ds); err != nil {
 			return err
 		}
-		get(strings.TrimPrefix(k, prefixDate)).closed = ds.Closed
+		r := get(strings.TrimPrefix(k, prefixDate))
+		r.closed = ds.Closed
+		if ds.Closed {
+			r.chunks, r.done, r.events = ds.Chunks, ds.Chunks, ds.Events
+		}
 	}
 	for _, k := range st.keys(prefixChunk) {
 		date, _, _ := strings.Cut(strings.TrimPrefix(k, prefixChunk), ".")
