@@ -81,13 +81,7 @@ func (r *e2eRun) auditTail(args []string) *harness.Proc {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	r.t.Cleanup(func() {
-		if exited, _ := proc.Exited(); !exited {
-			if _, err := proc.Stop(10 * time.Second); err != nil {
-				r.t.Error(err)
-			}
-		}
-	})
+	r.others = append(r.others, proc) // stopped with the pipeline
 	return proc
 }
 

@@ -46,6 +46,14 @@ type e2eRun struct {
 	// natsURL is set when the pipeline uses a separate NATS server instead
 	// of the ingest's embedded one.
 	natsURL string
+	// others are processes started outside the pipeline (nats-server,
+	// audit-tail), for the logs and the RSS figures.
+	others []*harness.Proc
+}
+
+// procs are every process the scenario started.
+func (r *e2eRun) procs() []*harness.Proc {
+	return append(slices.Clone(r.p.Procs()), r.others...)
 }
 
 // sized picks the CI or the SOAK=1 figure.
@@ -77,7 +85,19 @@ func newE2ERun(t *testing.T, spec runSpec) *e2eRun {
 		if r.insp != nil {
 			r.insp.Close()
 		}
-		if bad := p.StopAll(30 * time.Second); len(bad) > 0 {
+		// The pipeline first, then what it needs (a separate nats-server),
+		// newest first.
+		bad := p.StopAll(30 * time.Second)
+		for i := len(r.others) - 1; i >= 0; i-- {
+			proc := r.others[i]
+			if exited, _ := proc.Exited(); exited {
+				continue
+			}
+			if code, err := proc.Stop(30 * time.Second); err != nil || code != 0 {
+				bad = append(bad, fmt.Sprintf("%s (exit %d, %v)", proc.Name, code, err))
+			}
+		}
+		if len(bad) > 0 {
 			t.Errorf("did not stop cleanly: %s", strings.Join(bad, "; "))
 		}
 		if t.Failed() {
@@ -111,7 +131,7 @@ func newE2ERun(t *testing.T, spec runSpec) *e2eRun {
 // of the temporary directory.
 func (r *e2eRun) dumpLogs() {
 	seen := make(map[string]bool)
-	for _, proc := range r.p.Procs() {
+	for _, proc := range r.procs() {
 		if seen[proc.LogPath] {
 			continue
 		}
@@ -291,7 +311,7 @@ func (r *e2eRun) checkRSS(limit int64) {
 	r.t.Helper()
 	peak := make(map[string]int64)
 	var names []string
-	for _, proc := range r.p.Procs() {
+	for _, proc := range r.procs() {
 		if _, ok := peak[proc.Name]; !ok {
 			names = append(names, proc.Name)
 		}
