@@ -141,6 +141,7 @@ func runBackfillAndSerial(ctx context.Context, bin, dir string, o options, r *re
 		done := fs.StoredTotal >= want
 		if done {
 			lastDelivery = now
+			r.requests, r.connections = fs.Requests, fs.Connections
 		}
 		return done, fmt.Sprintf("audit stream %d/%d, stored by fluentd-sim %d/%d", c.AuditTotal, want, fs.StoredTotal, want), nil
 	})

@@ -16,7 +16,8 @@ type report struct {
 	// Backfill phase.
 	events                 int
 	ingest, sink, overall  time.Duration
-	missing                int // ids teleport-sim holds that fluentd-sim never stored
+	missing                int   // ids teleport-sim holds that fluentd-sim never stored
+	requests, connections  int64 // what fluentd-sim answered and accepted
 	fluentdDups, streamDup int
 
 	// The older tool's model.
@@ -79,6 +80,7 @@ func (r *report) print(out io.Writer) {
 	}
 	row("ingest", "ingest start → audit stream holds all", fmt.Sprintf("%s events/s (%s)", num(rate(r.events, r.ingest)), r.ingest.Round(10*time.Millisecond)), "")
 	row("sink", "first delivery → fluentd-sim stored all", fmt.Sprintf("%s events/s (%s)", num(rate(r.events, r.sink)), r.sink.Round(10*time.Millisecond)), "")
+	row("", "requests / connections at fluentd-sim", fmt.Sprintf("%d / %d (%.1f events per request)", r.requests, r.connections, float64(r.events)/float64(max(r.requests, 1))), "")
 	row("overall", "ingest start → last delivery", fmt.Sprintf("%s events/s (%s)", num(r.overallRate()), r.overall.Round(10*time.Millisecond)), goal(r.overallRate() >= goalOverall, "≥ 50,000 events/s"))
 	row("older model", fmt.Sprintf("sink, 1 event/request, 1 in flight; %d events, steady rate", r.serialEvents), num(r.serialRate)+" events/s", "")
 	row("speed-up", "overall ÷ older model", fmt.Sprintf("%.1f×", r.ratio()), goal(r.ratio() >= goalRatio, "≥ 25×"))
