@@ -140,7 +140,7 @@ func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bu
 	if err != nil {
 		return err
 	}
-	return in.run(ctx)
+	return runWithLock(ctx, cfg, log, b, src, m, in.run)
 }
 
 // messageLimit is the largest message the audit and session streams take:

@@ -1,6 +1,10 @@
 package ingest
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/lock"
+)
 
 // metrics are ingest's Prometheus series, all named
 // teleport_event_bus_ingest_*.
@@ -14,6 +18,8 @@ type metrics struct {
 	cursorLag       prometheus.Gauge
 	leader          prometheus.Gauge
 	readErrors      prometheus.Counter
+	// lock holds the lock watcher's series (teleport_event_bus_lock_*).
+	lock *lock.Metrics
 }
 
 // newMetrics creates the series and registers them in reg (nil: not
@@ -40,6 +46,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		readErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "read_retries_total", Help: "Passes over the audit log retried after a transient error."}),
 	}
+	m.lock = lock.NewMetrics(reg)
 	if reg != nil {
 		reg.MustRegister(m.published, m.sessionEvents, m.trimmed, m.missing, m.sessionJobs,
 			m.sessionsRunning, m.cursorLag, m.leader, m.readErrors)
