@@ -86,15 +86,19 @@ func tail(s string, n int) string {
 }
 
 // pollUntil calls cond every 100ms until it reports done, and fails the test
-// with what cond last reported when the deadline passes first.
-func pollUntil(ctx context.Context, t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
+// with what cond last reported when the deadline passes first. Each call
+// gets a context of its own, at most 15s long, so one hung request does
+// not eat the whole deadline.
+func pollUntil(ctx context.Context, t *testing.T, d time.Duration, what string, cond func(ctx context.Context) (bool, string)) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		done, state := cond()
+		attempt, stop := context.WithTimeout(ctx, 15*time.Second)
+		done, state := cond(attempt)
+		stop()
 		if done {
 			return
 		}

@@ -271,7 +271,7 @@ func TestSecurityNoSecretsInLogs(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantSession := harness.ExpectedSessionEvents(sessions, "print")
-	pollUntil(ctx, t, 3*time.Minute, "every event at Fluentd", func() (bool, string) {
+	pollUntil(ctx, t, 3*time.Minute, "every event at Fluentd", func(ctx context.Context) (bool, string) {
 		for _, proc := range p.Procs() {
 			if done, code := proc.Exited(); done {
 				t.Fatalf("%s exited (code %d)\n%s", proc.Name, code, proc.Tail(15))
