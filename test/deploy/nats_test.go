@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -65,7 +66,7 @@ func auditEvent(i int) bus.Event {
 // any publish that JetStream did not acknowledge.
 func publishAll(ctx context.Context, t *testing.T, b *bus.Bus, events []bus.Event) {
 	t.Helper()
-	pub := bus.NewPublisher(b.JS, 16, bus.WithAckTimeout(5*time.Second))
+	pub := bus.NewPublisher(b.JS, 16, bus.WithAckTimeout(5*time.Second), bus.WithRetries(20, 250*time.Millisecond))
 	var mu sync.Mutex
 	var errs []error
 	for _, e := range events {
@@ -116,7 +117,7 @@ func TestNATSClusterRoles(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-node NATS cluster")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	binDir := t.TempDir()
 	if err := harness.Build(ctx, binDir, "nats-server"); err != nil {
@@ -149,17 +150,21 @@ func TestNATSClusterRoles(t *testing.T) {
 	if _, err := kv.Put(ctx, bus.ChunkKey("2025-01-02", "c/1"), []byte(`{}`)); err != nil {
 		t.Fatalf("ingest user: put chunk key: %v", err)
 	}
-	lister, err := kv.ListKeysFiltered(ctx, bus.ChunkKeyPrefix("2025-01-02")+">")
-	if err != nil {
-		t.Fatalf("ingest user: list keys: %v", err)
-	}
+	// A key list right after a put may miss it on a cluster (the ordered
+	// consumer can be served by a replica that has not applied the put yet),
+	// so this polls; it checks permissions, not timing.
 	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
-	}
-	if len(keys) != 1 || keys[0] != bus.ChunkKey("2025-01-02", "c/1") {
-		t.Fatalf("ingest user: listed keys %v", keys)
-	}
+	waitFor(t, 10*time.Second, "the chunk key in the key list", func() bool {
+		lister, err := kv.ListKeysFiltered(ctx, bus.ChunkKeyPrefix("2025-01-02")+">")
+		if err != nil {
+			t.Fatalf("ingest user: list keys: %v", err)
+		}
+		keys = keys[:0]
+		for k := range lister.Keys() {
+			keys = append(keys, k)
+		}
+		return len(keys) == 1 && keys[0] == bus.ChunkKey("2025-01-02", "c/1")
+	})
 	if err := kv.Delete(ctx, bus.ChunkKey("2025-01-02", "c/1")); err != nil {
 		t.Fatalf("ingest user: delete key: %v", err)
 	}
@@ -182,8 +187,9 @@ func TestNATSClusterRoles(t *testing.T) {
 		t.Fatalf("audit stream holds %d messages, want %d", info.State.Msgs, first)
 	}
 
-	// fluentd-sink: consumes and acks through its durable, dead-letters,
-	// but cannot publish events.
+	// fluentd-sink: the real sink pipeline, logged in as the sink user,
+	// consumes and acks through its durables and dead-letters a refused
+	// event; the user cannot publish events.
 	sinkLogs := &logBuffer{}
 	snk := openAs(ctx, t, cluster, harness.NATSUserSink, sinkLogs)
 	if err := snk.EnsureStreams(ctx); err != nil {
@@ -191,20 +197,44 @@ func TestNATSClusterRoles(t *testing.T) {
 	}
 	cfg := config.Default()
 	cfg.NATS = snk.Cfg
-	srcs, err := sink.Sources(&cfg)
-	if err != nil {
-		t.Fatal(err)
+	cfg.Fluentd.URL = "https://fluentd.example/test.log"
+	cfg.Fluentd.SessionURL = "https://fluentd.example/session"
+	cfg.Sink.MaxDeliver = 1
+	cfg.ExitOnLastEvent = true
+	fd := &fakeFluentd{refuse: "ev-003"}
+	runSink := func(b *bus.Bus) {
+		t.Helper()
+		if err := sink.New(b.JS, b.Conn, fd, &cfg, zerolog.New(sinkLogs)).Run(ctx); err != nil {
+			t.Fatalf("sink user: sink: %v\n%s\n%s", err, sinkLogs.String(), cluster.Tails(15))
+		}
 	}
-	cons, err := sink.OpenConsumer(ctx, snk.JS, srcs[0], cfg.Sink)
-	if err != nil {
-		t.Fatalf("sink user: open consumer: %v", err)
+	// restartingSink runs the sink like a supervisor (systemd's
+	// Restart=on-failure, a Kubernetes Deployment) does: a new process, on
+	// a new connection, after each failure, until want events arrived.
+	restartingSink := func(want int) {
+		t.Helper()
+		for attempt := 1; fd.count() < want; attempt++ {
+			if attempt > 6 {
+				t.Fatalf("after %d sink starts, fluentd has %d events, want %d\n%s", attempt-1, fd.count(), want, cluster.Tails(15))
+			}
+			actx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			b, err := bus.Open(actx, cluster.NATSConfig(harness.NATSUserSink), "", "fluentd-sink", zerolog.New(sinkLogs), false)
+			if err == nil {
+				err = sink.New(b.JS, b.Conn, fd, &cfg, zerolog.New(sinkLogs)).Run(actx)
+				b.Close()
+			}
+			cancel()
+			if err != nil {
+				t.Logf("sink start %d failed (a supervisor restarts it): %v", attempt, err)
+			}
+		}
 	}
-	got := consumeAndAck(ctx, t, cons, first)
-	if got[0].Subject() != "audit.user.login" {
-		t.Errorf("sink read subject %q", got[0].Subject())
+	runSink(snk)
+	if n := fd.count(); n != first-1 {
+		t.Fatalf("sink user: fluentd got %d events, want %d", n, first-1)
 	}
-	if err := (sink.DeadLetters{JS: snk.JS}).Publish(ctx, got[0], fluentd.Result{Status: 400, Answer: "invalid time format"}, "refused"); err != nil {
-		t.Fatalf("sink user: publish dead letter: %v", err)
+	if info, err := ing.StreamInfo(ctx, bus.DeadLetterStream(ing.Cfg)); err != nil || info.State.Msgs != 1 {
+		t.Fatalf("dead-letter stream after one refusal: %v, %+v", err, info)
 	}
 	pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
 	_, err = snk.JS.Publish(pctx, "audit.user.login", []byte(`{}`))
@@ -268,7 +298,58 @@ func TestNATSClusterRoles(t *testing.T) {
 		more = append(more, auditEvent(i))
 	}
 	publishAll(ctx, t, ing, more)
-	consumeAndAck(ctx, t, cons, len(more))
+	// The sink may have to be restarted while the cluster elects new
+	// leaders: creating its consumer can go unanswered then.
+	if err := cluster.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	restartingSink(first - 1 + len(more))
+	if n := fd.count(); n != first-1+len(more) {
+		t.Fatalf("after a node loss, fluentd has %d events, want %d", n, first-1+len(more))
+	}
+}
+
+// fakeFluentd accepts every record except those whose uid is refuse, which
+// it refuses like Fluentd's 400, and counts distinct records.
+type fakeFluentd struct {
+	refuse string
+	mu     sync.Mutex
+	seen   map[string]bool
+}
+
+func (f *fakeFluentd) Send(_ context.Context, url string, records []json.RawMessage) (fluentd.Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.seen == nil {
+		f.seen = map[string]bool{}
+	}
+	for _, r := range records {
+		var ev struct {
+			UID string `json:"uid"`
+		}
+		_ = json.Unmarshal(r, &ev)
+		if ev.UID == f.refuse {
+			res := fluentd.Result{Status: 400, Answer: "400 Bad Request\ninvalid time format"}
+			return res, &fluentd.RefusedError{URL: url, Result: res, Records: len(records)}
+		}
+	}
+	for _, r := range records {
+		f.seen[string(r)] = true
+	}
+	return fluentd.Result{Status: 200}, nil
+}
+
+func (f *fakeFluentd) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.seen)
+}
+
+// transient reports a fetch error that clears by itself: no consumer leader
+// yet (no responders), a reconnect, a timeout.
+func transient(err error) bool {
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoHeartbeat) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrTimeout)
 }
 
 // short bounds a request the server is expected to refuse: NATS drops a
@@ -290,8 +371,8 @@ func consumeAndAck(ctx context.Context, t *testing.T, c jetstream.Consumer, n in
 			t.Fatalf("fetched %d of %d messages", len(got), n)
 		}
 		batch, err := c.Fetch(n-len(got), jetstream.FetchMaxWait(2*time.Second))
-		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrTimeout) {
-			time.Sleep(50 * time.Millisecond) // the client is moving to another node
+		if transient(err) {
+			time.Sleep(50 * time.Millisecond) // a new consumer's leader is being elected
 			continue
 		}
 		if err != nil {
@@ -303,7 +384,7 @@ func consumeAndAck(ctx context.Context, t *testing.T, c jetstream.Consumer, n in
 			}
 			got = append(got, m)
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+		if err := batch.Error(); err != nil && !transient(err) {
 			t.Fatalf("fetch: %v", err)
 		}
 	}

@@ -200,6 +200,19 @@ func (c *NATSCluster) Stop() {
 	}
 }
 
+// Tails is the last n log lines of every running node, for failure
+// messages.
+func (c *NATSCluster) Tails(n int) string {
+	var b strings.Builder
+	for _, node := range c.Nodes {
+		if node.Proc != nil {
+			b.WriteString(node.Proc.Tail(n))
+			b.WriteString("\n")
+		}
+	}
+	return b.String()
+}
+
 // URLs is the comma-separated client URL list of every node, for
 // [nats] url.
 func (c *NATSCluster) URLs() string {
@@ -225,10 +238,19 @@ func (c *NATSCluster) NATSConfig(user string) config.NATSConfig {
 }
 
 // WaitReady waits until every running node answers /healthz with 200 and
-// reports a JetStream meta leader on /jsz.
+// reports a running node as the JetStream meta leader on /jsz. After a
+// Kill, this is when JetStream API requests (creating a consumer, say) are
+// answered again: only the meta leader answers them, so during the election
+// they go unanswered until the client's timeout.
 func (c *NATSCluster) WaitReady(ctx context.Context) error {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
+	running := map[string]bool{}
+	for _, n := range c.Nodes {
+		if n.Proc != nil {
+			running[n.Name] = true
+		}
+	}
 	for {
 		var why error
 		for _, n := range c.Nodes {
@@ -238,7 +260,7 @@ func (c *NATSCluster) WaitReady(ctx context.Context) error {
 			if done, code := n.Proc.Exited(); done {
 				return fmt.Errorf("%s exited with code %d\n%s", n.Name, code, n.Proc.Tail(20))
 			}
-			if why = n.ready(ctx); why != nil {
+			if why = n.ready(ctx, running); why != nil {
 				break
 			}
 		}
@@ -254,7 +276,7 @@ func (c *NATSCluster) WaitReady(ctx context.Context) error {
 }
 
 // ready reports why the node is not healthy, or nil.
-func (n *NATSNode) ready(ctx context.Context) error {
+func (n *NATSNode) ready(ctx context.Context, running map[string]bool) error {
 	if _, err := getMonitor(ctx, n.MonitorURL+"/healthz"); err != nil {
 		return fmt.Errorf("%s: %w", n.Name, err)
 	}
@@ -270,8 +292,8 @@ func (n *NATSNode) ready(ctx context.Context) error {
 	if err := json.Unmarshal(body, &jsz); err != nil {
 		return fmt.Errorf("%s: /jsz: %w", n.Name, err)
 	}
-	if jsz.Meta == nil || jsz.Meta.Leader == "" {
-		return fmt.Errorf("%s: no JetStream meta leader yet", n.Name)
+	if jsz.Meta == nil || !running[jsz.Meta.Leader] {
+		return fmt.Errorf("%s: no JetStream meta leader among the running nodes yet", n.Name)
 	}
 	return nil
 }
