@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -205,6 +206,35 @@ func TestTeleportErrorsAndCutStreams(t *testing.T) {
 	t.Logf("delivered in %s; teleport-sim injected %v", took.Round(100*time.Millisecond), st.InjectedErrors)
 	if len(st.InjectedErrors) == 0 {
 		t.Error("teleport-sim injected no errors: the faults were not in force")
+	}
+	r.checkStreams()
+	r.checkFluentd(0)
+}
+
+// TestOlderTeleportCutSessionStreams reads a Teleport v13-v16 (no bulk
+// export; audit pages from the search API, recordings of about 30 events
+// from the structured session stream) that cuts every stream after 10
+// events, so every recording is cut mid-way and resumed from its saved
+// index: every session event arrives once, nothing is lost.
+//
+// A recording's retry delay doubles with every cut, even after a retry
+// that made progress, so the CI size keeps to 30 sessions.
+func TestOlderTeleportCutSessionStreams(t *testing.T) {
+	r := newE2ERun(t, runSpec{
+		events:   sized(5_000, 50_000),
+		sessions: sized(30, 300),
+		days:     2,
+		teleport: []string{"--older", "--cut-after", "10"},
+		timeout:  sized(4*time.Minute, 60*time.Minute),
+	})
+	ing := r.ingest("ingest", "--batch", "500")
+	snk := r.sink("fluentd-sink")
+	took := r.waitDelivered(ing, snk)
+	t.Logf("delivered in %s", took.Round(100*time.Millisecond))
+	cuts := strings.Count(ing.Log(), "simulated fault: stream cut")
+	t.Logf("the ingest logged %d cut streams", cuts)
+	if cuts == 0 {
+		t.Error("no stream was cut: the fault was not in force")
 	}
 	r.checkStreams()
 	r.checkFluentd(0)
