@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,8 +18,10 @@ import (
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/fluentd"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/ingest"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/sink"
 	"github.com/teleport-event-bus/teleport-event-bus/test/harness"
+	"github.com/teleport-event-bus/teleport-event-bus/test/teleportsim"
 )
 
 // logBuffer collects a zerolog logger's lines, safe for the NATS client's
@@ -389,4 +392,68 @@ func consumeAndAck(ctx context.Context, t *testing.T, c jetstream.Consumer, n in
 		}
 	}
 	return got
+}
+
+// TestNATSClusterIngestUser runs the real ingest pipeline, logged in as the
+// ingest user of deploy/nats/accounts.conf, against the cluster and a
+// Teleport test server: every NATS operation it needs (streams, the state
+// bucket, the lease, export and session progress) must be allowed.
+func TestNATSClusterIngestUser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node NATS cluster")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	binDir := t.TempDir()
+	if err := harness.Build(ctx, binDir, "nats-server"); err != nil {
+		t.Fatal(err)
+	}
+	cluster, err := harness.StartNATSCluster(ctx, binDir+"/nats-server", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Stop()
+
+	now := time.Now().UTC()
+	sim, err := teleportsim.Start(ctx, teleportsim.Options{Seed: 8, Events: 120, Sessions: 3, From: now.Add(-26 * time.Hour), To: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	dir := t.TempDir()
+	identity, err := sim.WriteIdentity(dir, "ingest", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Teleport = config.TeleportConfig{Addr: []string{sim.Addr()}, Identity: identity, ConnectRetries: 3}
+	cfg.NATS = cluster.NATSConfig(harness.NATSUserIngest)
+	cfg.Ingest.LeaseTTL = 3 * time.Second
+	cfg.Storage = filepath.Join(dir, "storage")
+	cfg.StartTime = now.Add(-27 * time.Hour).Truncate(time.Second)
+	cfg.Timeout = 200 * time.Millisecond
+	cfg.ExitOnLastEvent = true
+	logs := &logBuffer{}
+	if err := ingest.Run(ctx, &cfg, zerolog.New(logs)); err != nil {
+		t.Fatalf("ingest as user %s: %v\n%s", harness.NATSUserIngest, err, logs.String())
+	}
+	if strings.Contains(strings.ToLower(logs.String()), "permissions violation") {
+		t.Fatalf("ingest hit a permissions violation:\n%s", logs.String())
+	}
+
+	rd := openAs(ctx, t, cluster, harness.NATSUserReader, &logBuffer{})
+	audit, err := rd.StreamInfo(ctx, rd.Cfg.AuditStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if audit.State.Msgs != 120 {
+		t.Errorf("audit stream holds %d events, want the 120 Teleport has", audit.State.Msgs)
+	}
+	sessions, err := rd.StreamInfo(ctx, rd.Cfg.SessionStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sessions.State.Msgs == 0 {
+		t.Error("no session recording events in the session stream")
+	}
 }
