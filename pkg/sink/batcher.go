@@ -42,22 +42,28 @@ func records(items []Item) []json.RawMessage {
 }
 
 // Batcher groups items per URL into batches of at most MaxEvents items and
-// MaxBytes bytes of JSON; a batch that does not fill up is due Wait after its
-// first item. It is pure logic with no goroutine or clock of its own: the
-// caller adds items, asks what is due, and sends what it gets back. A single
-// item larger than MaxBytes travels alone.
+// MaxBytes bytes of JSON; a batch that does not fill up is due Wait after it
+// was opened. It is pure logic with no goroutine of its own: the caller adds
+// items, asks what is due, and sends what it gets back. A single item larger
+// than MaxBytes travels alone.
+//
+// The wait counts from the opening, not from the item's fetch time: items
+// that queued while every request slot was busy would otherwise open batches
+// already overdue, and under back-pressure batches would go out nearly empty.
 type Batcher struct {
 	MaxEvents int
 	MaxBytes  int
 	Wait      time.Duration
+	// Clock is read once per batch opened; nil means time.Now.
+	Clock func() time.Time
 
 	open map[string]*Batch
 }
 
-// Add puts it into the open batch for its URL. It returns the batches that
-// became ready: the previous batch when it comes out full, or when it has no
-// room left for this item.
-func (b *Batcher) Add(it Item, now time.Time) []*Batch {
+// Add puts it into the open batch for its URL, opening one if there is none.
+// It returns the batches that became ready: the previous batch when it comes
+// out full, or when it has no room left for this item.
+func (b *Batcher) Add(it Item) []*Batch {
 	if b.open == nil {
 		b.open = make(map[string]*Batch)
 	}
@@ -69,7 +75,7 @@ func (b *Batcher) Add(it Item, now time.Time) []*Batch {
 		cur = nil
 	}
 	if cur == nil {
-		cur = &Batch{URL: it.URL, due: now.Add(b.Wait)}
+		cur = &Batch{URL: it.URL, due: b.now().Add(b.Wait)}
 		b.open[it.URL] = cur
 	}
 	cur.Items = append(cur.Items, it)
@@ -79,6 +85,13 @@ func (b *Batcher) Add(it Item, now time.Time) []*Batch {
 		delete(b.open, it.URL)
 	}
 	return ready
+}
+
+func (b *Batcher) now() time.Time {
+	if b.Clock != nil {
+		return b.Clock()
+	}
+	return time.Now()
 }
 
 // Due removes and returns the batches whose wait has run out at now.

@@ -22,10 +22,9 @@ func sizes(bs []*Batch) string {
 
 func TestBatcherFullBatches(t *testing.T) {
 	b := &Batcher{MaxEvents: 3, MaxBytes: 1 << 20, Wait: time.Second}
-	now := time.Unix(0, 0)
 	var ready []*Batch
 	for i := range 7 {
-		ready = append(ready, b.Add(item("a", i), now)...)
+		ready = append(ready, b.Add(item("a", i))...)
 	}
 	if got := sizes(ready); got != "a:3,a:3" {
 		t.Fatalf("ready = %s", got)
@@ -40,10 +39,9 @@ func TestBatcherFullBatches(t *testing.T) {
 
 func TestBatcherPerURL(t *testing.T) {
 	b := &Batcher{MaxEvents: 2, Wait: time.Second}
-	now := time.Unix(0, 0)
 	var ready []*Batch
 	for i, u := range []string{"a", "b", "a", "c", "b"} {
-		ready = append(ready, b.Add(item(u, i), now)...)
+		ready = append(ready, b.Add(item(u, i))...)
 	}
 	if got := sizes(ready); got != "a:2,b:2" {
 		t.Fatalf("ready = %s", got)
@@ -59,26 +57,27 @@ func TestBatcherPerURL(t *testing.T) {
 func TestBatcherBytes(t *testing.T) {
 	// Each {"n":d} is 7 bytes plus a separator: 3 fit in 24 bytes.
 	b := &Batcher{MaxEvents: 100, MaxBytes: 20, Wait: time.Second}
-	now := time.Unix(0, 0)
 	var ready []*Batch
 	for i := range 5 {
-		ready = append(ready, b.Add(item("a", i), now)...)
+		ready = append(ready, b.Add(item("a", i))...)
 	}
 	if got := sizes(ready); got != "a:2,a:2" {
 		t.Fatalf("ready = %s", got)
 	}
 	// One record larger than the limit travels alone.
 	big := Item{URL: "a", Data: json.RawMessage(`{"data":"` + strings.Repeat("x", 100) + `"}`)}
-	if got := sizes(b.Add(big, now)); got != "a:1,a:1" {
+	if got := sizes(b.Add(big)); got != "a:1,a:1" {
 		t.Fatalf("big record: %s", got)
 	}
 }
 
 func TestBatcherWait(t *testing.T) {
-	b := &Batcher{MaxEvents: 100, Wait: 200 * time.Millisecond}
 	t0 := time.Unix(100, 0)
-	b.Add(item("a", 1), t0)
-	b.Add(item("b", 1), t0.Add(100*time.Millisecond))
+	now := t0
+	b := &Batcher{MaxEvents: 100, Wait: 200 * time.Millisecond, Clock: func() time.Time { return now }}
+	b.Add(item("a", 1))
+	now = t0.Add(100 * time.Millisecond)
+	b.Add(item("b", 1))
 	at, ok := b.Next()
 	if !ok || !at.Equal(t0.Add(200*time.Millisecond)) {
 		t.Fatalf("next = %v %v", at, ok)
@@ -94,6 +93,32 @@ func TestBatcherWait(t *testing.T) {
 	}
 	if _, ok := b.Next(); ok {
 		t.Fatal("next with nothing open")
+	}
+}
+
+// TestBatcherWaitStartsAtOpening feeds items that were fetched long ago,
+// as happens when they queued behind busy request slots: the batch opened
+// for them still gets its full wait to fill, and the clock is read once per
+// batch, not once per item.
+func TestBatcherWaitStartsAtOpening(t *testing.T) {
+	t0 := time.Unix(100, 0)
+	reads := 0
+	b := &Batcher{MaxEvents: 100, Wait: 20 * time.Millisecond, Clock: func() time.Time { reads++; return t0 }}
+	var ready []*Batch
+	for i := range 250 {
+		it := item("a", i)
+		it.Received = t0.Add(-time.Minute)
+		ready = append(ready, b.Add(it)...)
+		ready = append(ready, b.Due(t0)...)
+	}
+	if got := sizes(ready); got != "a:100,a:100" {
+		t.Fatalf("ready = %s, want two full batches", got)
+	}
+	if at, ok := b.Next(); !ok || !at.Equal(t0.Add(20*time.Millisecond)) {
+		t.Fatalf("third batch due at %v (%v), want 20ms after it opened", at, ok)
+	}
+	if reads != 3 {
+		t.Errorf("clock read %d times for 3 batches", reads)
 	}
 }
 

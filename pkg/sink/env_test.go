@@ -192,25 +192,30 @@ type running struct {
 // start runs a sink on its own NATS connection, as a separate process would.
 func (e *env) start(cfg *config.Config) *running {
 	e.t.Helper()
+	logs := &syncBuffer{}
+	var send Sender
+	if !cfg.DryRun {
+		c, err := fluentd.New(cfg.Fluentd, zerolog.New(logs))
+		if err != nil {
+			e.t.Fatalf("fluentd.New: %v", err)
+		}
+		e.t.Cleanup(c.Close)
+		send = c
+	}
+	return e.startWith(cfg, send, logs)
+}
+
+// startWith is start with another Sender than a Fluentd client, logging
+// into logs.
+func (e *env) startWith(cfg *config.Config, send Sender, logs *syncBuffer) *running {
+	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	b, err := bus.Open(ctx, cfg.NATS, "", "sink", zerolog.Nop(), false)
 	if err != nil {
 		cancel()
 		e.t.Fatalf("bus.Open: %v", err)
 	}
-	logs := &syncBuffer{}
 	log := zerolog.New(logs)
-	var send Sender
-	if !cfg.DryRun {
-		c, err := fluentd.New(cfg.Fluentd, log)
-		if err != nil {
-			cancel()
-			b.Close()
-			e.t.Fatalf("fluentd.New: %v", err)
-		}
-		e.t.Cleanup(c.Close)
-		send = c
-	}
 	m := NewMetrics(prometheus.NewRegistry())
 	s := New(b.JS, b.Conn, send, cfg, log, WithMetrics(m), WithBackoff(fastBackoff))
 	r := &running{sink: s, metrics: m, cancel: cancel, done: make(chan error, 1), logs: logs}

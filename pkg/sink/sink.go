@@ -341,9 +341,9 @@ func (s *Sink) batch(items <-chan Item, batches chan<- *Batch) {
 				}
 				return
 			}
-			// The fetch time stands in for "now": one clock read per
-			// event is enough (they are slow on some VMs).
-			for _, bt := range b.Add(it, it.Received) {
+			// The batcher reads the clock only when it opens a batch
+			// (clock reads are slow on some VMs).
+			for _, bt := range b.Add(it) {
 				batches <- bt
 			}
 		case now := <-due:

@@ -2,12 +2,14 @@ package sink
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -409,4 +411,56 @@ func TestGzipBodies(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	e.checkExactlyOnce(250)
+}
+
+// slowSender stands for a Fluentd that takes latency to answer each
+// request; it counts requests and records.
+type slowSender struct {
+	latency  time.Duration
+	requests atomic.Int64
+	records  atomic.Int64
+}
+
+func (s *slowSender) Send(ctx context.Context, _ string, recs []json.RawMessage) (fluentd.Result, error) {
+	t := time.NewTimer(s.latency)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return fluentd.Result{}, ctx.Err()
+	case <-t.C:
+	}
+	s.requests.Add(1)
+	s.records.Add(int64(len(recs)))
+	return fluentd.Result{Status: 200}, nil
+}
+
+// TestSlowFluentdGetsFullBatches drains a backlog through one request slot
+// to a Fluentd answering in 25 ms: events queue behind the busy slot longer
+// than batch-wait, and the batches must still fill up to batch-size rather
+// than leave nearly empty.
+func TestSlowFluentdGetsFullBatches(t *testing.T) {
+	const events, batchSize = 2000, 100
+	e := newEnv(t, fluentdsim.Options{})
+	e.cfg.Sink.BatchSize = batchSize
+	e.cfg.Sink.InFlight = 1
+	e.cfg.Sink.BatchWait = 20 * time.Millisecond
+	e.publishAudit(0, events)
+	send := &slowSender{latency: 25 * time.Millisecond}
+	r := e.startWith(e.cfg, send, &syncBuffer{})
+	eventually(t, 60*time.Second, "every event sent", func() bool { return send.records.Load() >= events })
+	eventually(t, 10*time.Second, "all acked", func() bool { return e.consumerIdle(e.cfg.NATS.AuditStream, e.cfg.Sink.AuditConsumer) })
+	if err := r.stop(t); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	reqs, recs := send.requests.Load(), send.records.Load()
+	t.Logf("%d records in %d requests (%.1f a request)", recs, reqs, float64(recs)/float64(reqs))
+	if recs != events {
+		t.Errorf("sent %d records, want %d", recs, events)
+	}
+	// A full backlog fills every batch; allow a few partial ones at the
+	// start and the end.
+	if limit := int64(events / batchSize * 5 / 4); reqs > limit {
+		t.Errorf("%d requests for %d events with batch-size %d (%.1f events a request), want at most %d",
+			reqs, events, batchSize, float64(recs)/float64(reqs), limit)
+	}
 }
