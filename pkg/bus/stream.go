@@ -26,19 +26,61 @@ func (b *Bus) EnsureStreams(ctx context.Context) error {
 	return nil
 }
 
-func (b *Bus) ensureStream(ctx context.Context, want jetstream.StreamConfig) error {
+// CreateMissingStreams creates the audit, session and dead-letter streams
+// that do not exist yet, with the configured limits, and leaves existing
+// ones exactly as they are: it is for processes that read the bus (the
+// sink), which may start before the writer (ingest) but must not overrule
+// the limits the writer set. An existing stream whose subjects, storage or
+// retention differ from what the bus needs is still an error naming the
+// stream and the setting.
+func (b *Bus) CreateMissingStreams(ctx context.Context) error {
+	for _, want := range StreamConfigs(b.Cfg) {
+		have, err := b.createIfMissing(ctx, want)
+		if err != nil {
+			return err
+		}
+		if have == nil {
+			continue
+		}
+		if err := checkCompatible(*have, want); err != nil {
+			return err
+		}
+		if changes := limitChanges(*have, want); len(changes) > 0 {
+			b.log.Debug().Str("stream", want.Name).Strs("differences", changes).Msg("stream exists with other limits, left as it is")
+		}
+	}
+	return nil
+}
+
+// createIfMissing creates the stream when there is none of that name and
+// returns nil, or returns the existing stream's configuration. A stream
+// that another process creates meanwhile counts as existing.
+func (b *Bus) createIfMissing(ctx context.Context, want jetstream.StreamConfig) (*jetstream.StreamConfig, error) {
 	s, err := b.JS.Stream(ctx, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		if _, err := b.JS.CreateStream(ctx, want); err != nil {
-			return fmt.Errorf("create stream %q for %s: %w", want.Name, strings.Join(want.Subjects, ","), err)
+		_, err = b.JS.CreateStream(ctx, want)
+		if err == nil {
+			b.log.Info().Str("stream", want.Name).Strs("subjects", want.Subjects).Int("replicas", want.Replicas).Msg("stream created")
+			return nil, nil
 		}
-		b.log.Info().Str("stream", want.Name).Strs("subjects", want.Subjects).Int("replicas", want.Replicas).Msg("stream created")
-		return nil
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return nil, fmt.Errorf("create stream %q for %s: %w", want.Name, strings.Join(want.Subjects, ","), err)
+		}
+		s, err = b.JS.Stream(ctx, want.Name)
 	}
 	if err != nil {
-		return fmt.Errorf("look up stream %q: %w", want.Name, err)
+		return nil, fmt.Errorf("look up stream %q: %w", want.Name, err)
 	}
 	have := s.CachedInfo().Config
+	return &have, nil
+}
+
+func (b *Bus) ensureStream(ctx context.Context, want jetstream.StreamConfig) error {
+	h, err := b.createIfMissing(ctx, want)
+	if err != nil || h == nil {
+		return err
+	}
+	have := *h
 	if err := checkCompatible(have, want); err != nil {
 		return err
 	}

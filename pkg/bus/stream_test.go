@@ -104,3 +104,59 @@ func TestEnsureStreamsReplicasRefused(t *testing.T) {
 	}
 	t.Logf("error: %v", err)
 }
+
+// TestCreateMissingStreamsLeavesExistingAlone: ingest created the streams
+// with a 10 s duplicate window and a one-hour max age; a reader with the
+// default settings creates only the stream that is missing and changes
+// nothing on the others.
+func TestCreateMissingStreamsLeavesExistingAlone(t *testing.T) {
+	writer := openTestBus(t, config.NATSConfig{DuplicateWindow: 10 * time.Second, MaxAge: time.Hour})
+	ctx := testCtx(t)
+	if err := writer.EnsureStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := writer.JS.DeleteStream(ctx, DeadLetterStream(writer.Cfg)); err != nil {
+		t.Fatal(err)
+	}
+	reader, err := Open(ctx, config.NATSConfig{URL: writer.Embedded.ClientURL()}, "", "reader", testLog(t), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	for i := range 2 {
+		if err := reader.CreateMissingStreams(ctx); err != nil {
+			t.Fatalf("CreateMissingStreams #%d: %v", i+1, err)
+		}
+	}
+	infos, err := reader.StreamInfos(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(infos) != 3 {
+		t.Fatalf("%d streams, want 3", len(infos))
+	}
+	for _, info := range infos {
+		c := info.Config
+		if c.Name == DeadLetterStream(writer.Cfg) {
+			if c.Duplicates != serverDefaultDuplicates || c.MaxAge != 0 {
+				t.Errorf("created stream %s: duplicate window %s, max age %s, want the reader's defaults", c.Name, c.Duplicates, c.MaxAge)
+			}
+			continue
+		}
+		if c.Duplicates != 10*time.Second || c.MaxAge != time.Hour {
+			t.Errorf("stream %s: duplicate window %s, max age %s, want 10s and 1h as ingest set them", c.Name, c.Duplicates, c.MaxAge)
+		}
+	}
+}
+
+func TestCreateMissingStreamsIncompatible(t *testing.T) {
+	b := openTestBus(t, config.NATSConfig{})
+	ctx := testCtx(t)
+	if _, err := b.JS.CreateStream(ctx, jetstream.StreamConfig{Name: DefaultSessionStream, Subjects: []string{"other.>"}, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	err := b.CreateMissingStreams(ctx)
+	if err == nil || !strings.Contains(err.Error(), `"SESSIONS"`) || !strings.Contains(err.Error(), "subjects") {
+		t.Fatalf("err = %v, want one naming the stream and its subjects", err)
+	}
+}

@@ -33,8 +33,9 @@ const (
 	idleCheckInterval = 250 * time.Millisecond
 )
 
-// Run is the fluentd-sink command: it connects to NATS, makes sure the
-// streams exist (except in a dry run), builds the Fluentd client, serves metrics on
+// Run is the fluentd-sink command: it connects to NATS, creates the streams
+// that are missing (except in a dry run; existing ones are left as they
+// are), builds the Fluentd client, serves metrics on
 // cfg.MetricsAddr and delivers until ctx is cancelled (then it finishes
 // in-flight requests and acks within sink.shutdown-timeout and returns nil)
 // or, with exit-on-last-event, until nothing is left to deliver.
@@ -45,8 +46,10 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	}
 	defer b.Close()
 	// A dry run changes nothing, streams included: it reads what is there.
+	// Otherwise the sink creates missing streams, so it may start before
+	// ingest, but leaves the limits of existing ones to ingest.
 	if !cfg.DryRun {
-		if err := b.EnsureStreams(ctx); err != nil {
+		if err := b.CreateMissingStreams(ctx); err != nil {
 			return err
 		}
 	}

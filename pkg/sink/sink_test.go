@@ -464,3 +464,41 @@ func TestSlowFluentdGetsFullBatches(t *testing.T) {
 			reqs, events, batchSize, float64(recs)/float64(reqs), limit)
 	}
 }
+
+// TestRunLeavesStreamSettingsAlone: ingest made the streams with a 10 s
+// duplicate window; the sink, with the default settings, delivers without
+// touching them.
+func TestRunLeavesStreamSettingsAlone(t *testing.T) {
+	e := newEnv(t, fluentdsim.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ingestCfg := e.bus.Cfg
+	ingestCfg.DuplicateWindow = 10 * time.Second
+	for _, sc := range bus.StreamConfigs(ingestCfg) {
+		if _, err := e.bus.JS.UpdateStream(ctx, sc); err != nil {
+			t.Fatalf("update stream %s: %v", sc.Name, err)
+		}
+	}
+	e.publishAudit(0, 50)
+	e.cfg.ExitOnLastEvent = true
+	logs := &syncBuffer{}
+	if err := Run(ctx, e.cfg, zerolog.New(logs)); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	e.checkExactlyOnce(50)
+	infos, err := e.bus.StreamInfos(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(infos) != 3 {
+		t.Fatalf("%d streams, want 3", len(infos))
+	}
+	for _, info := range infos {
+		if d := info.Config.Duplicates; d != 10*time.Second {
+			t.Errorf("stream %s duplicate window %s after the sink ran, want 10s", info.Config.Name, d)
+		}
+	}
+	if strings.Contains(logs.String(), "stream settings updated") {
+		t.Errorf("the sink changed stream settings:\n%s", logs)
+	}
+}
