@@ -33,14 +33,19 @@ const (
 	idleCheckInterval = 250 * time.Millisecond
 )
 
-// Run is the fluentd-sink command: it connects to NATS, creates the streams
+// Run is the fluentd-sink command: it connects to NATS (retrying while NATS
+// is unreachable, so it may start first), creates the streams
 // that are missing (except in a dry run; existing ones are left as they
 // are), builds the Fluentd client, serves metrics on
 // cfg.MetricsAddr and delivers until ctx is cancelled (then it finishes
 // in-flight requests and acks within sink.shutdown-timeout and returns nil)
 // or, with exit-on-last-event, until nothing is left to deliver.
 func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
-	b, err := bus.Open(ctx, cfg.NATS, cfg.Storage, "fluentd-sink", log, false)
+	b, err := openBus(ctx, cfg, log)
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		log.Info().Msg("sink stopped before NATS could be reached")
+		return nil
+	}
 	if err != nil {
 		return err
 	}

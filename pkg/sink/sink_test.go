@@ -382,21 +382,129 @@ func TestConflictingConsumerIsNamed(t *testing.T) {
 	}
 }
 
-func TestNATSUnreachable(t *testing.T) {
+// freeAddr is a loopback address with nothing listening on it.
+func freeAddr(t *testing.T) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	ln.Close()
+	return addr
+}
+
+// TestNATSUnreachable: with no NATS the sink keeps trying, a log line per
+// attempt naming the server, and a stop (SIGTERM) ends it promptly and
+// cleanly; a deadline ends it with an error naming the server.
+func TestNATSUnreachable(t *testing.T) {
+	addr := freeAddr(t)
 	cfg := newTestConfig()
 	cfg.NATS.URL = "nats://" + addr
+
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, zerolog.New(logs)) }()
+	eventually(t, 10*time.Second, "two retry log lines", func() bool {
+		return strings.Count(logs.String(), "NATS unreachable, retrying") >= 2
+	})
+	if !strings.Contains(logs.String(), addr) || !strings.Contains(logs.String(), `"attempt":2`) {
+		t.Errorf("retry log lines should name %s and count attempts:\n%s", addr, logs)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run after a stop while waiting for NATS: %v, want nil (exit 0)", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5s of the stop")
+	}
+
+	dctx, dcancel := context.WithTimeout(context.Background(), time.Second)
+	defer dcancel()
+	err := Run(dctx, cfg, zerolog.Nop())
+	t.Log(err)
+	if err == nil || !strings.Contains(err.Error(), addr) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want a deadline error naming %s", err, addr)
+	}
+}
+
+// TestNATSComesUpLater starts the sink before NATS: once a server listens
+// at the configured address the sink connects, creates the streams and
+// delivers what is published.
+func TestNATSComesUpLater(t *testing.T) {
+	e := newEnv(t, fluentdsim.Options{})
+	addr := freeAddr(t)
+	cfg := *e.cfg
+	cfg.NATS.URL = "nats://" + addr
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, &cfg, zerolog.New(logs)) }()
+	eventually(t, 10*time.Second, "a retry log line", func() bool { return strings.Contains(logs.String(), "NATS unreachable, retrying") })
+
+	emb, err := bus.StartEmbedded(ctx, bus.EmbeddedOptions{Listen: addr, StoreDir: t.TempDir(), Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatalf("StartEmbedded on %s: %v", addr, err)
+	}
+	defer emb.Shutdown()
+	pub, err := bus.Open(ctx, cfg.NATS, "", "publisher", zerolog.Nop(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	eventually(t, 30*time.Second, "the sink to create the audit stream", func() bool {
+		_, err := pub.StreamInfo(ctx, pub.Cfg.AuditStream)
+		return err == nil
+	})
+	ev := auditEvent(7)
+	if _, err := pub.JS.PublishMsg(ctx, bus.NewMsg(ev)); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	e.waitStored(1, 30*time.Second)
+	if n := e.sim.TagIDs("test.log")[ev.ID]; n != 1 {
+		t.Errorf("event %s stored %d times, want 1", ev.ID, n)
+	}
+	if !strings.Contains(logs.String(), "connected to NATS") {
+		t.Errorf("no log line about connecting after the retries:\n%s", logs)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after the stop")
+	}
+}
+
+// TestNATSRefusedCredentialsFailsAtOnce: wrong credentials are not an
+// outage; the sink stops at once with a clear error instead of retrying.
+func TestNATSRefusedCredentialsFailsAtOnce(t *testing.T) {
+	emb, err := bus.StartEmbedded(context.Background(), bus.EmbeddedOptions{Listen: "127.0.0.1:0", StoreDir: t.TempDir(),
+		User: "sink", Password: "right", Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Shutdown()
+	cfg := newTestConfig()
+	cfg.NATS.URL = emb.ClientURL()
+	cfg.NATS.User, cfg.NATS.Password = "sink", "wrong"
+	logs := &syncBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err = Run(ctx, cfg, zerolog.Nop())
+	err = Run(ctx, cfg, zerolog.New(logs))
 	t.Log(err)
-	if err == nil || !strings.Contains(err.Error(), addr) {
-		t.Fatalf("err = %v, want it to name %s", err, addr)
+	if err == nil || !strings.Contains(err.Error(), "NATS refused the credentials") || ctx.Err() != nil {
+		t.Fatalf("err = %v, want NATS refused the credentials, at once", err)
+	}
+	if strings.Contains(logs.String(), "retrying") {
+		t.Errorf("retried refused credentials:\n%s", logs)
 	}
 }
 
