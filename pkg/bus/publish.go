@@ -49,7 +49,8 @@ func WithAckTimeout(d time.Duration) PublisherOption {
 
 // WithRetries sets how many times a message is published before its error
 // is reported (attempts, default DefaultPublishRetries) and the first wait
-// between attempts, which doubles up to 5 s (default DefaultRetryBackoff).
+// before a retry round (default DefaultRetryBackoff). The wait doubles with
+// each round up to 5 s, and starts over once a PubAck arrives.
 func WithRetries(attempts int, backoff time.Duration) PublisherOption {
 	return func(p *Publisher) {
 		if attempts > 0 {
@@ -74,8 +75,10 @@ func WithPublisherLog(log zerolog.Logger) PublisherOption {
 //
 // A timeout, a disconnect, or no JetStream responder is retried with
 // backoff, republishing the same message: its Nats-Msg-Id makes the retry
-// safe within the stream's duplicate window. Other errors (a message over
-// the stream's size limit, say) are reported at once.
+// safe within the stream's duplicate window. Messages that failed together
+// (acks that timed out during a stream leader election, a reconnect) are
+// published again together, in one round after one backoff. Other errors
+// (a message over the stream's size limit, say) are reported at once.
 //
 // Publish may be called from several goroutines. Callbacks must return
 // quickly (each one holds up every later result) and must not call Publish:
@@ -104,11 +107,16 @@ type Publisher struct {
 	stopped   chan struct{} // closed when the delivery goroutine has exited
 }
 
+// pending is one message between Publish and its callback, with the outcome
+// of its latest attempt once that is known.
 type pending struct {
-	msg  *nats.Msg
-	paf  jetstream.PubAckFuture
-	err  error // a publish that failed before reaching the server
-	done PublishDone
+	msg     *nats.Msg
+	done    PublishDone
+	paf     jetstream.PubAckFuture // nil when the attempt failed before reaching the server
+	sent    time.Time              // when the latest attempt was published
+	attempt int                    // attempts published so far
+	ack     *jetstream.PubAck      // the latest attempt's PubAck, once it came
+	failure error                  // the latest attempt's error, once it came
 }
 
 // NewPublisher starts a Publisher on js allowing maxInFlight messages
@@ -168,7 +176,7 @@ func (p *Publisher) PublishMsg(ctx context.Context, m *nats.Msg, done PublishDon
 		return ErrPublisherClosed
 	}
 	pd := &pending{msg: m, done: done}
-	pd.paf, pd.err = p.js.PublishMsgAsync(m, jetstream.WithStallWait(p.ackTimeout))
+	p.send(pd)
 	p.queue <- pd // never blocks: the queue holds at most one entry per slot
 	return nil
 }
@@ -234,27 +242,166 @@ func (p *Publisher) end() {
 	}
 }
 
-// deliver reports results in queue order until the Publisher is aborted.
+// deliver reports results in publish order until the Publisher is aborted.
+//
+// It waits on the oldest message only. When that one fails in a way worth
+// retrying, every message whose attempt has failed or timed out by then is
+// published again in one round, after one backoff: after a stream leader
+// change or a reconnect all of them failed for the same reason, and
+// retrying them one by one would cost a backoff and an ack wait each.
 func (p *Publisher) deliver() {
 	defer close(p.stopped)
+	var window []*pending // taken from the queue, not yet reported, in publish order
+	wait := p.backoff
+	for {
+		if len(window) == 0 {
+			select {
+			case pd := <-p.queue:
+				window = append(window, pd)
+			case <-p.abort:
+				p.abandon(window)
+				return
+			}
+		}
+		head := window[0]
+		if !p.settle(head) {
+			p.abandon(window)
+			return
+		}
+		if p.final(head) {
+			if head.ack != nil {
+				wait = p.backoff // the stream answers again
+			}
+			ack, err := p.result(head)
+			p.report(head, ack, err)
+			window[0] = nil
+			window = window[1:]
+			continue
+		}
+		failed, cause := head.attempt, head.failure
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-p.abort:
+			t.Stop()
+			p.abandon(window)
+			return
+		}
+		window = p.drain(window)
+		due := p.due(window)
+		p.log.Warn().Err(cause).Str("subject", head.msg.Subject).Str("msg_id", head.msg.Header.Get(HeaderMsgID)).
+			Int("attempt", failed).Int("messages", len(due)).Dur("after", wait).Msg("publish failed, retrying")
+		for _, pd := range due {
+			p.send(pd)
+		}
+		wait = min(2*wait, maxRetryBackoff)
+	}
+}
+
+// send publishes pd's next attempt.
+func (p *Publisher) send(pd *pending) {
+	pd.attempt++
+	pd.sent = time.Now()
+	pd.ack = nil
+	pd.paf, pd.failure = p.js.PublishMsgAsync(pd.msg, jetstream.WithStallWait(p.ackTimeout))
+}
+
+// drain moves the messages published since to the end of window.
+func (p *Publisher) drain(window []*pending) []*pending {
 	for {
 		select {
 		case pd := <-p.queue:
-			ack, err := p.await(pd)
-			p.report(pd, ack, err)
-		case <-p.abort:
-			p.pubMu.Lock()
-			p.finished = true
-			p.pubMu.Unlock()
-			for {
-				select {
-				case pd := <-p.queue:
-					p.report(pd, nil, ErrPublisherClosed)
-				default:
-					return
-				}
-			}
+			window = append(window, pd)
+		default:
+			return window
 		}
+	}
+}
+
+// due returns the messages in window whose latest attempt failed or timed
+// out and may be retried. The others keep waiting for their PubAck, or keep
+// their result.
+func (p *Publisher) due(window []*pending) []*pending {
+	now := time.Now()
+	var due []*pending
+	for _, pd := range window {
+		p.poll(pd, now)
+		if pd.failure != nil && !p.final(pd) {
+			due = append(due, pd)
+		}
+	}
+	return due
+}
+
+// settle waits for the outcome of pd's latest attempt; false means the
+// Publisher was aborted first.
+func (p *Publisher) settle(pd *pending) bool {
+	if pd.ack != nil || pd.failure != nil {
+		return true
+	}
+	t := time.NewTimer(time.Until(pd.sent.Add(p.ackTimeout)))
+	defer t.Stop()
+	select {
+	case pd.ack = <-pd.paf.Ok():
+	case pd.failure = <-pd.paf.Err():
+	case <-t.C:
+		pd.failure = errAckTimeout
+	case <-p.abort:
+		return false
+	}
+	return true
+}
+
+// poll records the outcome of pd's latest attempt if it is known by now,
+// without waiting.
+func (p *Publisher) poll(pd *pending, now time.Time) {
+	if pd.ack != nil || pd.failure != nil {
+		return
+	}
+	select {
+	case pd.ack = <-pd.paf.Ok():
+	case pd.failure = <-pd.paf.Err():
+	default:
+		if !now.Before(pd.sent.Add(p.ackTimeout)) {
+			pd.failure = errAckTimeout
+		}
+	}
+}
+
+// final reports whether pd's result is known for good: acked, failed in a
+// way no retry cures, or out of attempts.
+func (p *Publisher) final(pd *pending) bool {
+	switch {
+	case pd.ack != nil:
+		return true
+	case pd.failure == nil:
+		return false
+	}
+	return !retryable(pd.failure) || pd.attempt >= p.attempts
+}
+
+// result is the result of a final pd, as its callback gets it.
+func (p *Publisher) result(pd *pending) (*jetstream.PubAck, error) {
+	if pd.ack != nil {
+		return pd.ack, nil
+	}
+	return nil, fmt.Errorf("publish %s to %s (attempt %d): %w", pd.msg.Header.Get(HeaderMsgID), pd.msg.Subject, pd.attempt, pd.failure)
+}
+
+// abandon reports the messages still waiting, in publish order, after
+// Publish has been shut: their result if it is final, ErrPublisherClosed
+// otherwise.
+func (p *Publisher) abandon(window []*pending) {
+	p.pubMu.Lock()
+	p.finished = true
+	p.pubMu.Unlock()
+	for _, pd := range p.drain(window) {
+		if !p.final(pd) {
+			p.report(pd, nil, ErrPublisherClosed)
+			continue
+		}
+		ack, err := p.result(pd)
+		p.report(pd, ack, err)
 	}
 }
 
@@ -264,53 +411,6 @@ func (p *Publisher) report(pd *pending, ack *jetstream.PubAck, err error) {
 	}
 	<-p.slots
 	p.end()
-}
-
-// await waits for pd's PubAck, republishing on errors worth retrying.
-func (p *Publisher) await(pd *pending) (*jetstream.PubAck, error) {
-	wait := p.backoff
-	for attempt := 1; ; attempt++ {
-		ack, err := p.result(pd)
-		if err == nil {
-			return ack, nil
-		}
-		if errors.Is(err, ErrPublisherClosed) {
-			return nil, err
-		}
-		if !retryable(err) || attempt >= p.attempts {
-			return nil, fmt.Errorf("publish %s to %s (attempt %d): %w", pd.msg.Header.Get(HeaderMsgID), pd.msg.Subject, attempt, err)
-		}
-		p.log.Warn().Err(err).Str("subject", pd.msg.Subject).Str("msg_id", pd.msg.Header.Get(HeaderMsgID)).
-			Int("attempt", attempt).Dur("retry_in", wait).Msg("publish failed, retrying")
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-p.abort:
-			t.Stop()
-			return nil, ErrPublisherClosed
-		}
-		wait = min(2*wait, maxRetryBackoff)
-		pd.paf, pd.err = p.js.PublishMsgAsync(pd.msg, jetstream.WithStallWait(p.ackTimeout))
-	}
-}
-
-// result waits for one attempt's outcome.
-func (p *Publisher) result(pd *pending) (*jetstream.PubAck, error) {
-	if pd.err != nil {
-		return nil, pd.err
-	}
-	t := time.NewTimer(p.ackTimeout)
-	defer t.Stop()
-	select {
-	case ack := <-pd.paf.Ok():
-		return ack, nil
-	case err := <-pd.paf.Err():
-		return nil, err
-	case <-t.C:
-		return nil, errAckTimeout
-	case <-p.abort:
-		return nil, ErrPublisherClosed
-	}
 }
 
 // retryable reports errors that another attempt may cure.

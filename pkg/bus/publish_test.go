@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 )
@@ -222,6 +224,136 @@ func TestPublisherOwnAckTimeout(t *testing.T) {
 	r.wait(t, 1)
 	if _, errs := r.snapshot(); errs[0] != nil {
 		t.Fatalf("result: %v", errs[0])
+	}
+}
+
+// retryLog counts the Publisher's retry rounds: it logs one line per round.
+type retryLog struct {
+	mu     sync.Mutex
+	rounds int
+}
+
+func (l *retryLog) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if strings.Contains(string(b), "publish failed, retrying") {
+		l.rounds++
+	}
+	return len(b), nil
+}
+
+func (l *retryLog) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.rounds
+}
+
+// A stream leader change times out the acks of everything in flight; all of
+// it is published again in one round, not one message per backoff.
+func TestPublisherRetriesTimedOutMessagesInOneRound(t *testing.T) {
+	const n, acked, refused = 200, 50, 120
+	js := newFakeJS()
+	rl := &retryLog{}
+	p := NewPublisher(js, 256, WithRetries(3, time.Millisecond), WithAckTimeout(time.Minute), WithPublisherLog(zerolog.New(rl)))
+	defer closePublisher(t, p)
+	r := newResults()
+	ctx := testCtx(t)
+	firsts := make([]*fakeFuture, n)
+	for i := range n {
+		if err := p.Publish(ctx, auditEvent(i), r.done(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+		firsts[i] = js.next(t)
+	}
+	// The oldest fails last, so every other outcome is known when the
+	// Publisher starts its retry round.
+	for i := n - 1; i >= 0; i-- {
+		switch i {
+		case acked:
+			firsts[i].ack(1)
+		case refused:
+			firsts[i].err <- &jetstream.APIError{Code: 400, ErrorCode: 10054, Description: "message size exceeds maximum allowed"}
+		default:
+			firsts[i].err <- jetstream.ErrAsyncPublishTimeout
+		}
+	}
+	// Every timed-out message is republished before any retry is answered.
+	var retries []*fakeFuture
+	for range n - 2 {
+		retries = append(retries, js.next(t))
+	}
+	var want []string
+	for i := range n {
+		if i != acked && i != refused {
+			want = append(want, auditEvent(i).ID)
+		}
+	}
+	var got []string
+	for _, ff := range retries {
+		got = append(got, ff.msg.Header.Get(HeaderMsgID))
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("republished Nats-Msg-Ids %v, want each timed-out message once, in publish order: %v", got, want)
+	}
+	if rounds := rl.count(); rounds != 1 {
+		t.Fatalf("%d retry rounds for %d timed-out messages, want 1", rounds, n-2)
+	}
+	for i := len(retries) - 1; i >= 0; i-- {
+		retries[i].ack(uint64(i + 2))
+	}
+	r.wait(t, n)
+	ids, errs := r.snapshot()
+	for i := range n {
+		if ids[i] != fmt.Sprint(i) {
+			t.Fatalf("callback %d is for message %s: not in publish order", i, ids[i])
+		}
+		if (i == refused) != (errs[i] != nil) {
+			t.Errorf("message %d: err = %v", i, errs[i])
+		}
+	}
+	if extra := len(js.sent); extra != 0 {
+		t.Errorf("%d publishes after every retry was acked, want %d in all", extra, 2*n-2)
+	}
+}
+
+// Acks that never come (no async ack timeout in the JetStream context) are
+// caught by the Publisher's own deadline, and those retried together too.
+func TestPublisherOwnAckTimeoutRetriesTogether(t *testing.T) {
+	const n = 200
+	js := newFakeJS()
+	rl := &retryLog{}
+	p := NewPublisher(js, n, WithRetries(3, 100*time.Millisecond), WithAckTimeout(time.Second), WithPublisherLog(zerolog.New(rl)))
+	defer closePublisher(t, p)
+	r := newResults()
+	ctx := testCtx(t)
+	for i := range n {
+		if err := p.Publish(ctx, auditEvent(i), r.done(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+		js.next(t) // never answered
+	}
+	for i := range n {
+		ff := js.next(t)
+		if got := ff.msg.Header.Get(HeaderMsgID); got != auditEvent(i).ID {
+			t.Fatalf("retry %d has Nats-Msg-Id %q, want %q", i, got, auditEvent(i).ID)
+		}
+		ff.ack(uint64(i + 1))
+	}
+	r.wait(t, n)
+	_, errs := r.snapshot()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	if extra := len(js.sent); extra != 0 {
+		t.Errorf("%d publishes beyond one retry each", extra)
+	}
+	// Retried one by one this would be 200 rounds; the messages were all
+	// sent well within one backoff of each other, so a slow machine may
+	// split them into two rounds at most.
+	if rounds := rl.count(); rounds > 2 {
+		t.Errorf("%d retry rounds for %d messages that timed out together", rounds, n)
 	}
 }
 
