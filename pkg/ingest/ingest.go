@@ -50,17 +50,24 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	if cfg.DryRun {
 		return runDry(ctx, cfg, log)
 	}
+	// A stop (SIGTERM) while starting up is a clean exit, not an error.
+	stopped := func(err error) error {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 	b, err := bus.Open(ctx, cfg.NATS, cfg.Storage, "ingest", log, true)
 	if err != nil {
-		return err
+		return stopped(err)
 	}
 	defer b.Close()
 	if err := b.EnsureStreams(ctx); err != nil {
-		return err
+		return stopped(err)
 	}
 	kv, err := b.State(ctx)
 	if err != nil {
-		return err
+		return stopped(err)
 	}
 	reg := metricsrv.NewRegistry()
 	m := newMetrics(reg)
