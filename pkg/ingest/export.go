@@ -121,6 +121,12 @@ func (x *exporter) exportChunkRetry(ctx context.Context, date time.Time, chunk s
 		}
 		x.in.m.readErrors.Inc()
 		x.in.checkIdentity()
+		// A stream cut after progress starts the backoff over: only
+		// failures in a row make the wait grow.
+		var after chunkState
+		if _, gerr := x.in.st.get(chunkKey(date, chunk), &after); gerr == nil && after.Cursor != cs.Cursor {
+			b.Reset()
+		}
 		d := b.Next()
 		x.in.log.Warn().Err(err).Str("date", day(date)).Str("chunk", chunk).Dur("retry_in", d).Msg("export chunk failed, retrying")
 		if err := wait(ctx, d); err != nil {

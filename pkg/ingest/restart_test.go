@@ -309,3 +309,40 @@ func TestTeleportRestartMidBackfill(t *testing.T) {
 	exactlyOnce(t, "audit stream", read(t, b.JS, b.Cfg.AuditStream), e.sim.AllEventIDs())
 	exactlyOnce(t, "session stream", read(t, b.JS, b.Cfg.SessionStream), sessionIDs(e.sim))
 }
+
+// TestCutStreamsDoNotGrowTheBackoff: a stream cut after progress is not a
+// failure in a row, so the wait before resuming stays at the first step
+// however many cuts a chunk takes.
+func TestCutStreamsDoNotGrowTheBackoff(t *testing.T) {
+	t.Parallel()
+	now := time.Now().UTC()
+	e := newEnv(t, teleportsim.Options{
+		Seed: 21, Events: 600, From: now.Add(-2 * time.Hour), To: now, ChunksPerDate: 1,
+		Faults: teleportsim.Faults{CutAfter: 60},
+	})
+	logs := &syncBuffer{}
+	if err := e.run(zerolog.New(logs)); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	retries := 0
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if !strings.Contains(line, "export chunk failed, retrying") {
+			continue
+		}
+		retries++
+		var entry struct {
+			RetryIn float64 `json:"retry_in"` // milliseconds
+		}
+		if err := json.Unmarshal([]byte(line), &entry); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if entry.RetryIn > 500 {
+			t.Errorf("retry %d waits %.0f ms after a cut that made progress; want the first step (<= 500 ms)", retries, entry.RetryIn)
+		}
+	}
+	if retries < 5 {
+		t.Fatalf("%d cuts retried; the double should cut the chunk many times", retries)
+	}
+	b := e.open()
+	exactlyOnce(t, "audit stream", read(t, b.JS, b.Cfg.AuditStream), e.sim.AllEventIDs())
+}

@@ -43,7 +43,8 @@ type job struct {
 	sid       string
 	notBefore time.Time
 	attempt   int
-	missing   bool // the last attempt found no recording
+	missing   bool  // the last attempt found no recording
+	next      int64 // the saved next index when the last attempt failed
 }
 
 func newSessions(in *ingester) *sessions {
@@ -219,6 +220,12 @@ func (s *sessions) finish(ctx context.Context, j job, err error) {
 		s.forget(j.sid, "gave_up")
 		return
 	}
+	// A stream cut after progress starts the backoff over: only failures
+	// in a row make the wait grow.
+	if ss.Next > j.next {
+		j.attempt = 0
+	}
+	j.next = ss.Next
 	// Several tries fit in the TTL however short it is configured.
 	b := min(retryDelay(missingRetryMin, missingRetryMax, j.attempt), max(ttl/4, 100*time.Millisecond))
 	if missing {
