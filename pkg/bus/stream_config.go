@@ -8,11 +8,13 @@ import (
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 )
 
-// Default names used when the [nats] section leaves them empty.
+// Default names used when the [nats] section leaves them empty: the same as
+// config.Default, so a consumer that builds its NATSConfig by hand finds the
+// streams ingest created with the defaults.
 const (
-	DefaultAuditStream   = "AUDIT"
-	DefaultSessionStream = "SESSIONS"
-	DefaultStateBucket   = "STATE"
+	DefaultAuditStream   = "TELEPORT_AUDIT"
+	DefaultSessionStream = "TELEPORT_SESSIONS"
+	DefaultStateBucket   = "teleport_event_bus"
 	// DeadLetterSuffix is appended to the audit stream's name to name the
 	// dead-letter stream.
 	DeadLetterSuffix = "_DEADLETTER"

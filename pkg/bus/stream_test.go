@@ -68,7 +68,7 @@ func TestEnsureStreamsIncompatible(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := b.EnsureStreams(ctx)
-	if err == nil || !strings.Contains(err.Error(), `"AUDIT"`) || !strings.Contains(err.Error(), "subjects") {
+	if err == nil || !strings.Contains(err.Error(), `"`+DefaultAuditStream+`"`) || !strings.Contains(err.Error(), "subjects") {
 		t.Fatalf("EnsureStreams over a stream with other subjects: err = %v, want one naming the stream and its subjects", err)
 	}
 	// The existing stream is untouched.
@@ -84,7 +84,7 @@ func TestEnsureStreamsIncompatible(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = b.EnsureStreams(ctx)
-	if err == nil || !strings.Contains(err.Error(), `"AUDIT"`) || !strings.Contains(err.Error(), "storage") {
+	if err == nil || !strings.Contains(err.Error(), `"`+DefaultAuditStream+`"`) || !strings.Contains(err.Error(), "storage") {
 		t.Fatalf("EnsureStreams over a memory stream: err = %v, want one naming the stream and storage", err)
 	}
 	t.Logf("error: %v", err)
@@ -99,7 +99,7 @@ func TestEnsureStreamsReplicasRefused(t *testing.T) {
 	// A single server cannot hold 3 replicas: JetStream refuses the change.
 	b.Cfg.Replicas = 3
 	err := b.EnsureStreams(ctx)
-	if err == nil || !strings.Contains(err.Error(), `"AUDIT"`) || !strings.Contains(err.Error(), "replicas 1 → 3") {
+	if err == nil || !strings.Contains(err.Error(), `"`+DefaultAuditStream+`"`) || !strings.Contains(err.Error(), "replicas 1 → 3") {
 		t.Fatalf("err = %v, want one naming the stream and the replicas change", err)
 	}
 	t.Logf("error: %v", err)
@@ -156,7 +156,17 @@ func TestCreateMissingStreamsIncompatible(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := b.CreateMissingStreams(ctx)
-	if err == nil || !strings.Contains(err.Error(), `"SESSIONS"`) || !strings.Contains(err.Error(), "subjects") {
+	if err == nil || !strings.Contains(err.Error(), `"`+DefaultSessionStream+`"`) || !strings.Contains(err.Error(), "subjects") {
 		t.Fatalf("err = %v, want one naming the stream and its subjects", err)
+	}
+}
+
+func TestDefaultsMatchTheConfigDefaults(t *testing.T) {
+	want := config.Default().NATS
+	got := WithDefaults(config.NATSConfig{})
+	if got.AuditStream != want.AuditStream || got.SessionStream != want.SessionStream || got.StateBucket != want.StateBucket || got.Listen != want.Listen {
+		t.Errorf("bus defaults %q %q %q %q differ from config defaults %q %q %q %q",
+			got.AuditStream, got.SessionStream, got.StateBucket, got.Listen,
+			want.AuditStream, want.SessionStream, want.StateBucket, want.Listen)
 	}
 }
