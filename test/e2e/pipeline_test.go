@@ -24,6 +24,13 @@ const mb = 1 << 20
 // rssLimit bounds the peak RSS of the pipeline's own processes.
 const rssLimit = 150 * mb
 
+// embeddedRSSLimit bounds an ingest that runs the embedded NATS server: the
+// server's JetStream dedup index (every message id of the duplicate window,
+// 2 min by default) and block caches live in the same process. Measured
+// 158–242 MB at 100k events; ingest alone stays under rssLimit with an
+// external server (see the ingest benchmark).
+const embeddedRSSLimit = 300 * mb
+
 // runSpec is what teleport-sim holds for a scenario, and how long the
 // scenario may take.
 type runSpec struct {
@@ -305,7 +312,7 @@ func (r *e2eRun) checkStreams() {
 
 // checkRSS logs every process's peak RSS and asserts the pipeline's own
 // processes (ingest, fluentd-sink, audit-tail) stayed under limit (0: log
-// only). The test doubles hold every event in memory by design: their
+// only); an ingest, which embeds the NATS server, under embeddedRSSLimit. The test doubles hold every event in memory by design: their
 // figures are logged only.
 func (r *e2eRun) checkRSS(limit int64) {
 	r.t.Helper()
@@ -320,8 +327,12 @@ func (r *e2eRun) checkRSS(limit int64) {
 	var line []string
 	for _, n := range names {
 		line = append(line, fmt.Sprintf("%s %.1f MB", n, float64(peak[n])/mb))
-		if limit > 0 && !isSim(n) && peak[n] > limit {
-			r.t.Errorf("%s: peak RSS %.1f MB, want under %.0f MB", n, float64(peak[n])/mb, float64(limit)/mb)
+		bound := limit
+		if strings.HasPrefix(n, "ingest") && bound > 0 {
+			bound = max(bound, embeddedRSSLimit)
+		}
+		if bound > 0 && !isSim(n) && peak[n] > bound {
+			r.t.Errorf("%s: peak RSS %.1f MB, want under %.0f MB", n, float64(peak[n])/mb, float64(bound)/mb)
 		}
 	}
 	r.t.Logf("peak RSS: %s", strings.Join(line, ", "))
