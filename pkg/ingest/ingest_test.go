@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/logging/logtest"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/teleport"
 	"github.com/teleport-event-bus/teleport-event-bus/test/teleportsim"
 )
@@ -197,24 +197,6 @@ func sessionIDs(sim *teleportsim.Server) []string {
 	return out
 }
 
-// syncBuffer is a log sink tests can read while ingest writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestBackfillBulkExport(t *testing.T) {
 	now := time.Now().UTC()
 	e := newEnv(t, teleportsim.Options{Seed: 1, Events: 2000, Sessions: 10, From: now.Add(-4 * 24 * time.Hour), To: now})
@@ -232,7 +214,7 @@ func TestBackfillOlderServer(t *testing.T) {
 	e := newEnv(t, teleportsim.Options{Seed: 2, Events: 2000, Sessions: 8, From: now.Add(-50 * time.Hour), To: now, Older: true})
 	e.cfg.Batch = 100
 	e.cfg.WindowSize = 12 * time.Hour
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	if err := e.run(zerolog.New(logs)); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -327,7 +309,7 @@ func TestSessionsUploadLagMissingAndOversize(t *testing.T) {
 		UploadLag: 1500 * time.Millisecond, MissingRecordingRate: 0.25,
 	})
 	e.cfg.Ingest.MissingRecordingTTL = 4 * time.Second
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	if err := e.run(zerolog.New(logs)); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -383,7 +365,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 	now := time.Now().UTC()
 	e := newEnv(t, teleportsim.Options{Seed: 8, Events: 400, Sessions: 3, From: now.Add(-26 * time.Hour), To: now})
 	e.cfg.DryRun = true
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	if err := e.run(zerolog.New(logs)); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -430,7 +412,7 @@ func TestExitOnLastEventDoesNotWaitDaysForMissingRecordings(t *testing.T) {
 	now := time.Now().UTC()
 	e := newEnv(t, teleportsim.Options{Seed: 15, Events: 60, Sessions: 10, From: now.Add(-time.Hour), To: now, MissingRecordingRate: 0.4})
 	e.cfg.Ingest.MissingRecordingTTL = 48 * time.Hour
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	if err := e.run(zerolog.New(logs)); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -469,7 +451,7 @@ func TestCursorStartsSearchPagingThere(t *testing.T) {
 		t.Fatalf("first page: %d events, next %q, %v", len(first), next, err)
 	}
 	e.cfg.Cursor = next
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	if err := e.run(zerolog.New(logs)); err != nil {
 		t.Fatalf("Run: %v", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/logging/logtest"
 	"github.com/teleport-event-bus/teleport-event-bus/test/teleportsim"
 )
 
@@ -124,7 +125,7 @@ func TestStandbyTakesOver(t *testing.T) {
 	}
 	setLease(time.Now().Add(time.Hour))
 
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Log(logs.String())
@@ -171,7 +172,7 @@ func TestTeleportFaultsLoseNothing(t *testing.T) {
 				Seed: 12, Events: 400, Sessions: 3, From: now.Add(-40 * time.Hour), To: now, Older: older,
 				Faults: teleportsim.Faults{UnavailableRate: 0.1, RateLimitRate: 0.05, CutAfter: 40},
 			})
-			logs := &syncBuffer{}
+			logs := &logtest.Buffer{}
 			if err := e.run(zerolog.New(logs)); err != nil {
 				t.Fatalf("Run: %v", err)
 			}
@@ -252,7 +253,7 @@ func TestLeaderThatLosesTheLeaseStandsBy(t *testing.T) {
 	e.cfg.ExitOnLastEvent = false
 	e.cfg.Ingest.LeaseTTL = time.Second
 	b := e.shared()
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, e.cfg, zerolog.New(logs)) }()
@@ -289,7 +290,7 @@ func TestTeleportRestartMidBackfill(t *testing.T) {
 		Faults: teleportsim.Faults{Latency: 2 * time.Millisecond}})
 	e.cfg.Ingest.MaxInFlight = 32
 	b := e.shared()
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -320,7 +321,7 @@ func TestCutStreamsDoNotGrowTheBackoff(t *testing.T) {
 		Seed: 21, Events: 600, From: now.Add(-2 * time.Hour), To: now, ChunksPerDate: 1,
 		Faults: teleportsim.Faults{CutAfter: 60},
 	})
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	if err := e.run(zerolog.New(logs)); err != nil {
 		t.Fatalf("Run: %v", err)
 	}

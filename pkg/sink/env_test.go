@@ -1,7 +1,6 @@
 package sink
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -21,6 +20,7 @@ import (
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/certs"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/fluentd"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/logging/logtest"
 	"github.com/teleport-event-bus/teleport-event-bus/test/fluentdsim"
 )
 
@@ -186,13 +186,13 @@ type running struct {
 	metrics *Metrics
 	cancel  context.CancelFunc
 	done    chan error
-	logs    *syncBuffer
+	logs    *logtest.Buffer
 }
 
 // start runs a sink on its own NATS connection, as a separate process would.
 func (e *env) start(cfg *config.Config) *running {
 	e.t.Helper()
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	var send Sender
 	if !cfg.DryRun {
 		c, err := fluentd.New(cfg.Fluentd, zerolog.New(logs))
@@ -207,7 +207,7 @@ func (e *env) start(cfg *config.Config) *running {
 
 // startWith is start with another Sender than a Fluentd client, logging
 // into logs.
-func (e *env) startWith(cfg *config.Config, send Sender, logs *syncBuffer) *running {
+func (e *env) startWith(cfg *config.Config, send Sender, logs *logtest.Buffer) *running {
 	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	b, err := bus.Open(ctx, cfg.NATS, "", "sink", zerolog.Nop(), false)
@@ -330,24 +330,6 @@ func counter(t testing.TB, c prometheus.Collector) float64 {
 		}
 	}
 	return sum
-}
-
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // readDeadLetters returns the messages stored in the dead-letter stream.

@@ -19,6 +19,7 @@ import (
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/fluentd"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/logging/logtest"
 	"github.com/teleport-event-bus/teleport-event-bus/test/fluentdsim"
 )
 
@@ -402,7 +403,7 @@ func TestNATSUnreachable(t *testing.T) {
 	cfg := newTestConfig()
 	cfg.NATS.URL = "nats://" + addr
 
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -440,7 +441,7 @@ func TestNATSComesUpLater(t *testing.T) {
 	addr := freeAddr(t)
 	cfg := *e.cfg
 	cfg.NATS.URL = "nats://" + addr
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -495,7 +496,7 @@ func TestNATSRefusedCredentialsFailsAtOnce(t *testing.T) {
 	cfg := newTestConfig()
 	cfg.NATS.URL = emb.ClientURL()
 	cfg.NATS.User, cfg.NATS.Password = "sink", "wrong"
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err = Run(ctx, cfg, zerolog.New(logs))
@@ -554,7 +555,7 @@ func TestSlowFluentdGetsFullBatches(t *testing.T) {
 	e.cfg.Sink.BatchWait = 20 * time.Millisecond
 	e.publishAudit(0, events)
 	send := &slowSender{latency: 25 * time.Millisecond}
-	r := e.startWith(e.cfg, send, &syncBuffer{})
+	r := e.startWith(e.cfg, send, &logtest.Buffer{})
 	eventually(t, 60*time.Second, "every event sent", func() bool { return send.records.Load() >= events })
 	eventually(t, 10*time.Second, "all acked", func() bool { return e.consumerIdle(e.cfg.NATS.AuditStream, e.cfg.Sink.AuditConsumer) })
 	if err := r.stop(t); err != nil {
@@ -589,7 +590,7 @@ func TestRunLeavesStreamSettingsAlone(t *testing.T) {
 	}
 	e.publishAudit(0, 50)
 	e.cfg.ExitOnLastEvent = true
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	if err := Run(ctx, e.cfg, zerolog.New(logs)); err != nil {
 		t.Fatalf("Run: %v", err)
 	}

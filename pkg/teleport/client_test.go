@@ -1,12 +1,10 @@
 package teleport
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/logging/logtest"
 	"github.com/teleport-event-bus/teleport-event-bus/test/teleportsim"
 )
 
@@ -109,7 +108,7 @@ func TestWrongCAIsReportedAsSuch(t *testing.T) {
 
 func TestUnreachableServerGivesUpAfterRetries(t *testing.T) {
 	_, id := startSim(t, teleportsim.Options{Seed: 5, Events: 5}, time.Hour)
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	_, err := connect(t, config.TeleportConfig{Addr: []string{"127.0.0.1:1"}, Identity: id, ConnectRetries: 2}, zerolog.New(logs))
 	if err == nil || !strings.Contains(err.Error(), "giving up after 2 attempts") {
 		t.Fatalf("Connect to a closed port: %v; want giving up after 2 attempts", err)
@@ -178,7 +177,7 @@ func drain(t *testing.T, open func(context.Context, string, int64) (chan *auditl
 
 func TestIdentityReloadedWhenTheFileChanges(t *testing.T) {
 	sim, id := startSim(t, teleportsim.Options{Seed: 7, Events: 5}, time.Hour)
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	c, err := connect(t, config.TeleportConfig{Addr: []string{sim.Addr()}, Identity: id, RefreshEnabled: true, RefreshInterval: 20 * time.Millisecond}, zerolog.New(logs))
 	if err != nil {
 		t.Fatal(err)
@@ -211,23 +210,6 @@ func TestBackoffGrowsWithJitterAndCaps(t *testing.T) {
 	if d := b.Next(); d > 100*time.Millisecond {
 		t.Errorf("after Reset: %s", d)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestCheckIdentityNoticesAnExpiredFile(t *testing.T) {

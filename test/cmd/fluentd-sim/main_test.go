@@ -20,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/certs"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/logging/logtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -113,35 +114,16 @@ func TestBadInvocations(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the command's writes and the test's
-// reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 var readyRE = regexp.MustCompile(`fluentd-sim ready url=(\S+) stats=(\S+)`)
 
 // startRun runs the command until the returned cancel is called; it
 // returns the two URLs from the ready line.
-func startRun(t *testing.T, args []string) (url, stats string, out *syncBuffer, stop func() error) {
+func startRun(t *testing.T, args []string) (url, stats string, out *logtest.Buffer, stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out = &syncBuffer{}
+	out = &logtest.Buffer{}
 	errc := make(chan error, 1)
-	go func() { errc <- run(ctx, args, out, &syncBuffer{}) }()
+	go func() { errc <- run(ctx, args, out, &logtest.Buffer{}) }()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if m := readyRE.FindStringSubmatch(out.String()); m != nil {
