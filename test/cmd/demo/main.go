@@ -55,7 +55,7 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, o options, out io.Writer) error {
+func run(ctx context.Context, o options, out io.Writer) (err error) {
 	bin, err := filepath.Abs(o.bin)
 	if err != nil {
 		return err
@@ -81,8 +81,9 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	defer func() {
-		if bad := p.StopAll(30 * time.Second); len(bad) > 0 {
-			fmt.Fprintf(out, "demo: did not stop cleanly: %s\n", strings.Join(bad, ", "))
+		// Leave nothing running, and say so when a part did not stop cleanly.
+		if bad := p.StopAll(30 * time.Second); len(bad) > 0 && err == nil {
+			err = fmt.Errorf("did not stop cleanly: %s; logs are in %s", strings.Join(bad, ", "), p.LogDir)
 		}
 		if !o.keep && err == nil {
 			os.RemoveAll(dir)
