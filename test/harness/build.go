@@ -10,7 +10,7 @@ import (
 )
 
 // Commands are the binaries the harness runs, by name.
-var Commands = []string{"ingest", "fluentd-sink", "configure", "teleport-sim", "fluentd-sim", "nats-server", "audit-tail"}
+var Commands = []string{"ingest", "fluentd-sink", "configure", "teleport-sim", "fluentd-sim", "nats-server", "audit-tail", "demo"}
 
 // packages maps a command to its package path in the module.
 var packages = map[string]string{
@@ -21,6 +21,7 @@ var packages = map[string]string{
 	"fluentd-sim":  "./test/cmd/fluentd-sim",
 	"nats-server":  "./test/cmd/nats-server",
 	"audit-tail":   "./test/cmd/audit-tail",
+	"demo":         "./test/cmd/demo",
 }
 
 // RepoRoot finds the module root above the working directory.

@@ -1,0 +1,47 @@
+package e2e
+
+import (
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestDemo runs what `make demo` runs, smaller, and reads its table as a
+// new user would: every event delivered, nothing duplicated or
+// dead-lettered, nothing left running.
+func TestDemo(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "demo")
+	cmd := exec.Command(filepath.Join(binDir, "demo"), "--bin", binDir, "--dir", dir, "--events", "3000", "--sessions", "12")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	table := string(out)
+	row := func(label string) string {
+		m := regexp.MustCompile(`(?m)` + regexp.QuoteMeta(label) + `\s+(\S+( / \S+)?)\s*$`).FindStringSubmatch(table)
+		if m == nil {
+			t.Fatalf("demo output has no %q row:\n%s", label, table)
+		}
+		return m[1]
+	}
+	if got := row("audit events"); got != "3000" {
+		t.Errorf("in Teleport: %s audit events, want 3000", got)
+	}
+	if got := row("test.log"); got != "3000" {
+		t.Errorf("delivered to test.log: %s, want 3000", got)
+	}
+	if sessions, delivered := row("session events (print skipped)"), row("session.*.log"); sessions != delivered || sessions == "0" {
+		t.Errorf("session events: %s in Teleport, %s delivered", sessions, delivered)
+	}
+	if got := row("at Fluentd / in the stream"); got != "0 / 0" {
+		t.Errorf("duplicates %s, want 0 / 0", got)
+	}
+	if got := row("deadletter.>"); got != "0" {
+		t.Errorf("dead letters %s, want 0", got)
+	}
+	if !strings.Contains(table, "delivered in") {
+		t.Errorf("demo output lacks the summary line:\n%s", table)
+	}
+}
