@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -312,12 +313,22 @@ func Post(ctx context.Context, method, url, body string) error {
 	return nil
 }
 
-// FreePort asks the kernel for a free loopback port.
+// FreePort finds a free loopback port for a process started later. It
+// draws from below the kernel's ephemeral range (32768 and up on Linux), so
+// the many listeners that other processes open on port 0 meanwhile cannot
+// take it before the process binds it.
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	const lo, hi = 20000, 32767
+	var last error
+	for range 100 {
+		port := lo + rand.IntN(hi-lo+1)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			last = err
+			continue
+		}
+		l.Close()
+		return port, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, fmt.Errorf("no free port in %d..%d: %w", lo, hi, last)
 }

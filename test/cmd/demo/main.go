@@ -106,10 +106,11 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 
 	began := time.Now()
 	step(out, "ingest: embedded NATS JetStream on %s, storage %s", p.NATSListen, p.Storage)
-	if _, err := p.StartIngest(ctx, "ingest", "--start-time", from.Format(time.RFC3339)); err != nil {
+	ing, err := p.StartIngest(ctx, "ingest", "--start-time", from.Format(time.RFC3339))
+	if err != nil {
 		return fail(err)
 	}
-	insp, err := connect(ctx, p)
+	insp, err := connect(ctx, p, ing)
 	if err != nil {
 		return fail(err)
 	}
@@ -162,11 +163,15 @@ type fluentdStats struct {
 	DuplicatesTotal int64
 }
 
-func connect(ctx context.Context, p *harness.Pipeline) (*harness.Inspector, error) {
+// connect waits for the embedded NATS server of ingest to answer.
+func connect(ctx context.Context, p *harness.Pipeline, ingest *harness.Proc) (*harness.Inspector, error) {
 	for {
 		insp, err := harness.NewInspector(ctx, "", p.NATSListen)
 		if err == nil {
 			return insp, nil
+		}
+		if exited, code := ingest.Exited(); exited {
+			return nil, fmt.Errorf("ingest exited (code %d) before its NATS server answered\n%s", code, ingest.Tail(10))
 		}
 		select {
 		case <-ctx.Done():
