@@ -391,24 +391,22 @@ func replaceAll(s string, pairs []string) (string, error) {
 	return s, nil
 }
 
-// freePorts picks n distinct free TCP ports on 127.0.0.1. The cluster's
-// nodes must know each other's route ports before they start, so port 0
-// cannot be used; the ports are released just before the servers bind them.
+// freePorts picks n distinct free TCP ports on 127.0.0.1 with FreePort. The
+// cluster's nodes must know each other's route ports before they start, so
+// port 0 cannot be used; ports below the ephemeral range also stay free for
+// a node restarted after a kill.
 func freePorts(n int) ([]int, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
 	ports := make([]int, 0, n)
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	seen := make(map[int]bool, n)
+	for len(ports) < n {
+		p, err := FreePort()
 		if err != nil {
 			return nil, fmt.Errorf("pick a free port: %w", err)
 		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+		if !seen[p] {
+			seen[p] = true
+			ports = append(ports, p)
+		}
 	}
 	return ports, nil
 }
