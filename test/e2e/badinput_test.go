@@ -182,14 +182,8 @@ type badCase struct {
 // and configuration), exactly one error line on stderr naming the problem,
 // and never a panic or a stack trace.
 func TestBadInput(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	dir := t.TempDir()
-	p, err := harness.NewPipeline(ctx, binDir, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.StopAll(10 * time.Second) })
+	ctx, p := newPipeline(t, 5*time.Minute)
+	dir := p.Dir
 	if err := p.StartTeleport(ctx, "--events", "50", "--sessions", "2"); err != nil {
 		t.Fatal(err)
 	}

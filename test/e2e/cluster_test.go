@@ -32,14 +32,8 @@ func TestClusterNodeLoss(t *testing.T) {
 	if os.Getenv("SOAK") == "1" {
 		events, sessions = 200000, 300
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-	dir := t.TempDir()
-	p, err := harness.NewPipeline(ctx, binDir, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.StopAll(10 * time.Second)
+	ctx, p := newPipeline(t, 8*time.Minute)
+	dir := p.Dir
 	cluster, err := harness.StartNATSCluster(ctx, filepath.Join(binDir, "nats-server"), filepath.Join(dir, "nats"))
 	if err != nil {
 		t.Fatal(err)
@@ -279,13 +273,7 @@ func streamIDs(ctx context.Context, t *testing.T, insp *harness.Inspector, strea
 // 1 against R3 streams exits: "JetStream refused the change (replicas 3 →
 // 1)"; with an unrestricted user it would scale the streams down to R1.)
 func TestSinkLeavesStreamSettingsAlone(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	p, err := harness.NewPipeline(ctx, binDir, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.StopAll(10 * time.Second)
+	ctx, p := newPipeline(t, 2*time.Minute)
 	if err := p.StartTeleport(ctx, "--events", "50", "--sessions", "2"); err != nil {
 		t.Fatal(err)
 	}

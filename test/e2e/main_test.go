@@ -59,3 +59,18 @@ func run(m *testing.M) int {
 	}
 	return 0
 }
+
+// newPipeline runs configure into a temporary directory and returns the
+// pipeline with a context that ends after timeout. At the end of the test
+// every part still running is stopped, before the context is cancelled.
+func newPipeline(t *testing.T, timeout time.Duration) (context.Context, *harness.Pipeline) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	p, err := harness.NewPipeline(ctx, binDir, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.StopAll(10 * time.Second) })
+	return ctx, p
+}

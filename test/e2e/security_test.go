@@ -28,14 +28,8 @@ const defaultNATSPort = 4222
 // listens on is bound to a loopback address — and that the NATS port cannot
 // be reached through this machine's other addresses.
 func TestSecurityEmbeddedNATSLoopbackOnly(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	dir := t.TempDir()
-	p, err := harness.NewPipeline(ctx, binDir, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.StopAll(10 * time.Second)
+	ctx, p := newPipeline(t, 2*time.Minute)
+	dir := p.Dir
 	if err := p.StartTeleport(ctx, "--events", "20", "--sessions", "1"); err != nil {
 		t.Fatal(err)
 	}
@@ -109,13 +103,7 @@ func TestSecurityEmbeddedNATSLoopbackOnly(t *testing.T) {
 // wrong token, and a fluentd-sink without credentials — are refused, while
 // the right token gets in.
 func TestSecurityNATSAuthRequired(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	p, err := harness.NewPipeline(ctx, binDir, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.StopAll(10 * time.Second)
+	ctx, p := newPipeline(t, 2*time.Minute)
 	if err := p.StartTeleport(ctx, "--events", "20", "--sessions", "1"); err != nil {
 		t.Fatal(err)
 	}
@@ -167,14 +155,8 @@ func TestSecurityNATSAuthRequired(t *testing.T) {
 // session recordings, stops the sink before it sends anything, unless
 // --insecure-http says so.
 func TestSecuritySinkRefusesPlainHTTP(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	dir := t.TempDir()
-	p, err := harness.NewPipeline(ctx, binDir, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.StopAll(10 * time.Second)
+	ctx, p := newPipeline(t, 2*time.Minute)
+	dir := p.Dir
 	if err := p.StartFluentd(ctx, "--plain-http"); err != nil {
 		t.Fatal(err)
 	}
