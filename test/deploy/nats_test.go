@@ -117,20 +117,7 @@ func isPermissionDenied(err error, logs *logBuffer) bool {
 // processes and checks what each role may do, then that publishing goes on
 // with one node killed.
 func TestNATSClusterRoles(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a 3-node NATS cluster")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
-	defer cancel()
-	binDir := t.TempDir()
-	if err := harness.Build(ctx, binDir, "nats-server"); err != nil {
-		t.Fatal(err)
-	}
-	cluster, err := harness.StartNATSCluster(ctx, binDir+"/nats-server", t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Stop()
+	ctx, cluster := startCluster(t, 150*time.Second)
 
 	// ingest: creates the R3 streams and the state bucket, publishes.
 	ingestLogs := &logBuffer{}
@@ -399,20 +386,7 @@ func consumeAndAck(ctx context.Context, t *testing.T, c jetstream.Consumer, n in
 // Teleport test server: every NATS operation it needs (streams, the state
 // bucket, the lease, export and session progress) must be allowed.
 func TestNATSClusterIngestUser(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a 3-node NATS cluster")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	binDir := t.TempDir()
-	if err := harness.Build(ctx, binDir, "nats-server"); err != nil {
-		t.Fatal(err)
-	}
-	cluster, err := harness.StartNATSCluster(ctx, binDir+"/nats-server", t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Stop()
+	ctx, cluster := startCluster(t, 120*time.Second)
 
 	now := time.Now().UTC()
 	sim, err := teleportsim.Start(ctx, teleportsim.Options{Seed: 8, Events: 120, Sessions: 3, From: now.Add(-26 * time.Hour), To: now})
@@ -456,4 +430,26 @@ func TestNATSClusterIngestUser(t *testing.T) {
 	if sessions.State.Msgs == 0 {
 		t.Error("no session recording events in the session stream")
 	}
+}
+
+// startCluster builds the module's nats-server and starts the deploy/nats
+// cluster with it, stopped at the end of the test; the context ends after
+// timeout.
+func startCluster(t *testing.T, timeout time.Duration) (context.Context, *harness.NATSCluster) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a 3-node NATS cluster")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	binDir := t.TempDir()
+	if err := harness.Build(ctx, binDir, "nats-server"); err != nil {
+		t.Fatal(err)
+	}
+	cluster, err := harness.StartNATSCluster(ctx, binDir+"/nats-server", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Stop)
+	return ctx, cluster
 }
