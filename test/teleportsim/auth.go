@@ -55,7 +55,8 @@ func (a *authService) events(from, to time.Time, eventTypes []string, limit int3
 	if err != nil {
 		return nil, err
 	}
-	items, lastKey, err := page(a.s.st, q, func(ev apievents.AuditEvent) (*apievents.OneOf, int, error) {
+	items, lastKey, err := page(a.s.st, q, func(h hit) (*apievents.OneOf, int, error) {
+		ev := a.s.st.render(h)
 		o, err := apievents.ToOneOf(ev)
 		if err != nil {
 			return nil, 0, status.Errorf(codes.Internal, "convert event %s: %v", ev.GetID(), err)

@@ -67,6 +67,11 @@ type Options struct {
 	// sealed and listed by GetEventExportChunks (default 1s).
 	LiveChunkAge time.Duration
 
+	// Prerender renders every backfill event on all cores before Start
+	// returns, so that serving them later costs little CPU (events are
+	// otherwise rendered when first served, and kept).
+	Prerender bool
+
 	// DenyLocks makes UpsertLock answer PermissionDenied, as Teleport does
 	// for a role without lock create/update.
 	DenyLocks bool

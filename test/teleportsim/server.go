@@ -71,6 +71,12 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("simulated teleport: listen on %s: %w", opts.Addr, err)
 	}
+	if opts.Prerender {
+		if err := s.st.prerender(ctx); err != nil {
+			_ = lis.Close()
+			return nil, fmt.Errorf("simulated teleport: %w", err)
+		}
+	}
 	s.addr = lis.Addr().String()
 	runCtx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
@@ -91,6 +97,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 func (s *Server) serve(lis net.Listener) {
 	g := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(s.creds.tlsConfig())),
+		grpc.ForceServerCodecV2(newWireCodec()),
 		grpc.ChainUnaryInterceptor(s.faults.unary),
 		grpc.ChainStreamInterceptor(s.faults.stream),
 	)

@@ -125,6 +125,8 @@ type store struct {
 	dates    map[int64]*dateChunks
 	counts   [numKinds]int
 	rng      *rand.Rand // for live events and stragglers
+
+	enc encodings // has its own lock
 }
 
 func newRand(seed uint64, stream ...uint64) *rand.Rand {

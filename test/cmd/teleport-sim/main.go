@@ -80,6 +80,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&c.opts.Older, "older", false, "behave like Teleport v13-v16: no bulk export, no unstructured session stream")
 	fs.Float64Var(&c.opts.LiveRate, "live-rate", 0, "audit events per second appended while running")
 	fs.DurationVar(&c.opts.LiveChunkAge, "live-chunk-age", time.Second, "how long a live export chunk collects events before it is listed")
+	fs.BoolVar(&c.opts.Prerender, "prerender", false, "render every backfill event on all cores before serving, so serving costs little CPU")
 	fs.BoolVar(&c.opts.DenyLocks, "deny-locks", false, "answer UpsertLock with access denied")
 	fs.Float64Var(&c.opts.Faults.UnavailableRate, "error-rate", 0, "fraction of calls answered Unavailable")
 	fs.Float64Var(&c.opts.Faults.RateLimitRate, "rate-limit-rate", 0, "fraction of calls answered ResourceExhausted \"rate limit exceeded\"")

@@ -109,7 +109,7 @@ func TestServesAndReports(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"--out", dir, "--port", "0", "--events", "300", "--sessions", "10",
-			"--from", "2025-03-01", "--to", "2025-03-03", "--seed", "5", "--huge-events", "0"}, &stdout, &stderr)
+			"--from", "2025-03-01", "--to", "2025-03-03", "--seed", "5", "--huge-events", "0", "--prerender"}, &stdout, &stderr)
 	}()
 	controlAddr := waitFile(t, filepath.Join(dir, "control-addr"), done)
 	addr := waitFile(t, filepath.Join(dir, "addr"), done)
