@@ -8,6 +8,7 @@ import (
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/teleport"
 )
 
 // sessionUploadType is the event that says a recording is ready.
@@ -15,40 +16,20 @@ const sessionUploadType = "session.upload"
 
 // toEvent turns a Teleport event into a bus event. The body is the event's
 // unstructured JSON as Teleport returned it.
-func toEvent(u *auditlogpb.EventUnstructured) (bus.Event, error) {
-	if u == nil {
-		return bus.Event{}, fmt.Errorf("empty event from teleport")
-	}
-	body := appendStruct(make([]byte, 0, 512), u.GetUnstructured())
-	e := bus.Event{
-		ID:    u.GetId(),
-		Type:  u.GetType(),
-		JSON:  body,
-		Index: u.GetIndex(),
-	}
-	if ts := u.GetTime(); ts != nil {
-		e.Time = ts.AsTime().UTC()
-	}
-	if e.Type == "" {
-		e.Type = stringField(u, "event")
-	}
-	return e, nil
+func toEvent(u teleport.Event) bus.Event {
+	return bus.Event{ID: u.ID, Type: u.Type, JSON: u.JSON, Index: u.Index, Time: u.Time}
 }
 
-// toSessionEvent is toEvent for one event of session sid's recording.
+// toSessionEvent converts one event of session sid's recording.
 func toSessionEvent(sid string, u *auditlogpb.EventUnstructured) (bus.Event, error) {
-	e, err := toEvent(u)
+	te, err := teleport.FromProto(u)
 	if err != nil {
-		return e, fmt.Errorf("session %s: %w", sid, err)
+		return bus.Event{}, fmt.Errorf("session %s: %w", sid, err)
 	}
+	e := toEvent(te)
 	e.Session = true
 	e.SessionID = sid
 	return e, nil
-}
-
-// stringField returns a top-level string field of the event ("" if absent).
-func stringField(u *auditlogpb.EventUnstructured, key string) string {
-	return u.GetUnstructured().GetFields()[key].GetStringValue()
 }
 
 // filter decides which audit events are published: `types` (when set)

@@ -170,7 +170,7 @@ func (x *exporter) exportChunk(ctx context.Context, date time.Time, chunk string
 		if err := tr.failed(); err != nil {
 			return err
 		}
-		if err := handleAudit(ctx, in, item.GetEvent(), tr, item.GetCursor(), &published); err != nil {
+		if err := handleAudit(ctx, in, item.Event, tr, item.Cursor, &published); err != nil {
 			return fmt.Errorf("export %s chunk %q: %w", date.Format(time.DateOnly), chunk, err)
 		}
 		if time.Since(last) >= commitEvery {

@@ -84,7 +84,11 @@ func (s *searcher) publishPage(ctx context.Context, page []*auditlogpb.EventUnst
 		if err := tr.failed(); err != nil {
 			break
 		}
-		if err := handleAudit(ctx, s.in, u, tr, u.GetId(), &published); err != nil {
+		e, err := teleport.FromProto(u)
+		if err != nil {
+			return "", err
+		}
+		if err := handleAudit(ctx, s.in, e, tr, u.GetId(), &published); err != nil {
 			return "", err
 		}
 	}
@@ -112,17 +116,14 @@ func afterID(page []*auditlogpb.EventUnstructured, lastID string) []*auditlogpb.
 // handleAudit filters one audit event and publishes it, registering its
 // session recording first when it is a session.upload, so the recording
 // job is in the state before the event's position can be saved.
-func handleAudit[P any](ctx context.Context, in *ingester, u *auditlogpb.EventUnstructured, tr *tracker[P], pos P, published *atomic.Int64) error {
-	e, err := toEvent(u)
-	if err != nil {
-		return err
-	}
+func handleAudit[P any](ctx context.Context, in *ingester, u teleport.Event, tr *tracker[P], pos P, published *atomic.Int64) error {
+	e := toEvent(u)
 	if !in.filter.keep(e.Type, e.Time) {
 		tr.skipped(pos)
 		return nil
 	}
 	if e.Type == sessionUploadType {
-		if sid := stringField(u, "sid"); sid != "" {
+		if sid := u.SID; sid != "" {
 			if err := in.sessions.add(ctx, sid, e.Time); err != nil {
 				return err
 			}

@@ -22,6 +22,7 @@ import (
 	"github.com/gravitational/teleport/api/types"
 	"github.com/gravitational/teleport/api/types/events"
 	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 )
@@ -47,7 +48,7 @@ type AuditLog interface {
 	GetEventExportChunks(ctx context.Context, req *auditlogpb.GetEventExportChunksRequest) stream.Stream[*auditlogpb.EventExportChunk]
 	// ExportUnstructuredEvents streams one chunk's events, each with a
 	// resume cursor.
-	ExportUnstructuredEvents(ctx context.Context, req *auditlogpb.ExportUnstructuredEventsRequest) stream.Stream[*auditlogpb.ExportEventUnstructured]
+	ExportUnstructuredEvents(ctx context.Context, req *auditlogpb.ExportUnstructuredEventsRequest) stream.Stream[ExportedEvent]
 	// StreamUnstructuredSessionEvents streams a session recording from
 	// startIndex.
 	StreamUnstructuredSessionEvents(ctx context.Context, sessionID string, startIndex int64) (chan *auditlogpb.EventUnstructured, chan error)
@@ -313,9 +314,25 @@ func (c *Client) GetEventExportChunks(ctx context.Context, req *auditlogpb.GetEv
 	return c.cur.Load().GetEventExportChunks(ctx, req)
 }
 
-// ExportUnstructuredEvents implements AuditLog.
-func (c *Client) ExportUnstructuredEvents(ctx context.Context, req *auditlogpb.ExportUnstructuredEventsRequest) stream.Stream[*auditlogpb.ExportEventUnstructured] {
-	return c.cur.Load().ExportUnstructuredEvents(ctx, req)
+// ExportUnstructuredEvents implements AuditLog. It makes the api client's
+// call on the same connection (its interceptors turn gRPC errors into
+// trace errors as usual), with a codec that decodes each item straight
+// into an Event (see wire.go).
+func (c *Client) ExportUnstructuredEvents(ctx context.Context, req *auditlogpb.ExportUnstructuredEventsRequest) stream.Stream[ExportedEvent] {
+	ctx, cancel := context.WithCancel(ctx) // Done cancels a stream left early
+	s, err := auditlogpb.NewAuditLogServiceClient(c.cur.Load().GetConnection()).
+		ExportUnstructuredEvents(ctx, req, grpc.ForceCodecV2(exportCodec{}))
+	if err != nil {
+		cancel()
+		return stream.Fail[ExportedEvent](err)
+	}
+	return stream.Func(func() (ExportedEvent, error) {
+		var f exportFrame
+		if err := s.RecvMsg(&f); err != nil {
+			return ExportedEvent{}, err // io.EOF at the end
+		}
+		return f.item, nil
+	}, cancel)
 }
 
 // StreamUnstructuredSessionEvents implements AuditLog.

@@ -1,4 +1,4 @@
-package ingest
+package teleport
 
 import (
 	"encoding/json"
