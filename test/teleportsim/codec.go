@@ -15,23 +15,19 @@ const (
 	exportCursorField protowire.Number = 2 // ExportEventUnstructured.cursor
 )
 
-// preEncoded is a response whose protobuf wire encoding is already built.
-// The server codec sends its bytes as they are, so serving a stored event
-// costs a copy instead of a JSON round trip and a proto marshal.
+// preEncoded is a response whose protobuf wire encoding is already built,
+// in parts sent one after the other. The server codec sends them as they
+// are, so serving a stored event neither renders nor copies it.
 type preEncoded struct {
-	wire []byte
+	parts [][]byte
 }
 
 // exportEvent is ExportEventUnstructured{Event: event, Cursor: cursor} on the
 // wire, where event is the encoding of an EventUnstructured.
 func exportEvent(event []byte, cursor string) *preEncoded {
-	size := protowire.SizeTag(exportEventField) + protowire.SizeBytes(len(event)) +
-		protowire.SizeTag(exportCursorField) + protowire.SizeBytes(len(cursor))
-	b := make([]byte, 0, size)
-	b = protowire.AppendTag(b, exportEventField, protowire.BytesType)
-	b = protowire.AppendBytes(b, event)
-	b = appendString(b, exportCursorField, cursor)
-	return &preEncoded{wire: b}
+	head := protowire.AppendTag(nil, exportEventField, protowire.BytesType)
+	head = protowire.AppendVarint(head, uint64(len(event)))
+	return &preEncoded{parts: [][]byte{head, event, appendString(nil, exportCursorField, cursor)}}
 }
 
 // appendString appends a proto3 string field, which is left out when empty
@@ -59,8 +55,12 @@ func newWireCodec() wireCodec {
 func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if p, ok := v.(*preEncoded); ok {
 		// SliceBuffer is not pooled: gRPC's Free after the write leaves the
-		// bytes alone, so p.wire may be shared.
-		return mem.BufferSlice{mem.SliceBuffer(p.wire)}, nil
+		// bytes alone, so the parts may be shared.
+		out := make(mem.BufferSlice, 0, len(p.parts))
+		for _, part := range p.parts {
+			out = append(out, mem.SliceBuffer(part))
+		}
+		return out, nil
 	}
 	return c.proto.Marshal(v)
 }

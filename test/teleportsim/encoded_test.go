@@ -1,6 +1,7 @@
 package teleportsim
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"testing"
@@ -136,7 +137,7 @@ func TestExportEventWire(t *testing.T) {
 		}
 		for _, cursor := range []string{encodeCursor("0123456789abcdef0001", id), ""} {
 			var got auditlogpb.ExportEventUnstructured
-			if err := proto.Unmarshal(exportEvent(b, cursor).wire, &got); err != nil {
+			if err := proto.Unmarshal(wireOf(exportEvent(b, cursor)), &got); err != nil {
 				t.Fatalf("event %d, cursor %q: %v", id, cursor, err)
 			}
 			want := &auditlogpb.ExportEventUnstructured{Event: slowEvent(t, st, uint32(id)), Cursor: cursor}
@@ -160,7 +161,7 @@ func TestExportEventBytes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := exportEvent(b, cursor).wire; string(got) != string(want) {
+		if got := wireOf(exportEvent(b, cursor)); string(got) != string(want) {
 			t.Errorf("cursor %q: wire %x, proto.Marshal %x", cursor, got, want)
 		}
 	}
@@ -180,7 +181,7 @@ func TestFieldNumbers(t *testing.T) {
 func TestWireCodec(t *testing.T) {
 	c := newWireCodec()
 	raw := []byte{0x0a, 0x00, 0x12, 0x01, 'x'}
-	data, err := c.Marshal(&preEncoded{wire: raw})
+	data, err := c.Marshal(&preEncoded{parts: [][]byte{raw[:2], raw[2:]}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,3 +279,6 @@ func TestEncodedConcurrently(t *testing.T) {
 		}
 	}
 }
+
+// wireOf joins a pre-encoded message's parts, as gRPC sends them.
+func wireOf(p *preEncoded) []byte { return bytes.Join(p.parts, nil) }
