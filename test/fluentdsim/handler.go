@@ -54,7 +54,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	tag := strings.ReplaceAll(strings.TrimPrefix(r.URL.Path, "/"), "/", ".")
-	res, err := parseBody(buf.Bytes(), tag, time.Now().UTC(), f.Poison, s.store.needJSON())
+	p := parserPool.Get().(*recordParser)
+	defer putParser(p)
+	p.reset(tag, time.Now().UTC(), f.Poison, s.store.needJSON())
+	res, err := p.body(buf.Bytes())
 	if err != nil {
 		s.answer(w, http.StatusBadRequest, err.Error())
 		return
@@ -80,6 +83,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.answer(w, http.StatusOK, "")
+}
+
+// putParser returns p to the pool, unless a huge body grew its buffers.
+func putParser(p *recordParser) {
+	if cap(p.records) > 1<<14 {
+		return
+	}
+	clear(p.records[:cap(p.records)])
+	p.poison = nil
+	parserPool.Put(p)
 }
 
 // readBody reads the (possibly gzip- or deflate-encoded) body into buf,

@@ -3,6 +3,7 @@ package fluentdsim
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -150,4 +151,42 @@ func FuzzParseBody(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestReusedParserMatchesFresh feeds one recordParser, as the handler's
+// pool does, a run of varied bodies (good, refused half-way, dropped,
+// different tags and sizes) and checks each result against a fresh parse.
+func TestReusedParserMatchesFresh(t *testing.T) {
+	now := time.Date(2025, 6, 7, 8, 9, 10, 0, time.UTC)
+	poison := []Poison{{Field: "p", Value: "1"}}
+	bodies := []struct{ tag, body string }{
+		{"test.log", string(benchBody(5, 0))},
+		{"test.log", `[{"uid":"a"},{"uid":"b","time":"bad"},{"uid":"c"}]`},
+		{"test.log", `{"uid":"single","time":"2024-01-02T03:04:05Z"}`},
+		{"session.s1.log", `[{"ei":1},{"ei":2,"sid":"other"},7,{"p":1}]`},
+		{"session.s1.log", `[{"ei":3},"x",{"ei":4}]`},
+		{"test.log", `not json`},
+		{"test.log", `[]`},
+		{"test.log", string(benchBody(2, 100))},
+	}
+	var reused recordParser
+	for round := range 2 {
+		for i, b := range bodies {
+			for _, keep := range []bool{false, true} {
+				want, wantErr := parseBody([]byte(b.body), b.tag, now, poison, keep)
+				reused.reset(b.tag, now, poison, keep)
+				got, gotErr := reused.body([]byte(b.body))
+				if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) || got.dropped != want.dropped || len(got.records) != len(want.records) {
+					t.Fatalf("round %d body %d keep=%v: got %d records, dropped %d, err %v; want %d, %d, %v",
+						round, i, keep, len(got.records), got.dropped, gotErr, len(want.records), want.dropped, wantErr)
+				}
+				for j := range want.records {
+					g, w := got.records[j], want.records[j]
+					if g.id != w.id || !g.time.Equal(w.time) || g.size != w.size || !bytes.Equal(g.json, w.json) {
+						t.Fatalf("round %d body %d record %d: got %+v, want %+v", round, i, j, g, w)
+					}
+				}
+			}
+		}
+	}
 }

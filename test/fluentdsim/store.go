@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"hash/maphash"
 	"os"
 	"sync"
 	"time"
@@ -26,20 +27,79 @@ type Record struct {
 	JSON json.RawMessage
 }
 
-// tagStore is what one tag holds, compactly: a bench run stores millions
-// of records.
+// tagStore is what one tag holds. A bench run stores millions of records,
+// so the store holds no pointer per record for the garbage collector to
+// trace on every cycle: the ids are packed into one byte slice that records
+// point into by offset, and duplicates are found through a map keyed by the
+// id's hash (compared in full on a hit, so a hash collision is never taken
+// for a duplicate).
 type tagStore struct {
-	records    []storedRecord
-	jsons      [][]byte // records[i]'s JSON, with KeepRecords
-	ids        map[string]int
+	records []storedRecord
+	jsons   [][]byte // records[i]'s JSON, with KeepRecords
+	// idBytes holds every record's id, back to back.
+	idBytes []byte
+	// firstByHash maps an id's hash to the first record stored with that id.
+	firstByHash map[uint64]int
+	// collided holds the ids whose hash an earlier, different id has: they
+	// are told apart by their text.
+	collided   map[string]struct{}
+	hash       func(id string) uint64
 	duplicates int64
 }
 
-// storedRecord is a Record without its tag and JSON.
+// storedRecord is a Record without its tag and JSON; its id is
+// idBytes[idStart:idEnd].
 type storedRecord struct {
-	unix int64
-	id   string
-	size int
+	unix    int64
+	idStart int
+	idEnd   int
+	size    int
+}
+
+// newTagStore returns an empty tagStore hashing ids with hash.
+func newTagStore(hash func(id string) uint64) *tagStore {
+	return &tagStore{firstByHash: map[uint64]int{}, hash: hash}
+}
+
+// newIDHash returns a hash for ids with a random seed.
+func newIDHash() func(id string) uint64 {
+	seed := maphash.MakeSeed()
+	return func(id string) uint64 { return maphash.String(seed, id) }
+}
+
+// id is record i's id.
+func (ts *tagStore) id(i int) []byte {
+	r := ts.records[i]
+	return ts.idBytes[r.idStart:r.idEnd]
+}
+
+// add appends one record and reports whether its id (when it has one) was
+// stored before under this tag.
+func (ts *tagStore) add(unix int64, id string, size int) (duplicate bool) {
+	i := len(ts.records)
+	start := len(ts.idBytes)
+	ts.idBytes = append(ts.idBytes, id...)
+	ts.records = append(ts.records, storedRecord{unix: unix, idStart: start, idEnd: len(ts.idBytes), size: size})
+	if id == "" {
+		return false
+	}
+	h := ts.hash(id)
+	first, seen := ts.firstByHash[h]
+	switch {
+	case !seen:
+		ts.firstByHash[h] = i
+		return false
+	case string(ts.id(first)) == id:
+		return true
+	}
+	if _, ok := ts.collided[id]; ok {
+		return true
+	}
+	if ts.collided == nil {
+		ts.collided = map[string]struct{}{}
+	}
+	ts.collided[id] = struct{}{}
+	return false
 }
 
 // store keeps the records per tag, in the order they were stored, and
@@ -48,6 +108,7 @@ type store struct {
 	keep bool
 
 	mu     sync.Mutex
+	idHash func(id string) uint64
 	tags   map[string]*tagStore
 	total  int64
 	dups   int64
@@ -60,7 +121,7 @@ type store struct {
 }
 
 func newStore(keep bool, jsonlPath string) (*store, error) {
-	st := &store{keep: keep, tags: map[string]*tagStore{}, changed: make(chan struct{})}
+	st := &store{keep: keep, idHash: newIDHash(), tags: map[string]*tagStore{}, changed: make(chan struct{})}
 	if jsonlPath != "" {
 		f, err := os.OpenFile(jsonlPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 		if err != nil {
@@ -83,20 +144,16 @@ func (st *store) add(tag string, recs []parsed) error {
 	defer st.mu.Unlock()
 	ts := st.tags[tag]
 	if ts == nil {
-		ts = &tagStore{ids: map[string]int{}}
+		ts = newTagStore(st.idHash)
 		st.tags[tag] = ts
 	}
 	for _, r := range recs {
-		ts.records = append(ts.records, storedRecord{unix: r.time.Unix(), id: r.id, size: r.size})
+		if ts.add(r.time.Unix(), r.id, r.size) {
+			ts.duplicates++
+			st.dups++
+		}
 		if st.keep {
 			ts.jsons = append(ts.jsons, r.json)
-		}
-		if r.id != "" {
-			if ts.ids[r.id] > 0 {
-				ts.duplicates++
-				st.dups++
-			}
-			ts.ids[r.id]++
 		}
 	}
 	st.total += int64(len(recs))
@@ -138,7 +195,7 @@ func (st *store) records(tag string) []Record {
 	}
 	out := make([]Record, len(ts.records))
 	for i, r := range ts.records {
-		out[i] = Record{Tag: tag, Time: time.Unix(r.unix, 0).UTC(), ID: r.id, Size: r.size}
+		out[i] = Record{Tag: tag, Time: time.Unix(r.unix, 0).UTC(), ID: string(ts.id(i)), Size: r.size}
 		if i < len(ts.jsons) {
 			out[i].JSON = ts.jsons[i]
 		}
@@ -155,8 +212,10 @@ func (st *store) ids(tag string) map[string]int {
 		if tag != "" && t != tag {
 			continue
 		}
-		for id, n := range ts.ids {
-			out[id] += n
+		for i := range ts.records {
+			if id := ts.id(i); len(id) > 0 {
+				out[string(id)]++
+			}
 		}
 	}
 	return out
