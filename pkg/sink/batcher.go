@@ -60,6 +60,9 @@ type Batcher struct {
 	open map[string]*Batch
 }
 
+// maxPrealloc bounds the items a new batch makes room for at once.
+const maxPrealloc = 1024
+
 // Add puts it into the open batch for its URL, opening one if there is none.
 // It returns the batches that became ready: the previous batch when it comes
 // out full, or when it has no room left for this item.
@@ -75,7 +78,9 @@ func (b *Batcher) Add(it Item) []*Batch {
 		cur = nil
 	}
 	if cur == nil {
-		cur = &Batch{URL: it.URL, due: b.now().Add(b.Wait)}
+		// Sized for a full batch up front (within reason), so a batch
+		// does not reallocate its items as it fills.
+		cur = &Batch{URL: it.URL, due: b.now().Add(b.Wait), Items: make([]Item, 0, min(max(b.MaxEvents, 1), maxPrealloc))}
 		b.open[it.URL] = cur
 	}
 	cur.Items = append(cur.Items, it)
@@ -85,6 +90,13 @@ func (b *Batcher) Add(it Item) []*Batch {
 		delete(b.open, it.URL)
 	}
 	return ready
+}
+
+// justOpened reports whether url's open batch holds a single item: the one
+// just added opened it, and it waits to fill up.
+func (b *Batcher) justOpened(url string) bool {
+	cur := b.open[url]
+	return cur != nil && len(cur.Items) == 1
 }
 
 func (b *Batcher) now() time.Time {

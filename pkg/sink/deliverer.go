@@ -96,6 +96,11 @@ func (d *Deliverer) send(ctx context.Context, url string, items []Item) {
 // the server instead of fired and forgotten.
 func (d *Deliverer) ack(ctx context.Context, items []Item) {
 	late := time.Now().Add(-d.AckWait / 2)
+	// The delivered counter is added to once per run of items from one
+	// stream (a whole batch, in practice) rather than once per event: the
+	// labelled lookup costs more than the ack itself.
+	var stream string
+	acked := 0
 	for _, it := range items {
 		var err error
 		if d.AckWait > 0 && it.Received.Before(late) {
@@ -105,11 +110,22 @@ func (d *Deliverer) ack(ctx context.Context, items []Item) {
 		}
 		if err != nil {
 			d.Log.Warn().Err(err).Str("subject", it.Msg.Subject()).Msg("ack after delivery failed; JetStream will redeliver the event (a duplicate in Fluentd)")
-		} else {
-			d.Metrics.Delivered.WithLabelValues(it.Stream).Inc()
+			continue
 		}
+		if it.Stream != stream {
+			d.countDelivered(stream, acked)
+			stream, acked = it.Stream, 0
+		}
+		acked++
 	}
+	d.countDelivered(stream, acked)
 	d.Settled(len(items))
+}
+
+func (d *Deliverer) countDelivered(stream string, n int) {
+	if n > 0 {
+		d.Metrics.Delivered.WithLabelValues(stream).Add(float64(n))
+	}
 }
 
 // retry hands items back to JetStream for redelivery after a backoff that
