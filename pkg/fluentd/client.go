@@ -37,6 +37,9 @@ const (
 	DefaultMaxConns        = 8
 )
 
+// writeBufferSize is the connections' write buffer (see New).
+const writeBufferSize = 64 << 10
+
 // maxAnswer is how much of Fluentd's answer body a Result keeps; the rest is
 // read and discarded so the connection can be reused.
 const (
@@ -114,6 +117,10 @@ func New(cfg config.FluentdConfig, log zerolog.Logger, opts ...Option) (*Client,
 		MaxIdleConns:          2 * conns,
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
+		// A batch's body goes out through this buffer: with the default
+		// 4 KB, a 100-event array became a handful of small TLS records and
+		// write calls on each side; 64 KB sends it in full-size records.
+		WriteBufferSize: writeBufferSize,
 	}
 	c := &Client{
 		http: &http.Client{
