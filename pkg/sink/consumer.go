@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -135,37 +136,72 @@ func OpenOrdered(ctx context.Context, js jetstream.JetStream, src Source) (jetst
 // then drains what the client already buffered so those messages are
 // delivered rather than left to time out; once hard is done it stops
 // without draining (the rest is redelivered after the ack wait). It returns
-// nil on a clean stop.
+// nil on a clean stop, and an error when the consumer is deleted.
+//
+// emit runs in the client's delivery goroutine (Consume) rather than in a
+// loop of ours over Messages: that iterator arms and stops a heartbeat
+// timer for every message, a visible share of the sink's CPU at full
+// speed. emit is never called after fetch has returned.
 func fetch(ctx, hard context.Context, c jetstream.Consumer, src Source, buffer int, emit func(jetstream.Msg), log zerolog.Logger) error {
-	it, err := c.Messages(jetstream.PullMaxMessages(buffer))
+	var (
+		// gate holds back fetch's return while emit runs, and emit once
+		// fetch has returned (the caller takes no items after that).
+		gate   sync.Mutex
+		closed bool
+	)
+	handler := func(m jetstream.Msg) {
+		gate.Lock()
+		defer gate.Unlock()
+		if !closed {
+			emit(m)
+		}
+	}
+	deleted := make(chan error, 1)
+	onError := func(_ jetstream.ConsumeContext, err error) {
+		switch {
+		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
+			select {
+			case deleted <- err:
+			default:
+			}
+		case errors.Is(err, jetstream.ErrConnectionClosed) || ctx.Err() != nil:
+			// The end of the connection or of the sink, not a problem to
+			// report.
+		default:
+			// Heartbeats missed while NATS reconnects and similar: the
+			// client recovers by itself.
+			log.Warn().Err(err).Str("stream", src.Stream).Str("consumer", src.Consumer).Msg("pulling messages")
+		}
+	}
+	cc, err := c.Consume(handler, jetstream.PullMaxMessages(buffer), jetstream.ConsumeErrHandler(onError))
 	if err != nil {
 		return fmt.Errorf("pull from consumer %q on stream %q: %w", src.Consumer, src.Stream, err)
 	}
-	defer context.AfterFunc(ctx, it.Drain)()
-	defer context.AfterFunc(hard, it.Stop)()
-	defer it.Stop()
-	for {
-		msg, err := it.Next()
-		switch {
-		case err == nil:
-			emit(msg)
-		case errors.Is(err, jetstream.ErrMsgIteratorClosed):
-			return nil
-		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
-			return fmt.Errorf("pull from consumer %q on stream %q: %w", src.Consumer, src.Stream, err)
-		default:
-			// Heartbeats missed while NATS reconnects and similar: the
-			// iterator recovers by itself.
-			log.Warn().Err(err).Str("stream", src.Stream).Str("consumer", src.Consumer).Msg("pulling messages")
-			if ctx.Err() != nil {
-				return nil
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
+	defer func() {
+		cc.Stop()
+		gate.Lock()
+		closed = true
+		gate.Unlock()
+	}()
+	done := cc.Closed()
+	failed := func(err error) error {
+		return fmt.Errorf("pull from consumer %q on stream %q: %w", src.Consumer, src.Stream, err)
 	}
+	select {
+	case <-ctx.Done():
+		cc.Drain()
+	case err := <-deleted:
+		return failed(err)
+	case <-done:
+		return nil
+	}
+	select {
+	case <-done:
+	case <-hard.Done():
+	case err := <-deleted:
+		return failed(err)
+	}
+	return nil
 }
 
 // pending is the consumer's backlog: messages not yet delivered plus those
