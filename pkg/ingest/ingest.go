@@ -37,7 +37,11 @@ type ingester struct {
 	sessions *sessions
 	filter   filter
 	start    time.Time
+	pruned   time.Time // when finished session jobs were last pruned
 }
+
+// pruneEvery is how often finished session jobs are looked for.
+const pruneEvery = time.Hour
 
 // Run reads Teleport and publishes onto the bus until ctx ends (nil is
 // returned then), or, with exit-on-last-event, until it has caught up and
@@ -268,6 +272,7 @@ func (in *ingester) read(ctx context.Context) error {
 		case err == nil:
 			b.Reset()
 			in.prog.caughtUp.Store(true)
+			in.prune(ctx)
 			if in.cfg.ExitOnLastEvent {
 				return in.drain(ctx)
 			}
@@ -292,6 +297,23 @@ func (in *ingester) read(ctx context.Context) error {
 		default:
 			return err
 		}
+	}
+}
+
+// prune removes finished session jobs from the state, at most once per
+// pruneEvery. A failure is logged and tried again next time.
+func (in *ingester) prune(ctx context.Context) {
+	if time.Since(in.pruned) < pruneEvery {
+		return
+	}
+	in.pruned = time.Now()
+	n, err := pruneSessions(ctx, in.st, time.Now())
+	if err != nil {
+		in.log.Warn().Err(err).Int("removed", n).Msg("removing finished session jobs from the state failed")
+		return
+	}
+	if n > 0 {
+		in.log.Info().Int("removed", n).Dur("older_than", keepFinished).Msg("removed finished session jobs from the state")
 	}
 }
 

@@ -209,7 +209,7 @@ func (s *sessions) finish(ctx context.Context, j job, err error) {
 	}
 	missing := teleport.IsNotFound(err)
 	if time.Since(ss.FirstSeen) >= ttl {
-		ss.GaveUp, ss.Reason = true, err.Error()
+		ss.GaveUp, ss.Reason, ss.Finished = true, err.Error(), time.Now().UTC()
 		if perr := s.in.st.put(ctx, sessionKey(j.sid), ss); perr != nil {
 			log.Error().Err(perr).Msg("saving a given-up session job failed; it will be tried again on restart")
 		}
@@ -239,6 +239,48 @@ func (s *sessions) finish(ctx context.Context, j job, err error) {
 	s.mu.Lock()
 	s.queue = append(s.queue, j)
 	s.mu.Unlock()
+}
+
+// keepFinished is how long a finished session job stays in the state. While
+// it is there, reading its session.upload again (a chunk resumed after a
+// crash re-reads up to a second of events) does not stream the recording
+// twice; after a day the upload event lies far behind every saved
+// position, and the entry would only make the state grow for good.
+const keepFinished = 24 * time.Hour
+
+// legacyKeep is keepFinished for entries saved before jobs recorded when
+// they finished: counted from when ingest first saw the upload, past the
+// missing-recording TTL's default.
+const legacyKeep = 7 * 24 * time.Hour
+
+// pruneSessions removes the session jobs that finished (done or given up)
+// more than keepFinished before now, and returns how many it removed.
+func pruneSessions(ctx context.Context, st *state, now time.Time) (int, error) {
+	n := 0
+	for _, k := range st.keys(prefixSess) {
+		var ss sessionState
+		if _, err := st.get(k, &ss); err != nil {
+			return n, err
+		}
+		if !ss.Done && !ss.GaveUp {
+			continue
+		}
+		ended, keep := ss.Finished, keepFinished
+		if ended.IsZero() {
+			ended, keep = ss.FirstSeen, legacyKeep
+		}
+		if now.Sub(ended) < keep {
+			continue
+		}
+		if err := st.purge(ctx, k); err != nil {
+			return n, err
+		}
+		n++
+	}
+	if n > 0 {
+		return n, st.forgetDeleted(ctx)
+	}
+	return n, nil
 }
 
 // forget drops a finished job.
@@ -286,6 +328,9 @@ func (s *sessions) stream(ctx context.Context, sid string) error {
 			return nil
 		}
 		ss.Next, ss.Done = next, done
+		if done {
+			ss.Finished = time.Now().UTC()
+		}
 		ss.Events += published.Swap(0)
 		return in.st.put(ctx, key, ss)
 	}

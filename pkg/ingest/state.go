@@ -97,6 +97,19 @@ func (s *state) purge(ctx context.Context, key string) error {
 	return nil
 }
 
+// forgetDeleted drops the bucket's delete markers older than the KV
+// library's default threshold (30 minutes), so purged keys leave nothing
+// behind for good.
+func (s *state) forgetDeleted(ctx context.Context) error {
+	if s.kv == nil {
+		return nil
+	}
+	if err := s.kv.PurgeDeletes(ctx); err != nil {
+		return fmt.Errorf("%w: drop delete markers from bucket %q: %w", errBus, s.bucket, err)
+	}
+	return nil
+}
+
 // keys returns the keys starting with prefix.
 func (s *state) keys(prefix string) []string {
 	s.mu.Lock()
@@ -148,6 +161,8 @@ type (
 		GaveUp    bool      `json:"gave_up,omitempty"`
 		Reason    string    `json:"reason,omitempty"`
 		Events    int64     `json:"events,omitempty"`
+		// Finished is when the job ended (done or given up).
+		Finished time.Time `json:"finished,omitzero"`
 	}
 )
 
