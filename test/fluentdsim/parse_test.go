@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -189,4 +190,59 @@ func TestReusedParserMatchesFresh(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestFixedTimeMatchesParse: whenever the fast path reads a time, it is the
+// one time.Parse reads; it takes the usual Teleport times; and parseTime
+// with it answers as before on edge cases (time.Parse alone decides those).
+func TestFixedTimeMatchesParse(t *testing.T) {
+	cases := []string{
+		"2024-01-02T03:04:05.461Z", "2024-01-02T03:04:05", "2024-02-29T00:00:00", "2023-02-29T00:00:00",
+		"1900-02-29T00:00:00", "2000-02-29T23:59:59", "2024-04-31T00:00:00", "2024-12-31T23:59:59Z",
+		"2024-00-10T00:00:00", "2024-13-10T00:00:00", "2024-01-00T00:00:00", "2024-01-32T00:00:00",
+		"2024-01-02T24:00:00", "2024-01-02T23:60:00", "2024-01-02T23:59:60", "0000-01-01T00:00:00",
+		"2024-01-02T3:04:05Z", "2024-1-02T03:04:05", "+024-01-02T03:04:05", "2024-01-02 03:04:05",
+		"2024-01-02T03:04:0", "2024-01-02", "20x4-01-02T03:04:05", "2024-01-02T03:04:05+09:00",
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 100_000 {
+		b := []byte(fmt.Sprintf("%04d-%02d-%02dT%02d:%02d:%02d", rng.IntN(10000), rng.IntN(14), rng.IntN(33), rng.IntN(26), rng.IntN(62), rng.IntN(62)))
+		if rng.IntN(4) == 0 {
+			b[rng.IntN(len(b))] = "0123456789-T:+ x"[rng.IntN(16)]
+		}
+		cases = append(cases, string(b))
+	}
+	for _, s := range cases {
+		got, ok := fixedTime([]byte(s))
+		want, err := time.Parse(timeLayout, s[:min(len(s), len(timeLayout))])
+		if ok && (err != nil || !got.Equal(want) || got.Location() != want.Location()) {
+			t.Fatalf("fixedTime(%q) = %v, time.Parse: %v, %v", s, got, want, err)
+		}
+		raw := json.RawMessage(`"` + s + `"`)
+		gotT, gotErr := parseTime(raw)
+		wantT, wantErr := parseTimeSlow(raw)
+		if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) || !gotT.Equal(wantT) {
+			t.Fatalf("parseTime(%s) = %v, %v; without the fast path %v, %v", raw, gotT, gotErr, wantT, wantErr)
+		}
+	}
+	for _, s := range []string{"2024-01-02T03:04:05.461Z", "2026-11-25T10:00:00.000Z", "2000-02-29T23:59:59"} {
+		if _, ok := fixedTime([]byte(s)); !ok {
+			t.Errorf("fast path refused %q", s)
+		}
+	}
+}
+
+// parseTimeSlow is parseTime as it was before its fast path.
+func parseTimeSlow(raw json.RawMessage) (time.Time, error) {
+	s, ok := rawString(raw)
+	if !ok {
+		return time.Time{}, &badRequest{msg: "value must be string: " + string(raw)}
+	}
+	if len(s) >= len(timeLayout) {
+		if t, err := time.Parse(timeLayout, s[:len(timeLayout)]); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, &badRequest{msg: fmt.Sprintf(
+		"invalid time format: value = %s, error_class = ArgumentError, error = string doesn't match", s)}
 }

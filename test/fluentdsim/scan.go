@@ -11,13 +11,20 @@ import "bytes"
 type field struct{ key, val []byte }
 
 // is reports whether the field's key is name.
-func (f field) is(name string) bool {
+func (f field) is(name string) bool { return string(f.name()) == name }
+
+// name is the key without its quotes: a slice of the body, or the decoded
+// text when the key holds escapes (nil if those are invalid).
+func (f field) name() []byte {
 	k := f.key[1 : len(f.key)-1]
 	if bytes.IndexByte(k, '\\') < 0 {
-		return string(k) == name
+		return k
 	}
 	s, ok := rawString(f.key)
-	return ok && s == name
+	if !ok {
+		return nil
+	}
+	return []byte(s)
 }
 
 // scanObject appends the members of the object at b[i] to fields and
