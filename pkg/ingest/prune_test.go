@@ -8,21 +8,14 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/test/teleportsim"
 )
 
 func TestPruneSessionsForgetsFinishedJobsAfterADay(t *testing.T) {
 	e := newEnv(t, teleportsim.Options{Seed: 1, Events: 10})
-	b := e.open()
 	ctx := context.Background()
-	kv, err := b.State(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := newState(ctx, kv, "state")
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := loadState(t, e.open())
 	now := time.Now().UTC()
 	jobs := map[string]sessionState{
 		"done-25h":       {Done: true, Finished: now.Add(-25 * time.Hour)},
@@ -54,7 +47,7 @@ func TestPruneSessionsForgetsFinishedJobsAfterADay(t *testing.T) {
 		t.Errorf("in memory after pruning: %v, want %v", got, want)
 	}
 	// The bucket agrees: a new run loads only what is left.
-	again, err := newState(ctx, kv, "state")
+	again, err := newState(ctx, st.kv, "state")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,16 +69,7 @@ func TestFinishedSessionJobsRecordWhen(t *testing.T) {
 	if err := e.run(zerolog.Nop()); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	ctx := context.Background()
-	b := e.open()
-	kv, err := b.State(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := newState(ctx, kv, "state")
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := loadState(t, e.open())
 	keys := st.keys(prefixSess)
 	if len(keys) != 5 {
 		t.Fatalf("%d session jobs in the state, want 5", len(keys))
@@ -99,4 +83,19 @@ func TestFinishedSessionJobsRecordWhen(t *testing.T) {
 			t.Errorf("%s: done %v, finished %v; want done, finished during the run", k, ss.Done, ss.Finished)
 		}
 	}
+}
+
+// loadState reads ingest's state bucket from b.
+func loadState(t *testing.T, b *bus.Bus) *state {
+	t.Helper()
+	ctx := context.Background()
+	kv, err := b.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := newState(ctx, kv, "state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }

@@ -84,24 +84,23 @@ func decodeExportedFast(b []byte) (ExportedEvent, error) {
 	var x ExportedEvent
 	var event []byte
 	seen := false
-	for len(b) > 0 {
-		num, typ, v, rest, err := nextField(b)
-		if err != nil {
-			return x, err
-		}
-		b = rest
+	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		switch num {
 		case exportEventField:
 			if typ != protowire.BytesType || seen {
-				return x, errSlowPath // a second occurrence would be merged
+				return errSlowPath // a second occurrence would be merged
 			}
 			event, seen = v, true
 		case exportCursorField:
 			if typ != protowire.BytesType || !utf8.Valid(v) {
-				return x, errSlowPath
+				return errSlowPath
 			}
 			x.Cursor = string(v)
 		}
+		return nil
+	})
+	if err != nil {
+		return x, err
 	}
 	if !seen {
 		return x, errSlowPath // FromProto reports the missing event
@@ -116,16 +115,11 @@ func decodeEvent(b []byte) (Event, error) {
 	var e Event
 	var body []byte
 	seenBody, seenTime := false, false
-	for len(b) > 0 {
-		num, typ, v, rest, err := nextField(b)
-		if err != nil {
-			return e, err
-		}
-		b = rest
+	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		switch num {
 		case eventTypeField, eventIDField:
 			if typ != protowire.BytesType || !utf8.Valid(v) {
-				return e, errSlowPath
+				return errSlowPath
 			}
 			if num == eventTypeField {
 				e.Type = string(v)
@@ -134,24 +128,26 @@ func decodeEvent(b []byte) (Event, error) {
 			}
 		case eventTimeField:
 			if typ != protowire.BytesType || seenTime {
-				return e, errSlowPath
+				return errSlowPath
 			}
 			t, err := decodeTimestamp(v)
-			if err != nil {
-				return e, err
-			}
 			e.Time, seenTime = t, true
+			return err
 		case eventIndexField:
 			if typ != protowire.VarintType {
-				return e, errSlowPath
+				return errSlowPath
 			}
 			e.Index = int64(varint(v))
 		case eventUnstructuredField:
 			if typ != protowire.BytesType || seenBody {
-				return e, errSlowPath
+				return errSlowPath
 			}
 			body, seenBody = v, true
 		}
+		return nil
+	})
+	if err != nil {
+		return e, err
 	}
 	w := wireWriter{out: make([]byte, 0, len(body)+len(body)/4+16)}
 	var top topFields
@@ -168,14 +164,9 @@ func decodeEvent(b []byte) (Event, error) {
 // decodeTimestamp decodes a google.protobuf.Timestamp as AsTime does.
 func decodeTimestamp(b []byte) (time.Time, error) {
 	var secs, nanos int64
-	for len(b) > 0 {
-		num, typ, v, rest, err := nextField(b)
-		if err != nil {
-			return time.Time{}, err
-		}
-		b = rest
+	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		if (num == timestampSecondsField || num == timestampNanosField) && typ != protowire.VarintType {
-			return time.Time{}, errSlowPath
+			return errSlowPath
 		}
 		switch num {
 		case timestampSecondsField:
@@ -183,8 +174,9 @@ func decodeTimestamp(b []byte) (time.Time, error) {
 		case timestampNanosField:
 			nanos = int64(int32(varint(v)))
 		}
-	}
-	return time.Unix(secs, nanos).UTC(), nil
+		return nil
+	})
+	return time.Unix(secs, nanos).UTC(), err
 }
 
 // nextField splits the first field off b: its number, wire type, value
@@ -215,6 +207,22 @@ func nextField(b []byte) (protowire.Number, protowire.Type, []byte, []byte, erro
 	return num, typ, v, b[n:], nil
 }
 
+// eachField calls f with every field of b, in order, until a field is
+// malformed or f returns an error.
+func eachField(b []byte, f func(num protowire.Number, typ protowire.Type, v []byte) error) error {
+	for len(b) > 0 {
+		num, typ, v, rest, err := nextField(b)
+		if err != nil {
+			return err
+		}
+		if err := f(num, typ, v); err != nil {
+			return err
+		}
+		b = rest
+	}
+	return nil
+}
+
 // varint decodes a varint that nextField already checked.
 func varint(v []byte) uint64 {
 	x, _ := protowire.ConsumeVarint(v)
@@ -238,23 +246,19 @@ func (w *wireWriter) object(b []byte, depth int, top *topFields) error {
 	}
 	var small [24]entry
 	entries := small[:0]
-	for len(b) > 0 {
-		num, typ, v, rest, err := nextField(b)
-		if err != nil {
-			return err
-		}
-		b = rest
+	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		if num != structFieldsField {
-			continue // an unknown field
+			return nil // an unknown field
 		}
 		if typ != protowire.BytesType {
 			return errSlowPath
 		}
 		e, err := mapEntry(v)
-		if err != nil {
-			return err
-		}
 		entries = append(entries, e)
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	slices.SortFunc(entries, func(a, b entry) int { return bytes.Compare(a.key, b.key) })
 	w.out = append(w.out, '{')
@@ -288,26 +292,22 @@ func (w *wireWriter) object(b []byte, depth int, top *topFields) error {
 func mapEntry(b []byte) (entry, error) {
 	var e entry
 	seenValue := false
-	for len(b) > 0 {
-		num, typ, v, rest, err := nextField(b)
-		if err != nil {
-			return e, err
-		}
-		b = rest
+	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		switch num {
 		case mapKeyField:
 			if typ != protowire.BytesType || !utf8.Valid(v) {
-				return e, errSlowPath
+				return errSlowPath
 			}
 			e.key = v
 		case mapValueField:
 			if typ != protowire.BytesType || seenValue {
-				return e, errSlowPath
+				return errSlowPath
 			}
 			e.value, seenValue = v, true
 		}
-	}
-	return e, nil
+		return nil
+	})
+	return e, err
 }
 
 // value writes a Value; one with no kind set is null, as in appendValue.
@@ -315,19 +315,18 @@ func (w *wireWriter) value(b []byte, depth int) error {
 	var kind protowire.Number
 	var typ protowire.Type
 	var v []byte
-	for len(b) > 0 {
-		num, t, p, rest, err := nextField(b)
-		if err != nil {
-			return err
-		}
-		b = rest
+	err := eachField(b, func(num protowire.Number, t protowire.Type, p []byte) error {
 		if num < valueNullField || num > valueListField {
-			continue // an unknown field
+			return nil // an unknown field
 		}
 		if kind != 0 {
 			return errSlowPath // the oneof set twice
 		}
 		kind, typ, v = num, t, p
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if kind != 0 && typ != valueWireType(kind) {
 		return errSlowPath
@@ -376,14 +375,9 @@ func (w *wireWriter) list(b []byte, depth int) error {
 	}
 	w.out = append(w.out, '[')
 	first := true
-	for len(b) > 0 {
-		num, typ, v, rest, err := nextField(b)
-		if err != nil {
-			return err
-		}
-		b = rest
+	err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		if num != listValuesField {
-			continue
+			return nil
 		}
 		if typ != protowire.BytesType {
 			return errSlowPath
@@ -392,27 +386,22 @@ func (w *wireWriter) list(b []byte, depth int) error {
 			w.out = append(w.out, ',')
 		}
 		first = false
-		if err := w.value(v, depth+1); err != nil {
-			return err
-		}
-	}
+		return w.value(v, depth+1)
+	})
 	w.out = append(w.out, ']')
-	return nil
+	return err
 }
 
 // stringValue is the string of a Value that value wrote as a string.
 func stringValue(b []byte) string {
-	for len(b) > 0 {
-		num, _, v, rest, err := nextField(b)
-		if err != nil {
-			return ""
-		}
+	var s string
+	_ = eachField(b, func(num protowire.Number, _ protowire.Type, v []byte) error {
 		if num == valueStringField {
-			return string(v)
+			s = string(v)
 		}
-		b = rest
-	}
-	return ""
+		return nil
+	})
+	return s
 }
 
 // exportCodec is the gRPC codec of ingest's export stream: requests are
