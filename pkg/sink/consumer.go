@@ -184,22 +184,27 @@ func fetch(ctx, hard context.Context, c jetstream.Consumer, src Source, buffer i
 		gate.Unlock()
 	}()
 	done := cc.Closed()
-	failed := func(err error) error {
-		return fmt.Errorf("pull from consumer %q on stream %q: %w", src.Consumer, src.Stream, err)
-	}
 	select {
 	case <-ctx.Done():
 		cc.Drain()
-	case err := <-deleted:
-		return failed(err)
+		select {
+		case <-done:
+		case <-hard.Done():
+		case err = <-deleted:
+		}
+	case err = <-deleted:
 	case <-done:
-		return nil
 	}
-	select {
-	case <-done:
-	case <-hard.Done():
-	case err := <-deleted:
-		return failed(err)
+	if err == nil {
+		// The client stops by itself after reporting a deleted consumer:
+		// done may have been seen first.
+		select {
+		case err = <-deleted:
+		default:
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("pull from consumer %q on stream %q: %w", src.Consumer, src.Stream, err)
 	}
 	return nil
 }

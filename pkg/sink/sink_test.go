@@ -611,3 +611,22 @@ func TestRunLeavesStreamSettingsAlone(t *testing.T) {
 		t.Errorf("the sink changed stream settings:\n%s", logs)
 	}
 }
+
+// TestDeletedConsumerStopsTheSink: someone deletes the durable consumer
+// under a running sink; Run returns an error that names it instead of
+// waiting for messages that will never come.
+func TestDeletedConsumerStopsTheSink(t *testing.T) {
+	e := newEnv(t, fluentdsim.Options{})
+	e.publishAudit(0, 50)
+	r := e.start(e.cfg)
+	e.waitStored(50, 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.bus.JS.DeleteConsumer(ctx, e.cfg.NATS.AuditStream, e.cfg.Sink.AuditConsumer); err != nil {
+		t.Fatalf("delete consumer: %v", err)
+	}
+	err := r.wait(t, 30*time.Second)
+	if err == nil || !strings.Contains(err.Error(), e.cfg.Sink.AuditConsumer) {
+		t.Fatalf("Run = %v, want an error naming consumer %q", err, e.cfg.Sink.AuditConsumer)
+	}
+}
