@@ -85,9 +85,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.answer(w, http.StatusOK, "")
 }
 
-// putParser returns p to the pool, unless a huge body grew its buffers.
+// maxPooledRecords is the largest record buffer kept for the next request:
+// one huge body should not pin its buffer for good.
+const maxPooledRecords = 1 << 14
+
+// putParser returns p to the pool, without the references it holds.
 func putParser(p *recordParser) {
-	if cap(p.records) > 1<<14 {
+	if cap(p.records) > maxPooledRecords {
 		return
 	}
 	clear(p.records[:cap(p.records)])
