@@ -52,10 +52,14 @@ func TestIngestKilledDuringBackfill(t *testing.T) {
 	t.Logf("fluentd duplicates after %d ingest kills: %d", kills, dups)
 }
 
-// sinkUnacked bounds what a default fluentd-sink holds unacknowledged:
-// its pull buffer (2 × batch size × in-flight, see pkg/sink), the batches in
-// flight, the one being filled and the channel feeding it.
-func sinkUnacked() int { return 2*sinkBatch*sinkInFlight + sinkInFlight*sinkBatch + 2*sinkBatch }
+// sinkUnacked bounds what a default fluentd-sink holds unacknowledged: for
+// each of its two consumers (audit, sessions) the pull buffer (2 × batch
+// size × in-flight, see pkg/sink), the batch being filled and a full one
+// waiting for a request slot; and the batches in flight.
+func sinkUnacked() int {
+	const consumers = 2
+	return consumers*(2*sinkBatch*sinkInFlight+2*sinkBatch) + sinkInFlight*sinkBatch
+}
 
 // TestSinkKilledDuringDelivery kills fluentd-sink with SIGKILL at 10 random
 // moments of the delivery and restarts it: Fluentd has every event, and
