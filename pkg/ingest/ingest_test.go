@@ -384,8 +384,11 @@ func TestDryRunChangesNothing(t *testing.T) {
 }
 
 func TestStatusShowsStreamsProgressSessionsAndLease(t *testing.T) {
-	now := time.Now().UTC()
-	e := newEnv(t, teleportsim.Options{Seed: 11, Events: 300, Sessions: 4, From: now.Add(-5 * 24 * time.Hour), To: now})
+	// Whole days up to yesterday, so the newest date has events whatever
+	// the time of day (just after midnight, today has none yet).
+	today := utcDate(time.Now())
+	yesterday := today.AddDate(0, 0, -1)
+	e := newEnv(t, teleportsim.Options{Seed: 11, Events: 300, Sessions: 4, From: today.AddDate(0, 0, -5), To: today.Add(-time.Minute)})
 	if err := e.run(zerolog.Nop()); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -397,7 +400,7 @@ func TestStatusShowsStreamsProgressSessionsAndLease(t *testing.T) {
 	total := len(e.sim.AllEventIDs())
 	for _, want := range []string{
 		"AUDIT", "SESSIONS", strconv.Itoa(total),
-		utcDate(now).Format(time.DateOnly), "Start time: " + e.cfg.StartTime.Format(time.RFC3339),
+		yesterday.Format(time.DateOnly), "Start time: " + e.cfg.StartTime.Format(time.RFC3339),
 		"Session jobs: 4 done, 0 given up, 0 pending", "Lease: free", "closed", "open",
 	} {
 		if !strings.Contains(text, want) {
