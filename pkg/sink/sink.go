@@ -327,12 +327,7 @@ func (s *Sink) open(ctx context.Context) ([]consumer, error) {
 	}
 	var out []consumer
 	for _, src := range srcs {
-		var c jetstream.Consumer
-		if s.cfg.DryRun {
-			c, err = OpenOrdered(ctx, s.js, src)
-		} else {
-			c, err = OpenConsumer(ctx, s.js, src, s.sc)
-		}
+		c, err := s.openConsumer(ctx, src)
 		if err != nil {
 			return nil, err
 		}
@@ -340,6 +335,51 @@ func (s *Sink) open(ctx context.Context) ([]consumer, error) {
 		out = append(out, consumer{src: src, c: c})
 	}
 	return out, nil
+}
+
+// openConsumer opens src's consumer (an ordered one in a dry run), trying
+// again while JetStream cannot answer yet: a cluster that is still electing
+// its leaders after a restart answers 503 or not at all. Each failed try is
+// logged with the wait before the next. Other errors (no such stream, a
+// conflicting consumer) end it at once.
+func (s *Sink) openConsumer(ctx context.Context, src Source) (jetstream.Consumer, error) {
+	for attempt := 1; ; attempt++ {
+		var c jetstream.Consumer
+		var err error
+		if s.cfg.DryRun {
+			c, err = OpenOrdered(ctx, s.js, src)
+		} else {
+			c, err = OpenConsumer(ctx, s.js, src, s.sc)
+		}
+		if err == nil || ctx.Err() != nil || !jetStreamUnavailable(err) {
+			return c, err
+		}
+		delay := connectBackoff.Delay(uint64(attempt))
+		s.log.Warn().Err(err).Str("stream", src.Stream).Str("consumer", src.Consumer).Int("attempt", attempt).
+			Dur("retry_in", delay).Msg("JetStream not ready, retrying")
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, gaveUp(err, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// jetStreamUnavailable reports a JetStream API error that a later try may
+// not get: "temporarily unavailable" (503) or no answer in time. A server
+// without JetStream (no responders) is not one of them.
+func jetStreamUnavailable(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case jetstream.JSErrCodeJetStreamNotEnabled, jetstream.JSErrCodeJetStreamNotEnabledForAccount:
+			return false // also 503, but for good
+		}
+		return apiErr.Code == 503
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
 }
 
 // pullBuffer is how many messages the client asks for ahead: enough to keep
