@@ -25,21 +25,33 @@ const (
 var errLeaseLost = errors.New("ingest lease lost to another process")
 
 // lease makes one ingest process the reader among several sharing a
-// bus: the holder writes its id and an expiry into the state bucket and
-// renews it; others wait until it expires or is released. Writes use the
-// entry's revision, so two processes cannot both win.
+// bus: the holder writes its id into the state bucket and renews it every
+// third of the TTL; others wait until it is released, or until the entry
+// has not changed for a whole TTL by their own clock. Clocks of different
+// hosts are never compared: a standby whose clock runs ahead must not take
+// over from a leader that is alive. Writes use the entry's revision, so two
+// processes cannot both win.
 type lease struct {
 	kv     jetstream.KeyValue
 	holder string
 	ttl    time.Duration
 	log    zerolog.Logger
 	rev    uint64
+
+	// seenRev is the revision of the lease entry a standby last read, and
+	// seenAt when it first read that revision (this process's clock).
+	seenRev uint64
+	seenAt  time.Time
 }
 
-// leaseValue is the stored lease.
+// leaseValue is the stored lease. Expires is the holder's idea of when the
+// lease runs out, for people reading the bucket (`ingest status`); TTL is
+// its lease TTL, so a standby configured with a shorter one still waits
+// long enough.
 type leaseValue struct {
 	Holder  string    `json:"holder"`
 	Expires time.Time `json:"expires"`
+	TTL     string    `json:"ttl,omitempty"`
 }
 
 // newLease describes this process as a lease holder.
@@ -79,7 +91,7 @@ func (l *lease) acquire(ctx context.Context) error {
 
 // try takes the lease if it is free or expired and returns its holder.
 func (l *lease) try(ctx context.Context) (string, error) {
-	val, err := json.Marshal(leaseValue{Holder: l.holder, Expires: time.Now().Add(l.ttl)})
+	val, err := l.value()
 	if err != nil {
 		return "", err
 	}
@@ -100,9 +112,9 @@ func (l *lease) try(ctx context.Context) (string, error) {
 	}
 	var cur leaseValue
 	if err := json.Unmarshal(e.Value(), &cur); err != nil {
-		cur = leaseValue{} // unreadable: treat as expired
+		cur = leaseValue{} // unreadable: no holder to wait for
 	}
-	if cur.Holder != l.holder && time.Now().Before(cur.Expires) {
+	if cur.Holder != "" && cur.Holder != l.holder && !l.stale(e.Revision(), cur) {
 		return cur.Holder, nil
 	}
 	rev, err = l.kv.Update(ctx, keyLease, val, e.Revision())
@@ -111,6 +123,27 @@ func (l *lease) try(ctx context.Context) (string, error) {
 	}
 	l.rev = rev
 	return l.holder, nil
+}
+
+// value is the lease entry this process writes.
+func (l *lease) value() ([]byte, error) {
+	return json.Marshal(leaseValue{Holder: l.holder, Expires: time.Now().Add(l.ttl), TTL: l.ttl.String()})
+}
+
+// stale reports whether the lease entry, now at revision rev, has not
+// changed for a whole TTL (the longer of the holder's and ours) as this
+// process's clock measures it: its holder stopped renewing.
+func (l *lease) stale(rev uint64, cur leaseValue) bool {
+	now := time.Now()
+	if rev != l.seenRev {
+		l.seenRev, l.seenAt = rev, now
+		return false
+	}
+	ttl := l.ttl
+	if d, err := time.ParseDuration(cur.TTL); err == nil && d > ttl {
+		ttl = d
+	}
+	return now.Sub(l.seenAt) >= ttl
 }
 
 // keep renews the lease every third of its TTL until ctx ends; it returns
@@ -125,7 +158,7 @@ func (l *lease) keep(ctx context.Context) error {
 			return ctx.Err()
 		case <-t.C:
 		}
-		val, _ := json.Marshal(leaseValue{Holder: l.holder, Expires: time.Now().Add(l.ttl)})
+		val, _ := l.value()
 		rev, err := l.kv.Update(ctx, keyLease, val, l.rev)
 		if err == nil {
 			l.rev, lastOK = rev, time.Now()

@@ -116,14 +116,34 @@ func TestStandbyTakesOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Another ingest leads: it holds the lease and keeps renewing it.
-	setLease := func(expires time.Time) {
-		v, _ := json.Marshal(leaseValue{Holder: "leader", Expires: expires})
-		if _, err := kv.Put(context.Background(), keyLease, v); err != nil {
-			t.Fatal(err)
-		}
+	// Another ingest leads: it holds the lease and renews it every third of
+	// the TTL. Its clock is an hour behind ours, so every expiry it writes
+	// has passed by our clock: the standby must wait all the same.
+	setLease := func() error {
+		v, _ := json.Marshal(leaseValue{Holder: "leader", Expires: time.Now().Add(-time.Hour)})
+		_, err := kv.Put(context.Background(), keyLease, v)
+		return err
 	}
-	setLease(time.Now().Add(time.Hour))
+	if err := setLease(); err != nil {
+		t.Fatal(err)
+	}
+	stopRenewing, renewed := make(chan struct{}), make(chan error, 1)
+	go func() {
+		tick := time.NewTicker(e.cfg.Ingest.LeaseTTL / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopRenewing:
+				renewed <- nil
+				return
+			case <-tick.C:
+				if err := setLease(); err != nil {
+					renewed <- err
+					return
+				}
+			}
+		}
+	}()
 
 	logs := &logtest.Buffer{}
 	t.Cleanup(func() {
@@ -142,13 +162,22 @@ func TestStandbyTakesOver(t *testing.T) {
 	if _, err := e.sim.AddStraggler(yesterday, 5); err != nil {
 		t.Fatal(err)
 	}
+	hold := time.NewTimer(2 * e.cfg.Ingest.LeaseTTL)
+	select {
+	case err := <-done:
+		t.Fatalf("the standby took over from a leader renewing its lease (Run returned %v)", err)
+	case <-hold.C:
+	}
 	if n := count(b, b.Cfg.AuditStream); n != 800 {
 		t.Fatalf("the standby published while the lease was held: %d messages", n)
 	}
 
-	// The leader is killed right after a renewal: its lease runs for one
-	// more TTL and is never renewed.
-	setLease(time.Now().Add(e.cfg.Ingest.LeaseTTL))
+	// The leader is killed right after a renewal: its lease is never
+	// renewed again.
+	close(stopRenewing)
+	if err := <-renewed; err != nil {
+		t.Fatalf("renewing the leader's lease: %v", err)
+	}
 	died := time.Now()
 	if err := <-done; err != nil {
 		t.Fatalf("standby: %v", err)
@@ -270,8 +299,10 @@ func TestLeaderThatLosesTheLeaseStandsBy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Another process takes the lease (its clock thought ours expired).
-	v, _ := json.Marshal(leaseValue{Holder: "intruder", Expires: time.Now().Add(2 * time.Second)})
+	// Another process takes the lease, then dies without renewing it. Its
+	// clock ran an hour ahead: the expiry it wrote is an hour away, and the
+	// lease must come back after one TTL all the same.
+	v, _ := json.Marshal(leaseValue{Holder: "intruder", Expires: time.Now().Add(time.Hour)})
 	if _, err := kv.Put(context.Background(), keyLease, v); err != nil {
 		t.Fatal(err)
 	}
