@@ -129,3 +129,24 @@ func TestWaitForStopsAtOnce(t *testing.T) {
 		t.Errorf("WaitFor = %v after %d calls, want ErrStopWaiting with the reason after 1", err, calls)
 	}
 }
+
+// A check whose answer never comes (a request to a server killed while it
+// answered) is given up after pollTimeout, and the next check runs.
+func TestWaitForDoesNotHangOnOneCheck(t *testing.T) {
+	defer func(d time.Duration) { pollTimeout = d }(pollTimeout)
+	pollTimeout = 50 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	calls := 0
+	err := WaitFor(ctx, "an answer", func(ctx context.Context) (bool, string, error) {
+		calls++
+		if calls == 1 {
+			<-ctx.Done() // the lost request
+			return false, "", ctx.Err()
+		}
+		return true, "", nil
+	})
+	if err != nil || calls != 2 {
+		t.Errorf("WaitFor = %v after %d calls, want nil after 2", err, calls)
+	}
+}

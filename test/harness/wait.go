@@ -9,11 +9,15 @@ import (
 	"time"
 )
 
-// pollEvery is how often WaitFor checks its condition.
+// pollEvery is how often WaitFor checks its condition, and pollTimeout how
+// long one check may take: a request to a server that is killed while it
+// answers is never answered, and must not hold the wait to its deadline.
 const pollEvery = 100 * time.Millisecond
 
+var pollTimeout = 5 * time.Second
+
 // WaitFor polls cond until it reports done or ctx ends; bound the wait with
-// a deadline on ctx. cond returns whether it is done and a short description
+// a deadline on ctx. Each call of cond gets pollTimeout at most. cond returns whether it is done and a short description
 // of the state it saw, which the error quotes when the wait fails. An error
 // from cond does not end the wait (a process may be restarting): it becomes
 // the state, and WaitFor keeps polling. An error from cond that wraps
@@ -23,7 +27,9 @@ func WaitFor(ctx context.Context, what string, cond func(ctx context.Context) (d
 	defer tick.Stop()
 	var state string
 	for {
-		done, s, err := cond(ctx)
+		cctx, cancel := context.WithTimeout(ctx, pollTimeout)
+		done, s, err := cond(cctx)
+		cancel()
 		switch {
 		case errors.Is(err, ErrStopWaiting):
 			return fmt.Errorf("waiting for %s: %w", what, err)
