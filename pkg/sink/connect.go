@@ -43,13 +43,21 @@ func openBus(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*bus.
 		}
 		delay := connectBackoff.Delay(uint64(attempt))
 		log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", delay).Msg("NATS unreachable, retrying")
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, gaveUp(err, ctx.Err())
-		case <-t.C:
+		if werr := pause(ctx, delay); werr != nil {
+			return nil, gaveUp(err, werr)
 		}
+	}
+}
+
+// pause waits d, or until ctx is done (its error then).
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 

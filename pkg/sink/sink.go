@@ -357,12 +357,8 @@ func (s *Sink) openConsumer(ctx context.Context, src Source) (jetstream.Consumer
 		delay := connectBackoff.Delay(uint64(attempt))
 		s.log.Warn().Err(err).Str("stream", src.Stream).Str("consumer", src.Consumer).Int("attempt", attempt).
 			Dur("retry_in", delay).Msg("JetStream not ready, retrying")
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, gaveUp(err, ctx.Err())
-		case <-t.C:
+		if werr := pause(ctx, delay); werr != nil {
+			return nil, gaveUp(err, werr)
 		}
 	}
 }
