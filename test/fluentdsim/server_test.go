@@ -177,19 +177,26 @@ func TestDroppedConnection(t *testing.T) {
 }
 
 func TestLatencyStoresBeforeAnswering(t *testing.T) {
-	s := startServer(t, Options{Faults: Faults{Latency: 300 * time.Millisecond}})
+	const latency = 1500 * time.Millisecond
+	s := startServer(t, Options{Faults: Faults{Latency: latency}})
 	c := newClient(t, getPKI(t).client)
 	start := time.Now()
 	if r := mustPost(t, c, s, "test.log", `{"uid":"slow"}`); r.code != 200 {
 		t.Fatalf("status %d", r.code)
 	}
-	if d := time.Since(start); d < 300*time.Millisecond {
-		t.Errorf("answered after %v, want ≥ 300ms", d)
+	if d := time.Since(start); d < latency {
+		t.Errorf("answered after %v, want ≥ %v", d, latency)
 	}
-	// A client that gives up early has still delivered the record.
-	c.Timeout = 50 * time.Millisecond
+	// A client that gives up before the answer has still delivered the
+	// record. Its timeout leaves ample time to send the request on a busy
+	// machine, and the store is awaited: the server may be slow too.
+	c.Timeout = latency / 3
 	if _, err := post(t, c, s, "test.log", []byte(`{"uid":"timeout"}`)); err == nil {
-		t.Fatal("request with a 50ms timeout succeeded")
+		t.Fatalf("request with a %v timeout succeeded", c.Timeout)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.IDs()["timeout"] != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
 	}
 	if s.IDs()["timeout"] != 1 {
 		t.Errorf("record of the timed-out request not stored: %v", s.IDs())
