@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -187,4 +188,20 @@ func (b *Bus) ConsumerInfos(ctx context.Context, stream string) ([]*jetstream.Co
 		return nil, fmt.Errorf("list consumers of stream %q: %w", stream, err)
 	}
 	return out, nil
+}
+
+// Unavailable reports a JetStream API error that a later try may not get:
+// JetStream "temporarily unavailable" (503, as a cluster answers while it
+// elects its leaders) or no answer in time. A server or account without
+// JetStream is not one of them: that answer does not change.
+func Unavailable(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case jetstream.JSErrCodeJetStreamNotEnabled, jetstream.JSErrCodeJetStreamNotEnabledForAccount:
+			return false // also 503, but for good
+		}
+		return apiErr.Code == 503
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
 }

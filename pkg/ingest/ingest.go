@@ -66,10 +66,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		return stopped(err)
 	}
 	defer b.Close()
-	if err := b.EnsureStreams(ctx); err != nil {
-		return stopped(err)
-	}
-	kv, err := b.State(ctx)
+	kv, err := prepare(ctx, b, log)
 	if err != nil {
 		return stopped(err)
 	}
@@ -96,6 +93,31 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 			return err
 		}
 		log.Warn().Err(err).Msg("stopped reading; standing by")
+	}
+}
+
+// prepare creates or updates the streams and opens the state bucket,
+// trying again while JetStream cannot answer yet (a cluster that is still
+// electing its leaders after a start), with a log line per try. Other
+// errors end it at once.
+func prepare(ctx context.Context, b *bus.Bus, log zerolog.Logger) (jetstream.KeyValue, error) {
+	var bo teleport.Backoff
+	for {
+		err := b.EnsureStreams(ctx)
+		if err == nil {
+			var kv jetstream.KeyValue
+			if kv, err = b.State(ctx); err == nil {
+				return kv, nil
+			}
+		}
+		if ctx.Err() != nil || !bus.Unavailable(err) {
+			return nil, err
+		}
+		d := bo.Next()
+		log.Warn().Err(err).Int("attempt", bo.Attempt()).Dur("retry_in", d).Msg("JetStream not ready, retrying")
+		if werr := wait(ctx, d); werr != nil {
+			return nil, err
+		}
 	}
 }
 

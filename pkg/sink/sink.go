@@ -351,7 +351,7 @@ func (s *Sink) openConsumer(ctx context.Context, src Source) (jetstream.Consumer
 		} else {
 			c, err = OpenConsumer(ctx, s.js, src, s.sc)
 		}
-		if err == nil || ctx.Err() != nil || !jetStreamUnavailable(err) {
+		if err == nil || ctx.Err() != nil || !bus.Unavailable(err) {
 			return c, err
 		}
 		delay := connectBackoff.Delay(uint64(attempt))
@@ -361,21 +361,6 @@ func (s *Sink) openConsumer(ctx context.Context, src Source) (jetstream.Consumer
 			return nil, gaveUp(err, werr)
 		}
 	}
-}
-
-// jetStreamUnavailable reports a JetStream API error that a later try may
-// not get: "temporarily unavailable" (503) or no answer in time. A server
-// without JetStream (no responders) is not one of them.
-func jetStreamUnavailable(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		switch apiErr.ErrorCode {
-		case jetstream.JSErrCodeJetStreamNotEnabled, jetstream.JSErrCodeJetStreamNotEnabledForAccount:
-			return false // also 503, but for good
-		}
-		return apiErr.Code == 503
-	}
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
 }
 
 // pullBuffer is how many messages the client asks for ahead: enough to keep
