@@ -87,6 +87,9 @@ func Connect(ctx context.Context, cfg config.TeleportConfig, log zerolog.Logger)
 	if len(cfg.Addr) == 0 {
 		return nil, errors.New("teleport: no address configured (teleport.addr)")
 	}
+	// The file's state is taken before it is read, so a renewal that lands
+	// while we connect is still seen as a change by watchIdentity.
+	seen, _ := os.Stat(cfg.Identity)
 	creds, what, err := credentials(cfg)
 	if err != nil {
 		return nil, err
@@ -106,7 +109,7 @@ func Connect(ctx context.Context, cfg config.TeleportConfig, log zerolog.Logger)
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
-			c.watchIdentity(rctx)
+			c.watchIdentity(rctx, seen)
 		}()
 	}
 	return c, nil
@@ -207,13 +210,13 @@ func dial(ctx context.Context, cfg config.TeleportConfig, creds client.Credentia
 }
 
 // watchIdentity reloads the identity file when it changes, so a file
-// renewed by tbot is picked up without a restart.
-func (c *Client) watchIdentity(ctx context.Context) {
+// renewed by tbot is picked up without a restart. last is the file as it
+// was before the current credentials were read from it.
+func (c *Client) watchIdentity(ctx context.Context, last os.FileInfo) {
 	every := c.cfg.RefreshInterval
 	if every <= 0 {
 		every = time.Minute
 	}
-	last, _ := os.Stat(c.cfg.Identity)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
