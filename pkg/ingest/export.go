@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/backoff"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/teleport"
 )
 
@@ -109,7 +110,7 @@ func (x *exporter) listChunks(ctx context.Context, date time.Time) ([]string, er
 // backoff from the position saved by the failed attempt, so one broken
 // stream does not stop the other chunks.
 func (x *exporter) exportChunkRetry(ctx context.Context, date time.Time, chunk string) error {
-	var b teleport.Backoff
+	b := backoff.Backoff{Policy: backoff.Reconnect}
 	for {
 		var cs chunkState
 		if _, err := x.in.st.get(chunkKey(date, chunk), &cs); err != nil {
@@ -129,7 +130,7 @@ func (x *exporter) exportChunkRetry(ctx context.Context, date time.Time, chunk s
 		}
 		d := b.Next()
 		x.in.log.Warn().Err(err).Str("date", day(date)).Str("chunk", chunk).Dur("retry_in", d).Msg("export chunk failed, retrying")
-		if err := wait(ctx, d); err != nil {
+		if err := backoff.Sleep(ctx, d); err != nil {
 			return err
 		}
 	}

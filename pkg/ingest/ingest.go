@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/backoff"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 	metricsrv "github.com/teleport-event-bus/teleport-event-bus/pkg/metrics"
@@ -101,7 +102,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 // electing its leaders after a start), with a log line per try. Other
 // errors end it at once.
 func prepare(ctx context.Context, b *bus.Bus, log zerolog.Logger) (jetstream.KeyValue, error) {
-	var bo teleport.Backoff
+	bo := backoff.Backoff{Policy: backoff.Reconnect}
 	for {
 		err := b.EnsureStreams(ctx)
 		if err == nil {
@@ -115,7 +116,7 @@ func prepare(ctx context.Context, b *bus.Bus, log zerolog.Logger) (jetstream.Key
 		}
 		d := bo.Next()
 		log.Warn().Err(err).Int("attempt", bo.Attempt()).Dur("retry_in", d).Msg("JetStream not ready, retrying")
-		if werr := wait(ctx, d); werr != nil {
+		if werr := backoff.Sleep(ctx, d); werr != nil {
 			return nil, err
 		}
 	}
@@ -281,7 +282,7 @@ func (in *ingester) read(ctx context.Context) error {
 	if poll <= 0 {
 		poll = defaultPoll
 	}
-	var b teleport.Backoff
+	b := backoff.Backoff{Policy: backoff.Reconnect}
 	for {
 		var err error
 		began := time.Now()
@@ -300,7 +301,7 @@ func (in *ingester) read(ctx context.Context) error {
 			}
 			// Passes start every poll interval: the time a pass takes does
 			// not add to the delay of new events.
-			if werr := wait(ctx, poll-time.Since(began)); werr != nil {
+			if werr := backoff.Sleep(ctx, poll-time.Since(began)); werr != nil {
 				return werr
 			}
 		case ctx.Err() != nil:
@@ -313,7 +314,7 @@ func (in *ingester) read(ctx context.Context) error {
 			in.checkIdentity()
 			d := b.Next()
 			in.log.Warn().Err(err).Dur("retry_in", d).Int("attempt", b.Attempt()).Msg("reading the audit log failed, retrying")
-			if werr := wait(ctx, d); werr != nil {
+			if werr := backoff.Sleep(ctx, d); werr != nil {
 				return werr
 			}
 		default:
@@ -385,19 +386,4 @@ func (in *ingester) drain(ctx context.Context) error {
 	}
 	in.log.Info().Int64("events", in.prog.events.Load()).Msg("caught up and everything acknowledged: exiting (exit-on-last-event)")
 	return nil
-}
-
-// wait sleeps for d or until ctx ends.
-func wait(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

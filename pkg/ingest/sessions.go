@@ -10,17 +10,17 @@ import (
 
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/backoff"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/teleport"
 )
 
 // Session job retry delays: a recording that is not there yet (upload lag)
-// is asked for again with a growing delay up to missingRetryMax, until
-// missing-recording-ttl after its session.upload.
-const (
-	missingRetryMin = time.Second
-	missingRetryMax = 5 * time.Minute
-	defaultTTL      = 48 * time.Hour
-)
+// is asked for again with a delay growing from 1 s to 5 min, until
+// missing-recording-ttl (defaultTTL unless configured) after its
+// session.upload.
+var missingRetry = backoff.Policy{Base: time.Second, Max: 5 * time.Minute}
+
+const defaultTTL = 48 * time.Hour
 
 // sessions streams session recordings to session.<sid>: one job per
 // session.upload, at most session-concurrency at once, each resuming from
@@ -227,7 +227,7 @@ func (s *sessions) finish(ctx context.Context, j job, err error) {
 	}
 	j.next = ss.Next
 	// Several tries fit in the TTL however short it is configured.
-	b := min(retryDelay(missingRetryMin, missingRetryMax, j.attempt), max(ttl/4, 100*time.Millisecond))
+	b := min(missingRetry.Delay(uint64(j.attempt)+1), max(ttl/4, 100*time.Millisecond))
 	if missing {
 		log.Debug().Dur("retry_in", b).Msg("session recording not available yet")
 	} else {
@@ -290,16 +290,6 @@ func (s *sessions) forget(sid, result string) {
 	s.in.m.sessionsRunning.Set(float64(len(s.known)))
 	s.mu.Unlock()
 	s.in.m.sessionJobs.WithLabelValues(result).Inc()
-}
-
-// retryDelay is the delay before retry number attempt: lo doubled per
-// attempt, capped at hi.
-func retryDelay(lo, hi time.Duration, attempt int) time.Duration {
-	d := lo
-	for i := 0; i < attempt && d < hi; i++ {
-		d *= 2
-	}
-	return min(d, hi)
 }
 
 // stream publishes one recording from its saved index to its end, saving

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/backoff"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 )
@@ -188,7 +189,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 			// Missed heartbeats while NATS reconnects: the iterator
 			// recovers by itself.
 			w.log.Warn().Err(err).Str("consumer", w.opts.Durable).Msg("pulling login events")
-			if err := wait(ctx, 100*time.Millisecond); err != nil {
+			if err := backoff.Sleep(ctx, 100*time.Millisecond); err != nil {
 				return nil
 			}
 		}
@@ -337,17 +338,5 @@ func (w *Watcher) delay(delivery uint64) time.Duration {
 func (w *Watcher) settle(msg jetstream.Msg, err error) {
 	if err != nil {
 		w.log.Warn().Err(err).Str("subject", msg.Subject()).Msg("acknowledging login event failed; it will be redelivered")
-	}
-}
-
-// wait sleeps for d or until ctx ends.
-func wait(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/backoff"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/teleport"
 )
 
@@ -90,7 +91,7 @@ func CheckPermission(ctx context.Context, tp Locker, now time.Time) error {
 		return fmt.Errorf("build permission check lock: %w", err)
 	}
 	probe.SetExpiry(now.Add(time.Minute))
-	var b teleport.Backoff
+	b := backoff.Backoff{Policy: backoff.Reconnect}
 	for {
 		cctx, cancel := context.WithTimeout(ctx, callTimeout)
 		err = tp.UpsertLock(cctx, probe)

@@ -130,27 +130,6 @@ func TestBatchRecordsUnchanged(t *testing.T) {
 	}
 }
 
-func TestBackoffGrowsAndCaps(t *testing.T) {
-	b := Backoff{Base: time.Second, Max: 10 * time.Second}
-	for n, want := range map[uint64]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 4: 8 * time.Second, 5: 10 * time.Second, 50: 10 * time.Second} {
-		if got := b.Delay(n); got != want {
-			t.Errorf("delay(%d) = %s, want %s", n, got, want)
-		}
-	}
-	j := Backoff{Base: time.Second, Max: time.Minute, Jitter: 0.2}
-	seen := map[time.Duration]bool{}
-	for range 50 {
-		d := j.Delay(1)
-		if d < 800*time.Millisecond || d > 1200*time.Millisecond {
-			t.Fatalf("jittered delay %s outside ±20%%", d)
-		}
-		seen[d] = true
-	}
-	if len(seen) < 2 {
-		t.Fatal("no jitter")
-	}
-}
-
 func TestSourcesFilters(t *testing.T) {
 	cfg := newTestConfig()
 	cfg.Sink.FilterSubjects = []string{"audit.user.>", "audit.session.upload"}

@@ -14,13 +14,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/backoff"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 )
 
 // connectBackoff spaces the attempts to reach NATS at start: the sink may
 // start before the server (one deployment, or a node still booting).
-var connectBackoff = Backoff{Base: 500 * time.Millisecond, Max: 15 * time.Second, Jitter: 0.2}
+var connectBackoff = backoff.Policy{Base: 500 * time.Millisecond, Max: 15 * time.Second, Jitter: 0.2}
 
 // openBus connects to the bus, retrying with backoff and a log line per
 // attempt while NATS is unreachable, until ctx is done. Refused
@@ -43,21 +44,9 @@ func openBus(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*bus.
 		}
 		delay := connectBackoff.Delay(uint64(attempt))
 		log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", delay).Msg("NATS unreachable, retrying")
-		if werr := pause(ctx, delay); werr != nil {
+		if werr := backoff.Sleep(ctx, delay); werr != nil {
 			return nil, gaveUp(err, werr)
 		}
-	}
-}
-
-// pause waits d, or until ctx is done (its error then).
-func pause(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/backoff"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/fluentd"
 )
 
@@ -19,6 +20,12 @@ import (
 type Sender interface {
 	Send(ctx context.Context, url string, records []json.RawMessage) (fluentd.Result, error)
 }
+
+// DefaultBackoff spaces redeliveries after a retryable failure: one second,
+// doubling up to 30 seconds, so a recovered Fluentd gets the backlog again
+// within half a minute; the jitter keeps sinks retrying after an outage from
+// arriving at Fluentd together.
+var DefaultBackoff = backoff.Policy{Base: time.Second, Max: 30 * time.Second, Jitter: 0.2}
 
 // Deliverer sends batches and settles their messages with JetStream
 // according to Fluentd's answer:
@@ -33,7 +40,7 @@ type Sender interface {
 type Deliverer struct {
 	Send        Sender
 	DeadLetters DeadLetters
-	Backoff     Backoff
+	Backoff     backoff.Policy
 	// MaxDeliver is how many deliveries a refused record gets before it is
 	// dead-lettered (1 dead-letters on the first refusal).
 	MaxDeliver int

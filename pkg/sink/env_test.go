@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/backoff"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/certs"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
@@ -38,7 +39,7 @@ func (r removePKI) Run() int {
 }
 
 // fastBackoff keeps retries within a test's patience.
-var fastBackoff = Backoff{Base: 50 * time.Millisecond, Max: 400 * time.Millisecond, Jitter: 0.2}
+var fastBackoff = backoff.Policy{Base: 50 * time.Millisecond, Max: 400 * time.Millisecond, Jitter: 0.2}
 
 // testPKI is a CA, a server certificate for 127.0.0.1 and a client
 // certificate written to files, plus a CA that signed neither.

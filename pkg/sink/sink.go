@@ -22,6 +22,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/backoff"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/fluentd"
@@ -125,7 +126,7 @@ type Option func(*Sink)
 func WithMetrics(m *Metrics) Option { return func(s *Sink) { s.metrics = m } }
 
 // WithBackoff sets the retry delays (tests use short ones).
-func WithBackoff(b Backoff) Option { return func(s *Sink) { s.backoff = b } }
+func WithBackoff(b backoff.Policy) Option { return func(s *Sink) { s.backoff = b } }
 
 // Sink is one sink process's delivery pipeline.
 type Sink struct {
@@ -136,7 +137,7 @@ type Sink struct {
 	sc      config.SinkConfig
 	log     zerolog.Logger
 	metrics *Metrics
-	backoff Backoff
+	backoff backoff.Policy
 
 	// outstanding counts messages fetched and not yet settled.
 	outstanding atomic.Int64
@@ -357,7 +358,7 @@ func (s *Sink) openConsumer(ctx context.Context, src Source) (jetstream.Consumer
 		delay := connectBackoff.Delay(uint64(attempt))
 		s.log.Warn().Err(err).Str("stream", src.Stream).Str("consumer", src.Consumer).Int("attempt", attempt).
 			Dur("retry_in", delay).Msg("JetStream not ready, retrying")
-		if werr := pause(ctx, delay); werr != nil {
+		if werr := backoff.Sleep(ctx, delay); werr != nil {
 			return nil, gaveUp(err, werr)
 		}
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/backoff"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 )
 
@@ -147,7 +148,7 @@ func checkCredentials(creds client.Credentials, what string, now time.Time) erro
 // dialRetry dials until success, a permanent error, or the retry budget
 // runs out.
 func dialRetry(ctx context.Context, cfg config.TeleportConfig, creds client.Credentials, what string, log zerolog.Logger) (*client.Client, error) {
-	var b Backoff
+	b := backoff.Backoff{Policy: backoff.Reconnect}
 	for attempt := 1; ; attempt++ {
 		api, err := dial(ctx, cfg, creds, what)
 		if err == nil {
@@ -167,12 +168,8 @@ func dialRetry(ctx context.Context, cfg config.TeleportConfig, creds client.Cred
 		}
 		delay := b.Next()
 		log.Warn().Err(err).Strs("addr", cfg.Addr).Int("attempt", attempt).Dur("retry_in", delay).Msg("teleport unreachable, retrying")
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, fmt.Errorf("connect to teleport %v: %w (last error: %v)", cfg.Addr, ctx.Err(), err)
-		case <-t.C:
+		if werr := backoff.Sleep(ctx, delay); werr != nil {
+			return nil, fmt.Errorf("connect to teleport %v: %w (last error: %v)", cfg.Addr, werr, err)
 		}
 	}
 }

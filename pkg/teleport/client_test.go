@@ -197,21 +197,6 @@ func TestIdentityReloadedWhenTheFileChanges(t *testing.T) {
 	}
 }
 
-func TestBackoffGrowsWithJitterAndCaps(t *testing.T) {
-	b := Backoff{Min: 100 * time.Millisecond, Max: time.Second}
-	for i, hi := range []time.Duration{100, 200, 400, 800, 1000, 1000} {
-		d := b.Next()
-		hi *= time.Millisecond
-		if d < hi/2 || d > hi {
-			t.Errorf("delay %d = %s; want within [%s, %s]", i, d, hi/2, hi)
-		}
-	}
-	b.Reset()
-	if d := b.Next(); d > 100*time.Millisecond {
-		t.Errorf("after Reset: %s", d)
-	}
-}
-
 func TestCheckIdentityNoticesAnExpiredFile(t *testing.T) {
 	sim, id := startSim(t, teleportsim.Options{Seed: 8, Events: 5}, time.Hour)
 	c, err := connect(t, config.TeleportConfig{Addr: []string{sim.Addr()}, Identity: id}, zerolog.Nop())
