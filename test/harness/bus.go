@@ -8,7 +8,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
@@ -37,16 +36,7 @@ type Inspector struct {
 func NewInspector(ctx context.Context, url, listen string) (*Inspector, error) {
 	cfg := config.Default().NATS
 	cfg.URL, cfg.Listen = url, listen
-	conn, err := bus.Connect(ctx, cfg, "harness-inspector", zerolog.Nop())
-	if err != nil {
-		return nil, err
-	}
-	js, err := jetstream.New(conn)
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return &Inspector{cfg: cfg, conn: conn, js: js}, nil
+	return NewInspectorFor(ctx, cfg)
 }
 
 // Close closes the connection.
