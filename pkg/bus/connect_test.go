@@ -3,12 +3,12 @@ package bus
 import (
 	"bytes"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/rs/zerolog"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/logging/logtest"
 )
 
 func TestConnectToken(t *testing.T) {
@@ -98,26 +98,8 @@ func TestServerList(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log sink shared with the server's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestSecretsNotLogged(t *testing.T) {
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	log := zerolog.New(&logs).Level(zerolog.DebugLevel)
 	for _, cfg := range []config.NATSConfig{
 		{Listen: "127.0.0.1:0", Token: "s3cret-token"},

@@ -19,29 +19,11 @@ import (
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/fluentd"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/ingest"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/logging/logtest"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/sink"
 	"github.com/teleport-event-bus/teleport-event-bus/test/harness"
 	"github.com/teleport-event-bus/teleport-event-bus/test/teleportsim"
 )
-
-// logBuffer collects a zerolog logger's lines, safe for the NATS client's
-// goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
@@ -93,7 +75,7 @@ func publishAll(ctx context.Context, t *testing.T, b *bus.Bus, events []bus.Even
 }
 
 // openAs connects to the cluster as user through pkg/bus, logging into logs.
-func openAs(ctx context.Context, t *testing.T, c *harness.NATSCluster, user string, logs *logBuffer) *bus.Bus {
+func openAs(ctx context.Context, t *testing.T, c *harness.NATSCluster, user string, logs *logtest.Buffer) *bus.Bus {
 	t.Helper()
 	b, err := bus.Open(ctx, c.NATSConfig(user), "", user, zerolog.New(logs), false)
 	if err != nil {
@@ -105,7 +87,7 @@ func openAs(ctx context.Context, t *testing.T, c *harness.NATSCluster, user stri
 
 // isPermissionDenied reports whether err, or the connection's logged
 // asynchronous errors, say the server refused the operation.
-func isPermissionDenied(err error, logs *logBuffer) bool {
+func isPermissionDenied(err error, logs *logtest.Buffer) bool {
 	if err != nil && strings.Contains(strings.ToLower(err.Error()), "permission") {
 		return true
 	}
@@ -120,7 +102,7 @@ func TestNATSClusterRoles(t *testing.T) {
 	ctx, cluster := startCluster(t, 150*time.Second)
 
 	// ingest: creates the R3 streams and the state bucket, publishes.
-	ingestLogs := &logBuffer{}
+	ingestLogs := &logtest.Buffer{}
 	ing := openAs(ctx, t, cluster, harness.NATSUserIngest, ingestLogs)
 	if err := ing.EnsureStreams(ctx); err != nil {
 		t.Fatalf("ingest user: ensure streams: %v", err)
@@ -180,7 +162,7 @@ func TestNATSClusterRoles(t *testing.T) {
 	// fluentd-sink: the real sink pipeline, logged in as the sink user,
 	// consumes and acks through its durables and dead-letters a refused
 	// event; the user cannot publish events.
-	sinkLogs := &logBuffer{}
+	sinkLogs := &logtest.Buffer{}
 	snk := openAs(ctx, t, cluster, harness.NATSUserSink, sinkLogs)
 	if err := snk.EnsureStreams(ctx); err != nil {
 		t.Fatalf("sink user: streams exist, EnsureStreams must only look: %v", err)
@@ -239,7 +221,7 @@ func TestNATSClusterRoles(t *testing.T) {
 
 	// reader: reads through a consumer of its own, cannot publish or use
 	// the sink's consumer.
-	readerLogs := &logBuffer{}
+	readerLogs := &logtest.Buffer{}
 	rd := openAs(ctx, t, cluster, harness.NATSUserReader, readerLogs)
 	rc, err := rd.JS.CreateOrUpdateConsumer(ctx, rd.Cfg.AuditStream, jetstream.ConsumerConfig{
 		Durable: "siem", AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -407,7 +389,7 @@ func TestNATSClusterIngestUser(t *testing.T) {
 	cfg.StartTime = now.Add(-27 * time.Hour).Truncate(time.Second)
 	cfg.Timeout = 200 * time.Millisecond
 	cfg.ExitOnLastEvent = true
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	if err := ingest.Run(ctx, &cfg, zerolog.New(logs)); err != nil {
 		t.Fatalf("ingest as user %s: %v\n%s", harness.NATSUserIngest, err, logs.String())
 	}
@@ -415,7 +397,7 @@ func TestNATSClusterIngestUser(t *testing.T) {
 		t.Fatalf("ingest hit a permissions violation:\n%s", logs.String())
 	}
 
-	rd := openAs(ctx, t, cluster, harness.NATSUserReader, &logBuffer{})
+	rd := openAs(ctx, t, cluster, harness.NATSUserReader, &logtest.Buffer{})
 	audit, err := rd.StreamInfo(ctx, rd.Cfg.AuditStream)
 	if err != nil {
 		t.Fatal(err)
