@@ -58,6 +58,7 @@ func Open(ctx context.Context, cfg config.NATSConfig, storage string, name strin
 			Password:   cfg.Password,
 			MaxPayload: maxPayloadFor(cfg.MaxMsgSize),
 			Log:        log,
+			Owner:      name,
 		})
 		if err != nil {
 			return nil, err

@@ -50,18 +50,25 @@ type EmbeddedOptions struct {
 	// Log receives the server's log lines at debug level (warnings and
 	// errors at their own level).
 	Log zerolog.Logger
+	// Owner is how this process appears in the store's lock file, for the
+	// message another process gets ("ingest", "ingest-status"); empty is
+	// the program's name.
+	Owner string
 }
 
 // Embedded is a running in-process nats-server with JetStream.
 type Embedded struct {
-	srv *server.Server
-	dir string
+	srv  *server.Server
+	dir  string
+	lock *StoreLock
 }
 
-// StartEmbedded starts a nats-server with JetStream stored under
-// opts.StoreDir and waits until it accepts clients. A port already in use or
-// a storage directory that cannot be written is a clear error. The server
-// runs until Shutdown.
+// StartEmbedded locks opts.StoreDir (LockStore), then starts a nats-server
+// with JetStream stored under it and waits until it accepts clients. A
+// directory another process holds is a *StoreLockedError, returned before
+// anything else in the directory is read or written. A port already in use
+// or a storage directory that cannot be written is a clear error. The
+// server runs, and the directory stays locked, until Shutdown.
 func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (*Embedded, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("start embedded NATS server: %w", err)
@@ -87,6 +94,21 @@ func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (*Embedded, error)
 	if err != nil {
 		return nil, fmt.Errorf("start embedded NATS server: storage %q: %w", opts.StoreDir, err)
 	}
+	lock, err := LockStore(dir, opts.Owner)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded NATS server: %w", err)
+	}
+	emb, err := startLocked(listen, host, port, dir, opts)
+	if err != nil {
+		lock.Unlock()
+		return nil, err
+	}
+	emb.lock = lock
+	return emb, nil
+}
+
+// startLocked is StartEmbedded once the directory is locked.
+func startLocked(listen, host string, port int, dir string, opts EmbeddedOptions) (*Embedded, error) {
 	if err := checkWritable(dir); err != nil {
 		return nil, err
 	}
@@ -152,14 +174,16 @@ func (e *Embedded) Server() *server.Server {
 	return e.srv
 }
 
-// Shutdown stops the server and waits until it has stopped and flushed its
-// stores. It is safe to call more than once.
+// Shutdown stops the server, waits until it has stopped and flushed its
+// stores, then releases the storage directory. It is safe to call more than
+// once.
 func (e *Embedded) Shutdown() {
 	if e == nil || e.srv == nil {
 		return
 	}
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
+	e.lock.Unlock()
 }
 
 // splitListen parses host:port; port 0 asks for a random port.
