@@ -21,17 +21,12 @@ import (
 // Status prints what `ingest status` shows: the streams (messages,
 // bytes), their consumers (pending, ack floor), export progress by date,
 // session recording jobs and the lease holder. It connects to the bus of
-// cfg; with the embedded server and no ingest running, it opens the
-// storage directory itself.
+// cfg; with the embedded server and no ingest serving it, it opens the
+// storage directory itself, but only once it holds the directory's lock:
+// a store another process holds is never opened, and the error names that
+// process and why the connection to it failed.
 func Status(ctx context.Context, cfg *config.Config, w io.Writer) error {
-	log := zerolog.Nop()
-	b, err := bus.Open(ctx, cfg.NATS, cfg.Storage, "ingest-status", log, false)
-	if err != nil && cfg.NATS.URL == "" && cfg.Storage != "" {
-		// No ingest is serving the embedded server: read its files directly.
-		nc := cfg.NATS
-		nc.Listen = "127.0.0.1:0"
-		b, err = bus.Open(ctx, nc, cfg.Storage, "ingest-status", log, true)
-	}
+	b, err := openForStatus(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -52,6 +47,30 @@ func Status(ctx context.Context, cfg *config.Config, w io.Writer) error {
 		return err
 	}
 	return printState(st, w, time.Now())
+}
+
+// openForStatus connects to the running bus or, with the embedded server
+// and none running, serves the storage directory itself for the report.
+func openForStatus(ctx context.Context, cfg *config.Config) (*bus.Bus, error) {
+	log := zerolog.Nop()
+	b, connErr := bus.Open(ctx, cfg.NATS, cfg.Storage, "ingest-status", log, false)
+	if connErr == nil || cfg.NATS.URL != "" || cfg.Storage == "" {
+		return b, connErr
+	}
+	// No ingest answers on the embedded server's address: read the store
+	// directly, which StartEmbedded does only after taking its lock.
+	nc := cfg.NATS
+	nc.Listen = "127.0.0.1:0"
+	b, err := bus.Open(ctx, nc, cfg.Storage, "ingest-status", log, true)
+	var locked *bus.StoreLockedError
+	if errors.As(err, &locked) {
+		return nil, fmt.Errorf("storage directory %q is locked by %s, but no NATS server answers for it (%w): status read nothing there; check that process and [nats] listen",
+			locked.Dir, locked.Holder, connErr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w; and reading the storage directory itself failed: %w", connErr, err)
+	}
+	return b, nil
 }
 
 // printStreams prints each stream and its consumers.
