@@ -86,16 +86,18 @@ func NewApp(cmd Command, name, usage string, run RunFunc) *cli.App {
 }
 
 // Subcommand is an extra subcommand of cmd's app (such as `ingest status`)
-// that runs like the main action: the app's flags (given before the
-// subcommand name) and file are loaded for cmd, logging is set up, and run
-// gets a context cancelled on SIGINT or SIGTERM. Unlike the main action it
-// does not require Teleport credentials or a Fluentd URL (a status report
-// needs only NATS); what is set is still checked. Add it to the app's
-// Commands.
+// that runs like the main action: the app's flags and file are loaded for
+// cmd, logging is set up, and run gets a context cancelled on SIGINT or
+// SIGTERM. The flags may be given before the subcommand name, after it, or
+// both; a flag given in both places takes the value given after it. Unlike
+// the main action it does not require Teleport credentials or a Fluentd URL
+// (a status report needs only NATS); what is set is still checked. Add it
+// to the app's Commands.
 func Subcommand(cmd Command, name, usage string, run RunFunc) *cli.Command {
 	return &cli.Command{
 		Name:         name,
 		Usage:        usage,
+		Flags:        Flags(cmd),
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
 			return action(c, cmd, false, run)

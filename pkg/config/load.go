@@ -159,8 +159,8 @@ func Decode(data []byte, name string) (*Config, error) {
 
 // configPath is --config, else FDFWD_CONFIG (or FDWRD_CONFIG).
 func configPath(c *cli.Context) string {
-	if c.IsSet(configFlag) {
-		return c.String(configFlag)
+	if fc := givenIn(c, configFlag); fc != nil {
+		return fc.String(configFlag)
 	}
 	for _, v := range configEnv {
 		if s := os.Getenv(v); s != "" {
@@ -309,13 +309,29 @@ func (c *Config) applyEnv(cmd Command) error {
 // applyFlags applies the flags given on the command line.
 func (c *Config) applyFlags(ctx *cli.Context, cmd Command) error {
 	for _, k := range keys {
-		if !k.cmds.has(cmd) || !ctx.IsSet(k.flag) {
+		if !k.cmds.has(cmd) {
 			continue
 		}
-		if err := k.setFromFlag(c, ctx); err != nil {
+		fc := givenIn(ctx, k.flag)
+		if fc == nil {
+			continue
+		}
+		if err := k.setFromFlag(c, fc); err != nil {
 			return &Error{Where: "flag --" + k.flag, Msg: err.Error()}
 		}
 		c.sources[k.name] = source{kind: srcFlag, name: k.flag}
+	}
+	return nil
+}
+
+// givenIn is the innermost of c and its parents (a subcommand's, then the
+// app's) whose part of the command line gave flag name, or nil: a flag
+// given after a subcommand name wins over the same flag given before it.
+func givenIn(c *cli.Context, name string) *cli.Context {
+	for _, cc := range c.Lineage() {
+		if cc.IsSet(name) {
+			return cc
+		}
 	}
 	return nil
 }
