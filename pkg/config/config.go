@@ -147,6 +147,9 @@ type IngestConfig struct {
 	LeaseTTL            time.Duration
 	MissingRecordingTTL time.Duration
 	ProgressInterval    time.Duration
+	// ExitDrainTimeout bounds how long exit-on-last-event waits, with the
+	// embedded server, for the durable consumers to deliver everything.
+	ExitDrainTimeout time.Duration
 }
 
 // SinkConfig is the [sink] section.

@@ -46,6 +46,7 @@ func Default() Config {
 			LeaseTTL:            10 * time.Second,
 			MissingRecordingTTL: 48 * time.Hour,
 			ProgressInterval:    5 * time.Second,
+			ExitDrainTimeout:    5 * time.Minute,
 		},
 		Sink: SinkConfig{
 			AuditConsumer:   "fluentd-sink-audit",

@@ -45,8 +45,9 @@ type ingester struct {
 const pruneEvery = time.Hour
 
 // Run reads Teleport and publishes onto the bus until ctx ends (nil is
-// returned then), or, with exit-on-last-event, until it has caught up and
-// everything is acknowledged. Without a [nats] url it runs the embedded
+// returned then), or, with exit-on-last-event, until it has caught up,
+// everything is acknowledged and (embedded server) the durable consumers
+// have delivered it all (see finish). Without a [nats] url it runs the embedded
 // NATS server under storage. With several ingest processes on one bus, one
 // holds the lease and reads; the others stand by and take over from its
 // positions when it dies. With dry-run it reads and logs, publishing
@@ -165,6 +166,10 @@ func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bu
 		defer cancel()
 		_ = pub.Close(cctx)
 	}()
+	// Reading again: a "caught up" from an earlier run no longer holds.
+	if err := bus.ClearCaughtUp(ctx, kv); err != nil {
+		return err
+	}
 	st, err := newState(ctx, kv, b.Cfg.StateBucket)
 	if err != nil {
 		return err
@@ -174,7 +179,11 @@ func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bu
 	if err != nil {
 		return err
 	}
-	return runWithLock(ctx, cfg, log, b, src, m, in.run)
+	if err := runWithLock(ctx, cfg, log, b, src, m, in.run); err != nil || !cfg.ExitOnLastEvent || ctx.Err() != nil {
+		return err
+	}
+	// Caught up with everything acknowledged (in.run drained the outlet).
+	return finish(ctx, cfg, log, b, kv)
 }
 
 // messageLimit is the largest message the audit and session streams take:
@@ -384,6 +393,6 @@ func (in *ingester) drain(ctx context.Context) error {
 	if err := in.out.flush(ctx); err != nil {
 		return err
 	}
-	in.log.Info().Int64("events", in.prog.events.Load()).Msg("caught up and everything acknowledged: exiting (exit-on-last-event)")
+	in.log.Info().Int64("events", in.prog.events.Load()).Msg("caught up and everything acknowledged (exit-on-last-event)")
 	return nil
 }

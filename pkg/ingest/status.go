@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -122,6 +123,18 @@ func printState(st *state, w io.Writer, now time.Time) error {
 	}
 	printSessions(st, w)
 	fmt.Fprintln(w)
+	if raw, ok := st.entries[bus.CaughtUpKey]; ok {
+		cu, err := bus.ParseCaughtUp(raw)
+		if err != nil {
+			return fmt.Errorf("state bucket %q: %w", st.bucket, err)
+		}
+		names := slices.Sorted(maps.Keys(cu.Streams))
+		seqs := make([]string, len(names))
+		for i, n := range names {
+			seqs[i] = fmt.Sprintf("%s to %d", n, cu.Streams[n])
+		}
+		fmt.Fprintf(w, "Caught up: %s (%s)\n", cu.Time.UTC().Format(time.RFC3339), strings.Join(seqs, ", "))
+	}
 	raw, ok := st.entries[keyLease]
 	var lv leaseValue
 	if !ok || json.Unmarshal(raw, &lv) != nil || lv.Holder == "" {
