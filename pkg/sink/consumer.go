@@ -209,14 +209,10 @@ func fetch(ctx, hard context.Context, c jetstream.Consumer, src Source, buffer i
 	return nil
 }
 
-// pending is the consumer's backlog: messages not yet delivered plus those
-// delivered and awaiting their ack (including ones waiting out a NAK delay).
-func pending(ctx context.Context, c jetstream.Consumer) (uint64, error) {
+// backlog reads the consumer's info: what is pending on the server and
+// how far it has delivered.
+func backlog(ctx context.Context, c jetstream.Consumer) (*jetstream.ConsumerInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	info, err := c.Info(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return info.NumPending + uint64(info.NumAckPending), nil
+	return c.Info(ctx)
 }

@@ -157,8 +157,25 @@ func sessionEvent(sid string, ei int) bus.Event {
 	return bus.Event{ID: fmt.Sprintf("%s/%d", sid, ei), Type: "print", Time: ts, JSON: []byte(js), Session: true, SessionID: sid, Index: int64(ei)}
 }
 
-// publish puts events on the bus and waits for their PubAcks.
+// publish puts events on the bus and waits for their PubAcks, then, as
+// ingest with exit-on-last-event would, records in the state bucket that
+// everything is on the bus (the sink's exit-on-last-event waits for that).
 func (e *env) publish(events ...bus.Event) {
+	e.t.Helper()
+	e.publishOnly(events...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, err := e.bus.State(ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.bus.MarkCaughtUp(ctx, kv); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// publishOnly is publish without saying ingest is caught up.
+func (e *env) publishOnly(events ...bus.Event) {
 	e.t.Helper()
 	for _, ev := range events {
 		if _, err := e.bus.JS.PublishMsgAsync(bus.NewMsg(ev)); err != nil {

@@ -401,7 +401,9 @@ func (s *Sink) deliver(ctx context.Context, b *Batch) {
 }
 
 // watch updates the pending gauge and, with exit-on-last-event, stops the
-// intake once the consumers have no backlog and nothing is in flight.
+// intake once ingest has said it is caught up (bus.CaughtUpKey), the
+// consumers have delivered up to the sequences it gave, and nothing is
+// pending on the server or in flight here.
 func (s *Sink) watch(ctx context.Context, consumers []consumer, stop func()) {
 	every := pendingInterval
 	if s.cfg.ExitOnLastEvent {
@@ -409,19 +411,35 @@ func (s *Sink) watch(ctx context.Context, consumers []consumer, stop func()) {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	caught := &bus.CaughtUpReader{JS: s.js, Bucket: bus.WithDefaults(s.cfg.NATS).StateBucket}
+	w := waitLog{log: s.log}
 	idle := 0
 	for {
-		busy := s.readPending(ctx, consumers)
+		var cu *bus.CaughtUp
+		if s.cfg.ExitOnLastEvent {
+			// Read the key before the consumers: their info then covers
+			// every message the key accounts for.
+			var err error
+			cu, err = caught.Read(ctx)
+			if err != nil && ctx.Err() == nil {
+				w.say("reading whether ingest is caught up failed; trying again", err)
+			}
+		}
+		busy := s.readPending(ctx, consumers, cu)
 		switch {
 		case !s.cfg.ExitOnLastEvent:
 		case busy:
 			idle = 0
+		case cu == nil:
+			idle = 0
+			w.say("nothing pending; waiting for ingest to say it is caught up (key "+bus.CaughtUpKey+" in bucket "+caught.Bucket+")", nil)
 		default:
 			// Two quiet readings in a row: an ordered consumer (dry run)
 			// has no ack pending count to cover messages in the client's
 			// buffer.
 			if idle++; idle >= 2 {
-				s.log.Info().Msg("nothing left to deliver, exiting (exit-on-last-event)")
+				s.log.Info().Time("ingest_caught_up", cu.Time).Any("streams", cu.Streams).
+					Msg("ingest is caught up and everything is delivered, exiting (exit-on-last-event)")
 				stop()
 				return
 			}
@@ -434,14 +452,40 @@ func (s *Sink) watch(ctx context.Context, consumers []consumer, stop func()) {
 	}
 }
 
+// waitLog logs a waiting state once, and again only when it changes.
+type waitLog struct {
+	log  zerolog.Logger
+	last string
+}
+
+func (w *waitLog) say(msg string, err error) {
+	key := msg
+	if err != nil {
+		key += err.Error()
+	}
+	if key == w.last {
+		return
+	}
+	w.last = key
+	if err != nil {
+		w.log.Warn().Err(err).Msg(msg)
+		return
+	}
+	w.log.Info().Msg(msg)
+}
+
 // readPending updates the pending gauge and reports whether anything is
-// left: on the server, or fetched and not yet settled here.
-func (s *Sink) readPending(ctx context.Context, consumers []consumer) (busy bool) {
+// left: on the server, fetched and not yet settled here, or, when cu is
+// set, not yet delivered up to the sequence ingest reported for the
+// stream. A consumer with filter subjects may never see that sequence (it
+// can be a message the filter skips): for it, nothing pending on the
+// server, read after cu, is enough.
+func (s *Sink) readPending(ctx context.Context, consumers []consumer, cu *bus.CaughtUp) (busy bool) {
 	// Read the local count first: a message fetched after this read is
 	// still pending on the server when its info is read.
 	busy = s.outstanding.Load() > 0
 	for _, c := range consumers {
-		n, err := pending(ctx, c.c)
+		info, err := backlog(ctx, c.c)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn().Err(err).Str("stream", c.src.Stream).Msg("reading consumer info")
@@ -449,8 +493,12 @@ func (s *Sink) readPending(ctx context.Context, consumers []consumer) (busy bool
 			busy = true
 			continue
 		}
+		n := info.NumPending + uint64(info.NumAckPending)
 		s.metrics.ConsumerPending.WithLabelValues(c.src.Stream).Set(float64(n))
 		busy = busy || n > 0
+		if cu != nil && len(c.src.Filters) == 0 && info.Delivered.Stream < cu.Streams[c.src.Stream] {
+			busy = true
+		}
 	}
 	return busy
 }

@@ -630,3 +630,38 @@ func TestDeletedConsumerStopsTheSink(t *testing.T) {
 		t.Fatalf("Run = %v, want an error naming consumer %q", err, e.cfg.Sink.AuditConsumer)
 	}
 }
+
+// TestExitOnLastEventWaitsForIngestCaughtUp: with every message delivered
+// but no word from ingest that it is caught up, the sink keeps running
+// (ingest may still be reading); once ingest records it (with more events
+// published meanwhile), the sink delivers those too and exits.
+func TestExitOnLastEventWaitsForIngestCaughtUp(t *testing.T) {
+	e := newEnv(t, fluentdsim.Options{})
+	e.publishOnly(func() []bus.Event {
+		evs := make([]bus.Event, 100)
+		for i := range evs {
+			evs[i] = auditEvent(i)
+		}
+		return evs
+	}()...)
+	cfg := *e.cfg
+	cfg.ExitOnLastEvent = true
+	r := e.start(&cfg)
+	e.waitStored(100, 30*time.Second)
+	eventually(t, 30*time.Second, "the sink to say it waits for ingest", func() bool {
+		return strings.Contains(r.logs.String(), "nothing pending; waiting for ingest to say it is caught up (key caught-up in bucket "+bus.DefaultStateBucket+")")
+	})
+	select {
+	case err := <-r.done:
+		t.Fatalf("the sink exited (%v) before ingest said it was caught up", err)
+	default:
+	}
+	e.publishAudit(100, 50) // and ingest says it is caught up
+	if err := r.wait(t, 60*time.Second); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	e.checkExactlyOnce(150)
+	if !strings.Contains(r.logs.String(), "ingest is caught up and everything is delivered, exiting (exit-on-last-event)") {
+		t.Errorf("no exit line in the log:\n%s", r.logs)
+	}
+}
