@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -70,45 +70,46 @@ func ParseCaughtUp(data []byte) (*CaughtUp, error) {
 	return &cu, nil
 }
 
-// CaughtUpReader reads CaughtUpKey for a consumer of the bus (the sink's
-// exit-on-last-event) with as little access as it can: binding the bucket
-// once ($JS.API.STREAM.INFO.KV_<bucket>), then one direct get of the one
-// key per Read ($JS.API.DIRECT.GET.KV_<bucket>.$KV.<bucket>.caught-up). It
-// never watches the bucket nor reads another key.
-type CaughtUpReader struct {
-	JS     jetstream.JetStream
-	Bucket string
+// CaughtUpSubject is the one JetStream API subject a reader of
+// CaughtUpKey needs: a direct get of the key's last value from the state
+// bucket's stream. The sink's NATS user is allowed exactly this.
+func CaughtUpSubject(bucket string) string {
+	return "$JS.API.DIRECT.GET.KV_" + bucket + ".$KV." + bucket + "." + CaughtUpKey
+}
 
-	mu sync.Mutex
-	kv jetstream.KeyValue
+// CaughtUpReader reads CaughtUpKey for a consumer of the bus (the sink's
+// exit-on-last-event) with as little access as there is: one direct get
+// request per Read on CaughtUpSubject, answered by any server holding the
+// bucket (the state bucket allows direct gets). It never binds or watches
+// the bucket, nor reads another key.
+type CaughtUpReader struct {
+	NC     *nats.Conn
+	Bucket string
 }
 
 // Read returns the current value, or nil when ingest has not said it is
 // caught up (no bucket yet, no key, or the key deleted).
 func (r *CaughtUpReader) Read(ctx context.Context) (*CaughtUp, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.kv == nil {
-		kv, err := r.JS.KeyValue(ctx, r.Bucket)
-		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("open state bucket %q: %w", r.Bucket, err)
-		}
-		r.kv = kv
-	}
-	e, err := r.kv.Get(ctx, CaughtUpKey)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, nil
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	msg, err := r.NC.RequestWithContext(ctx, CaughtUpSubject(r.Bucket), nil)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return nil, nil // no bucket (ingest has not run yet)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read key %q of state bucket %q: %w", CaughtUpKey, r.Bucket, err)
 	}
-	if e.Operation() != jetstream.KeyValuePut {
+	switch status := msg.Header.Get("Status"); status {
+	case "":
+	case "404":
 		return nil, nil
+	default:
+		return nil, fmt.Errorf("read key %q of state bucket %q: JetStream answered %s %s", CaughtUpKey, r.Bucket, status, msg.Header.Get("Description"))
 	}
-	cu, err := ParseCaughtUp(e.Value())
+	if msg.Header.Get("KV-Operation") != "" || msg.Header.Get(jetstream.MarkerReasonHeader) != "" {
+		return nil, nil // deleted or purged
+	}
+	cu, err := ParseCaughtUp(msg.Data)
 	if err != nil {
 		return nil, fmt.Errorf("state bucket %q: %w", r.Bucket, err)
 	}

@@ -90,7 +90,7 @@ func TestExitOnLastEventWaitsForTheDurableConsumers(t *testing.T) {
 	defer cancel()
 	b := e.connect(ctx)
 	defer b.Close()
-	r := &bus.CaughtUpReader{JS: b.JS, Bucket: b.Cfg.StateBucket}
+	r := &bus.CaughtUpReader{NC: b.Conn, Bucket: b.Cfg.StateBucket}
 	var cu *bus.CaughtUp
 	eventually(t, 60*time.Second, "ingest to say it is caught up", func() bool {
 		var err error
@@ -193,7 +193,7 @@ func TestExitOnLastEventWithoutConsumers(t *testing.T) {
 	}()
 	b := e.connect(ctx)
 	defer b.Close()
-	r := &bus.CaughtUpReader{JS: b.JS, Bucket: b.Cfg.StateBucket}
+	r := &bus.CaughtUpReader{NC: b.Conn, Bucket: b.Cfg.StateBucket}
 	eventually(t, 60*time.Second, "the second run to clear the caught-up key", func() bool {
 		cu, err := r.Read(ctx)
 		if err != nil {

@@ -411,7 +411,7 @@ func (s *Sink) watch(ctx context.Context, consumers []consumer, stop func()) {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
-	caught := &bus.CaughtUpReader{JS: s.js, Bucket: bus.WithDefaults(s.cfg.NATS).StateBucket}
+	caught := &bus.CaughtUpReader{NC: s.js.Conn(), Bucket: bus.WithDefaults(s.cfg.NATS).StateBucket}
 	w := waitLog{log: s.log}
 	idle := 0
 	for {
