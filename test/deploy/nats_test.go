@@ -155,8 +155,14 @@ func TestNATSClusterRoles(t *testing.T) {
 			t.Errorf("stream %s has %d replicas, want 3", name, info.Config.Replicas)
 		}
 	}
-	if info, _ := ing.StreamInfo(ctx, ing.Cfg.AuditStream); info.State.Msgs != first {
+	if info, err := ing.StreamInfo(ctx, ing.Cfg.AuditStream); err != nil {
+		t.Fatalf("ingest user: audit stream info: %v", err)
+	} else if info.State.Msgs != first {
 		t.Fatalf("audit stream holds %d messages, want %d", info.State.Msgs, first)
+	}
+	// As ingest with exit-on-last-event does: the sink's exit waits for it.
+	if _, err := ing.MarkCaughtUp(ctx, kv); err != nil {
+		t.Fatalf("ingest user: %v", err)
 	}
 
 	// fluentd-sink: the real sink pipeline, logged in as the sink user,
@@ -218,6 +224,15 @@ func TestNATSClusterRoles(t *testing.T) {
 	if _, err := snk.JS.Stream(short(t, ctx), "KV_"+ing.Cfg.StateBucket); err == nil {
 		t.Error("sink user can read the state bucket's stream")
 	}
+	// Of the state bucket, the sink user reads the caught-up key only.
+	cu, err := (&bus.CaughtUpReader{NC: snk.Conn, Bucket: snk.Cfg.StateBucket}).Read(ctx)
+	if err != nil || cu == nil || cu.Streams[snk.Cfg.AuditStream] != first {
+		t.Fatalf("sink user: read the caught-up key: %+v, %v", cu, err)
+	}
+	lease := "$JS.API.DIRECT.GET.KV_" + snk.Cfg.StateBucket + ".$KV." + snk.Cfg.StateBucket + "." + bus.LeaseKey
+	if _, err := snk.Conn.RequestWithContext(short(t, ctx), lease, nil); err == nil {
+		t.Error("sink user can read the lease key")
+	}
 
 	// reader: reads through a consumer of its own, cannot publish or use
 	// the sink's consumer.
@@ -240,7 +255,9 @@ func TestNATSClusterRoles(t *testing.T) {
 	if _, err := rd.JS.Consumer(short(t, ctx), rd.Cfg.AuditStream, cfg.Sink.AuditConsumer); err == nil {
 		t.Error("reader can use the sink's consumer")
 	}
-	if info, _ := ing.StreamInfo(ctx, ing.Cfg.AuditStream); info.State.Msgs != first {
+	if info, err := ing.StreamInfo(ctx, ing.Cfg.AuditStream); err != nil {
+		t.Fatalf("ingest user: audit stream info: %v", err)
+	} else if info.State.Msgs != first {
 		t.Fatalf("audit stream holds %d messages after the refused publishes, want %d", info.State.Msgs, first)
 	}
 
