@@ -28,8 +28,8 @@ func TestBinary(t *testing.T) {
 				t.Errorf("%v: exit %d stderr %q; want 2 and %q", tt.args, code, errOut, tt.want)
 			}
 		}
-		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
-			t.Errorf("files written despite bad arguments: %d", len(entries))
+		if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+			t.Errorf("files written despite bad arguments: %d (%v)", len(entries), err)
 		}
 	})
 }

@@ -134,9 +134,9 @@ func TestPublisherBoundedInFlight(t *testing.T) {
 	if err := p.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	ids, _ := r.snapshot()
-	if fmt.Sprint(ids) != "[0 1 2 3]" {
-		t.Fatalf("callbacks %v", ids)
+	ids, errs := r.snapshot()
+	if fmt.Sprint(ids) != "[0 1 2 3]" || fmt.Sprint(errs) != "[<nil> <nil> <nil> <nil>]" {
+		t.Fatalf("callbacks %v, errors %v", ids, errs)
 	}
 }
 

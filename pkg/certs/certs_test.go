@@ -437,10 +437,13 @@ func TestWriteFileMode(t *testing.T) {
 	if fi.Mode().Perm() != 0o640 {
 		t.Errorf("mode %v, want 0640", fi.Mode().Perm())
 	}
-	if b, _ := os.ReadFile(path); string(b) != "two" {
-		t.Errorf("content %q, want %q", b, "two")
+	if b, err := os.ReadFile(path); err != nil || string(b) != "two" {
+		t.Errorf("content %q (%v), want %q", b, err, "two")
 	}
-	entries, _ := os.ReadDir(filepath.Dir(path))
+	entries, err := os.ReadDir(filepath.Dir(path))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(entries) != 1 {
 		t.Errorf("%d files in the directory, want 1 (no temporary left)", len(entries))
 	}

@@ -256,8 +256,8 @@ func TestPassphraseFromStdin(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), "stdin") {
 				t.Fatalf("err %v, want an error about stdin", err)
 			}
-			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
-				t.Errorf("%d files written despite the error", len(entries))
+			if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+				t.Errorf("%d files written despite the error (%v)", len(entries), err)
 			}
 		})
 	}
@@ -283,7 +283,10 @@ func TestRefusesToOverwrite(t *testing.T) {
 	if strings.Contains(err.Error(), "server.key") {
 		t.Errorf("error %q names a file that does not exist", err)
 	}
-	entries, _ := os.ReadDir(dir)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(entries) != len(existing) || summary != "" {
 		t.Errorf("after refusal: %d files (want %d), summary %q", len(entries), len(existing), summary)
 	}

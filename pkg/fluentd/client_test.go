@@ -96,7 +96,11 @@ func newReceiver(t *testing.T, p *pki) *receiver {
 			}
 			body = zr
 		}
-		b, _ := io.ReadAll(body)
+		b, err := io.ReadAll(body)
+		if err != nil {
+			w.WriteHeader(400)
+			return
+		}
 		r.mu.Lock()
 		r.bodies = append(r.bodies, req.URL.Path+" "+string(b))
 		r.mu.Unlock()
@@ -368,7 +372,10 @@ func TestHTTPSProxyHonoured(t *testing.T) {
 	}()
 	t.Setenv("HTTPS_PROXY", proxy.URL)
 	t.Setenv("NO_PROXY", "")
-	_, port, _ := net.SplitHostPort(target)
+	_, port, err := net.SplitHostPort(target)
+	if err != nil {
+		t.Fatal(err)
+	}
 	url := "https://fluentd.test:" + port + "/proxied.log"
 	c, err := New(p.config(url), zerolog.Nop())
 	if err != nil {

@@ -85,7 +85,10 @@ func BenchmarkBackfill(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				kb, _ := strconv.ParseUint(string(raw), 10, 64)
+				kb, err := strconv.ParseUint(string(raw), 10, 64)
+				if err != nil {
+					b.Fatalf("peak RSS report %q: %v", raw, err)
+				}
 				b.ReportMetric(float64(n)/elapsed.Seconds(), "events/s")
 				b.ReportMetric(float64(kb)/1024, "ingest-peak-rss-MB")
 			}
@@ -101,7 +104,10 @@ func peakRSS() uint64 {
 	}
 	for _, line := range strings.Split(string(raw), "\n") {
 		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0 // unknown, as documented
+			}
 			return kb
 		}
 	}

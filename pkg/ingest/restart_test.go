@@ -120,8 +120,11 @@ func TestStandbyTakesOver(t *testing.T) {
 	// the TTL. Its clock is an hour behind ours, so every expiry it writes
 	// has passed by our clock: the standby must wait all the same.
 	setLease := func() error {
-		v, _ := json.Marshal(leaseValue{Holder: "leader", Expires: time.Now().Add(-time.Hour)})
-		_, err := kv.Put(context.Background(), keyLease, v)
+		v, err := json.Marshal(leaseValue{Holder: "leader", Expires: time.Now().Add(-time.Hour)})
+		if err != nil {
+			return err
+		}
+		_, err = kv.Put(context.Background(), keyLease, v)
 		return err
 	}
 	if err := setLease(); err != nil {
@@ -243,7 +246,10 @@ func TestMetricsAndHealthEndpoints(t *testing.T) {
 			return 0, err.Error()
 		}
 		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return 0, err.Error()
+		}
 		return resp.StatusCode, string(body)
 	}
 	want := `teleport_event_bus_ingest_events_published_total{type="user.login"}`
@@ -257,7 +263,10 @@ func TestMetricsAndHealthEndpoints(t *testing.T) {
 		sum = 0
 		for _, line := range strings.Split(body, "\n") {
 			if strings.HasPrefix(line, "teleport_event_bus_ingest_events_published_total{") {
-				n, _ := strconv.Atoi(line[strings.LastIndexByte(line, ' ')+1:])
+				n, err := strconv.Atoi(line[strings.LastIndexByte(line, ' ')+1:])
+				if err != nil {
+					t.Fatalf("metrics line %q: %v", line, err)
+				}
 				sum += n
 			}
 		}
@@ -302,7 +311,10 @@ func TestLeaderThatLosesTheLeaseStandsBy(t *testing.T) {
 	// Another process takes the lease, then dies without renewing it. Its
 	// clock ran an hour ahead: the expiry it wrote is an hour away, and the
 	// lease must come back after one TTL all the same.
-	v, _ := json.Marshal(leaseValue{Holder: "intruder", Expires: time.Now().Add(time.Hour)})
+	v, err := json.Marshal(leaseValue{Holder: "intruder", Expires: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := kv.Put(context.Background(), keyLease, v); err != nil {
 		t.Fatal(err)
 	}

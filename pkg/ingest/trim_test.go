@@ -10,10 +10,13 @@ import (
 )
 
 func TestFitTrimsLargestStringFields(t *testing.T) {
-	body, _ := json.Marshal(map[string]any{
+	body, err := json.Marshal(map[string]any{
 		"event": "db.session.query", "uid": "u-1", "db_query": strings.Repeat("SELECT 1; ", 200_000),
 		"db_query_parameters": []any{strings.Repeat("p", 300_000)}, "user": "alice",
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	e := bus.Event{ID: "u-1", Type: "db.session.query", Time: time.Now(), JSON: body}
 	const limit = 1 << 20
 	got, err := fit(e, limit)
@@ -37,11 +40,14 @@ func TestFitTrimsLargestStringFields(t *testing.T) {
 
 func TestFitKeepsSmallEventsAndFallsBackToScalars(t *testing.T) {
 	small := bus.Event{ID: "a", Type: "user.login", JSON: []byte(`{"event":"user.login"}`)}
-	if got, _ := fit(small, 1<<20); got.Trimmed || string(got.JSON) != string(small.JSON) {
-		t.Errorf("a small event changed: %+v", got)
+	if got, err := fit(small, 1<<20); err != nil || got.Trimmed || string(got.JSON) != string(small.JSON) {
+		t.Errorf("a small event changed: %+v, %v", got, err)
 	}
 	nums := make([]int, 700_000)
-	body, _ := json.Marshal(map[string]any{"event": "x", "n": nums})
+	body, err := json.Marshal(map[string]any{"event": "x", "n": nums})
+	if err != nil {
+		t.Fatal(err)
+	}
 	got, err := fit(bus.Event{Type: "x", JSON: body}, 1<<20)
 	if err != nil || !got.Trimmed || msgSize(got) > 1<<20 {
 		t.Fatalf("fit of an event made of numbers: %v, trimmed %v, size %d", err, got.Trimmed, msgSize(got))
@@ -59,16 +65,16 @@ func TestTrackerSavesOnlyAcknowledgedPrefix(t *testing.T) {
 	a := tr.published("a")
 	b := tr.published("b")
 	tr.skipped("c")
-	if pos, _, _ := tr.position(); pos != "start" {
-		t.Fatalf("before any ack: %q", pos)
+	if pos, _, err := tr.position(); err != nil || pos != "start" {
+		t.Fatalf("before any ack: %q, %v", pos, err)
 	}
 	a(nil)
-	if pos, _, _ := tr.position(); pos != "a" {
-		t.Fatalf("after a: %q", pos)
+	if pos, _, err := tr.position(); err != nil || pos != "a" {
+		t.Fatalf("after a: %q, %v", pos, err)
 	}
 	b(nil) // c was skipped after b: it is covered too
-	if pos, _, _ := tr.position(); pos != "c" {
-		t.Fatalf("after b: %q", pos)
+	if pos, _, err := tr.position(); err != nil || pos != "c" {
+		t.Fatalf("after b: %q, %v", pos, err)
 	}
 	d := tr.published("d")
 	e := tr.published("e")

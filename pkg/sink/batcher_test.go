@@ -141,8 +141,8 @@ func TestSourcesFilters(t *testing.T) {
 		t.Fatalf("sources = %+v", srcs)
 	}
 	cfg.Sink.FilterSubjects = []string{"audit.user.>", "session.>"}
-	if srcs, _ = Sources(cfg); len(srcs) != 2 || srcs[1].Filters != nil {
-		t.Fatalf("sources = %+v", srcs)
+	if srcs, err = Sources(cfg); err != nil || len(srcs) != 2 || srcs[1].Filters != nil {
+		t.Fatalf("sources = %+v, %v", srcs, err)
 	}
 	cfg.Sink.FilterSubjects = []string{"deadletter.>"}
 	if _, err := Sources(cfg); err == nil || !strings.Contains(err.Error(), "deadletter.>") {
@@ -150,7 +150,7 @@ func TestSourcesFilters(t *testing.T) {
 	}
 	cfg.Sink.FilterSubjects = nil
 	cfg.Fluentd.SessionURL = ""
-	if srcs, _ = Sources(cfg); len(srcs) != 1 || srcs[0].Session {
-		t.Fatalf("without session-url: %+v", srcs)
+	if srcs, err = Sources(cfg); err != nil || len(srcs) != 1 || srcs[0].Session {
+		t.Fatalf("without session-url: %+v, %v", srcs, err)
 	}
 }

@@ -327,7 +327,10 @@ func TestMetricsAndHealthEndpoints(t *testing.T) {
 			return 0, err.Error()
 		}
 		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return 0, err.Error()
+		}
 		return resp.StatusCode, string(b)
 	}
 	want := `teleport_event_bus_sink_delivered_total{stream="` + e.cfg.NATS.AuditStream + `"} 120`

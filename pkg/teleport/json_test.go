@@ -45,9 +45,12 @@ func TestAppendStringReplacesInvalidUTF8(t *testing.T) {
 }
 
 func BenchmarkEncode(b *testing.B) {
-	s, _ := structpb.NewStruct(map[string]any{"event": "user.login", "code": "T1000I", "ei": 0, "success": true,
+	s, err := structpb.NewStruct(map[string]any{"event": "user.login", "code": "T1000I", "ei": 0, "success": true,
 		"time": "2026-11-25T10:00:00.123Z", "uid": "0b2c7d8e-1111-2222-3333-444455556666", "user": "alice",
 		"cluster_name": "sim.teleport.example", "addr.remote": "10.1.2.3:4567", "method": "local"})
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.Run("protojson", func(b *testing.B) {
 		for b.Loop() {
 			_, _ = protojson.Marshal(s)

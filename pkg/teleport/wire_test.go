@@ -208,13 +208,19 @@ func TestDecodeExportedUnusualEncodings(t *testing.T) {
 }
 
 func BenchmarkDecodeExported(b *testing.B) {
-	body, _ := structpb.NewStruct(map[string]any{"event": "user.login", "code": "T1000I", "ei": 0, "success": true,
+	body, err := structpb.NewStruct(map[string]any{"event": "user.login", "code": "T1000I", "ei": 0, "success": true,
 		"time": "2026-11-25T10:00:00.123Z", "uid": "0b2c7d8e-1111-2222-3333-444455556666", "user": "alice",
 		"cluster_name": "sim.teleport.example", "addr.remote": "10.1.2.3:4567", "method": "local",
 		"user_agent": "tsh/17.0.0", "mfa": map[string]any{"kind": "totp", "device": "phone"}})
+	if err != nil {
+		b.Fatal(err)
+	}
 	m := &auditlogpb.ExportEventUnstructured{Cursor: "chunk-1:42", Event: &auditlogpb.EventUnstructured{
 		Type: "user.login", Id: "0b2c7d8e-1111-2222-3333-444455556666", Time: timestamppb.Now(), Unstructured: body}}
-	wire, _ := proto.Marshal(m)
+	wire, err := proto.Marshal(m)
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.Run("protobuf", func(b *testing.B) {
 		for b.Loop() {
 			var m auditlogpb.ExportEventUnstructured

@@ -292,7 +292,10 @@ func TestStatsEndpoint(t *testing.T) {
 	}
 	send := func(method, path, body string) int {
 		t.Helper()
-		req, _ := http.NewRequest(method, s.StatsURL()+path, strings.NewReader(body))
+		req, err := http.NewRequest(method, s.StatsURL()+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
 		resp, err := plain.Do(req)
 		if err != nil {
 			t.Fatalf("%s %s: %v", method, path, err)

@@ -307,7 +307,10 @@ func Post(ctx context.Context, method, url, body string) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		msg, _ := io.ReadAll(resp.Body)
+		msg, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return fmt.Errorf("%s %s: %s (reading the answer: %v)", method, url, resp.Status, err)
+		}
 		return fmt.Errorf("%s %s: %s: %s", method, url, resp.Status, msg)
 	}
 	return nil

@@ -189,7 +189,10 @@ func (p *Proc) Wait(ctx context.Context) (int, error) {
 
 // Log is everything the process has printed so far.
 func (p *Proc) Log() string {
-	data, _ := os.ReadFile(p.LogPath)
+	data, err := os.ReadFile(p.LogPath)
+	if err != nil {
+		return fmt.Sprintf("(cannot read the log of %s: %v)", p.Name, err)
+	}
 	return string(data)
 }
 

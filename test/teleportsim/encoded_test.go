@@ -58,7 +58,11 @@ func TestEncodedEqualsRenderedEvent(t *testing.T) {
 		if err != nil {
 			t.Fatalf("event %d: %v", id, err)
 		}
-		if again, _ := st.encoded(h); &again[0] != &b[0] {
+		again, err := st.encoded(h)
+		if err != nil {
+			t.Fatalf("event %d again: %v", id, err)
+		}
+		if &again[0] != &b[0] {
 			t.Fatalf("event %d rendered twice", id)
 		}
 		if got, want := decodeEvent(t, b), slowEvent(t, st, h.id); !proto.Equal(got, want) {

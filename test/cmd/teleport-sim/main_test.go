@@ -139,7 +139,10 @@ func TestServesAndReports(t *testing.T) {
 	if len(ids) != 300 || ids[0] != items[0].GetId() {
 		t.Errorf("control /ids: %d ids", len(ids))
 	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+controlAddr+"/faults", strings.NewReader(`{"rate_limit_rate": 1, "latency": "10ms"}`))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+controlAddr+"/faults", strings.NewReader(`{"rate_limit_rate": 1, "latency": "10ms"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("put faults: %v %v", resp, err)
@@ -177,7 +180,10 @@ func TestServesAndReports(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("second run: %v", err)
 	}
-	after, _ := os.ReadFile(filepath.Join(dir, "ca.key"))
+	after, err := os.ReadFile(filepath.Join(dir, "ca.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !bytes.Equal(before, after) {
 		t.Error("the second run replaced the CA")
 	}
