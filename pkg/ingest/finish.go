@@ -22,6 +22,12 @@ var (
 	finishClientWait = 10 * time.Second
 )
 
+// finishConsumerWait is how long exit-on-last-event waits for a durable
+// consumer to appear when there is none: a sink started beside ingest may
+// still be retrying its connection to the embedded server (its retries
+// are up to 15 s apart) when a short export is already done.
+var finishConsumerWait = 20 * time.Second
+
 // finish ends an exit-on-last-event run once everything read is
 // acknowledged: it records in the state bucket that ingest is caught up
 // (bus.CaughtUpKey, which the sink's exit-on-last-event waits for) and,
@@ -30,8 +36,10 @@ var (
 // pending and nothing unacknowledged, then for the other clients to
 // disconnect. A consumer that does not drain within
 // ingest.exit-drain-timeout is an error naming it. With no durable consumer
-// at all there is nothing to wait for: the events stay in the streams for
-// a consumer started later, and a warning says so.
+// at all, it waits finishConsumerWait for one to appear (a sink that is
+// starting); if none does there is nothing to wait for: the events stay in
+// the streams for a consumer started later, a warning says so, and the
+// exit is 0.
 func finish(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bus.Bus, kv jetstream.KeyValue) error {
 	cu, err := b.MarkCaughtUp(ctx, kv)
 	if err != nil {
@@ -68,6 +76,8 @@ func waitDrained(ctx context.Context, log zerolog.Logger, b *bus.Bus, deadline t
 	t := time.NewTicker(finishPoll)
 	defer t.Stop()
 	lastLog := time.Now()
+	noConsumerUntil := time.Now().Add(finishConsumerWait)
+	saidNoConsumer := false
 	for {
 		durables, behind, err := backlogs(ctx, b)
 		switch {
@@ -75,6 +85,11 @@ func waitDrained(ctx context.Context, log zerolog.Logger, b *bus.Bus, deadline t
 			return ctx.Err()
 		case err != nil:
 			log.Warn().Err(err).Msg("reading the consumers' backlog failed; trying again")
+		case durables == 0 && time.Now().Before(noConsumerUntil):
+			if !saidNoConsumer {
+				saidNoConsumer = true
+				log.Info().Dur("up_to", finishConsumerWait).Msg("no durable consumer reads the streams yet; waiting for one (a sink that is starting)")
+			}
 		case durables == 0:
 			log.Warn().Strs("streams", []string{b.Cfg.AuditStream, b.Cfg.SessionStream}).
 				Msg("exit-on-last-event: no durable consumer reads the streams, so nothing is waited for; the events stay in the streams under storage for a consumer started later")

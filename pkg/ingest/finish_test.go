@@ -167,6 +167,8 @@ func TestExitOnLastEventDrainTimeout(t *testing.T) {
 // nothing to wait for; ingest says so and exits 0, and the caught-up key
 // it leaves is cleared when the next run starts reading.
 func TestExitOnLastEventWithoutConsumers(t *testing.T) {
+	defer func(d time.Duration) { finishConsumerWait = d }(finishConsumerWait)
+	finishConsumerWait = time.Second
 	now := time.Now().UTC()
 	e := newEnv(t, teleportsim.Options{Seed: 35, Events: 40, From: now.Add(-time.Hour), To: now})
 	e.cfg.NATS.Listen = freeListen(t)
@@ -174,8 +176,13 @@ func TestExitOnLastEventWithoutConsumers(t *testing.T) {
 	if err := e.run(zerolog.New(logs)); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if !strings.Contains(logs.String(), "no durable consumer reads the streams, so nothing is waited for") {
-		t.Errorf("no warning about the missing consumers:\n%s", logs)
+	for _, line := range []string{
+		`"up_to":1000,"message":"no durable consumer reads the streams yet; waiting for one (a sink that is starting)"`,
+		"no durable consumer reads the streams, so nothing is waited for",
+	} {
+		if !strings.Contains(logs.String(), line) {
+			t.Errorf("log lacks %q:\n%s", line, logs)
+		}
 	}
 
 	// The next run, a long-running one, clears the key as it starts.

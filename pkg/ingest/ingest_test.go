@@ -27,6 +27,10 @@ func TestMain(m *testing.M) {
 	if raw := os.Getenv(childEnv); raw != "" {
 		os.Exit(runChild(raw))
 	}
+	// Most tests run exit-on-last-event with the embedded server and no
+	// consumer: they need not wait for one to appear (see
+	// TestExitOnLastEventWithoutConsumers).
+	finishConsumerWait = 0
 	goleak.VerifyTestMain(m,
 		// grpc and nats keep a few process-wide goroutines.
 		goleak.IgnoreTopFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
