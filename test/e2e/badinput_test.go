@@ -242,7 +242,7 @@ func TestBadInput(t *testing.T) {
 	}
 
 	confFiles := []string{"ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key",
-		"teleport-event-handler-role.yaml", "fluent.conf", "teleport-event-handler.toml"}
+		"teleport-event-handler-role.yaml", "teleport-event-handler-user.yaml", "fluent.conf", "teleport-event-handler.toml"}
 	before := hashFiles(t, p.Conf, confFiles)
 
 	cases := []badCase{
