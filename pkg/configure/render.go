@@ -200,11 +200,15 @@ listen = %[6]s
 # duplicate-window = "2m"
 
 [ingest]
+# /metrics, /healthz and /readyz; "" turns them off.
+# metrics-addr = "127.0.0.1:9090"
 # max-in-flight = 256
 # lease-ttl = "10s"
 # missing-recording-ttl = "48h"
 
 [sink]
+# Each sink takes the first free port of the range (and logs it).
+# metrics-addr = "127.0.0.1:9091-9099"
 # audit-consumer = "fluentd-sink-audit"
 # session-consumer = "fluentd-sink-sessions"
 # batch-size = 100

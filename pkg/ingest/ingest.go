@@ -73,15 +73,15 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	}
 	reg := metricsrv.NewRegistry()
 	m := newMetrics(reg)
-	if cfg.MetricsAddr != "" {
-		srv, err := metricsrv.Listen(cfg.MetricsAddr, reg, func() error {
+	if addr := cfg.MetricsAddrFor(config.Ingest); addr != "" {
+		srv, err := metricsrv.Listen(addr, reg, func() error {
 			if !b.Conn.IsConnected() {
 				return errors.New("not connected to NATS")
 			}
 			return nil
 		}, log)
 		if err != nil {
-			return err
+			return cfg.MetricsListenError(config.Ingest, err)
 		}
 		defer func() { _ = srv.Shutdown(context.WithoutCancel(ctx)) }()
 	}

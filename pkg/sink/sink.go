@@ -40,7 +40,7 @@ const (
 // is unreachable, so it may start first), creates the streams
 // that are missing (except in a dry run; existing ones are left as they
 // are), builds the Fluentd client, serves metrics on
-// cfg.MetricsAddr and delivers until ctx is cancelled (then it finishes
+// sink.metrics-addr and delivers until ctx is cancelled (then it finishes
 // in-flight requests and acks within sink.shutdown-timeout and returns nil)
 // or, with exit-on-last-event, until nothing is left to deliver.
 func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
@@ -73,10 +73,10 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	}
 	reg := metrics.NewRegistry()
 	s := New(b.JS, b.Conn, send, cfg, log, WithMetrics(NewMetrics(reg)))
-	if cfg.MetricsAddr != "" {
-		srv, err := metrics.Listen(cfg.MetricsAddr, reg, s.Ready, log)
+	if addr := cfg.MetricsAddrFor(config.Sink); addr != "" {
+		srv, err := metrics.Listen(addr, reg, s.Ready, log)
 		if err != nil {
-			return err
+			return cfg.MetricsListenError(config.Sink, err)
 		}
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
