@@ -51,10 +51,16 @@ const pruneEvery = time.Hour
 // holds the lease and reads; the others stand by and take over from its
 // positions when it dies. With dry-run it reads and logs, publishing
 // nothing and changing no state (no bus is needed).
-func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
+func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) (err error) {
 	if cfg.DryRun {
 		return runDry(ctx, cfg, log)
 	}
+	// Logged last, after the bus (and the embedded server) closed.
+	defer func() {
+		if err == nil && ctx.Err() != nil {
+			log.Info().Msg("ingest stopped cleanly")
+		}
+	}()
 	// A stop (SIGTERM) while starting up is a clean exit, not an error.
 	stopped := func(err error) error {
 		if ctx.Err() != nil {
@@ -174,7 +180,15 @@ func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bu
 	if err != nil {
 		return err
 	}
-	return runWithLock(ctx, cfg, log, b, src, m, in.run)
+	err = runWithLock(ctx, cfg, log, b, src, m, in.run)
+	if ctx.Err() != nil {
+		// Stopped (SIGTERM, or the lease lost): say what the next run
+		// resumes from. Only positions whose events were acknowledged
+		// are ever saved.
+		log.Info().Dict("saved", st.saved()).Int64("events", in.prog.events.Load()).
+			Msg("stopped reading; positions saved in the state bucket")
+	}
+	return err
 }
 
 // messageLimit is the largest message the audit and session streams take:
@@ -294,11 +308,12 @@ func (in *ingester) read(ctx context.Context) error {
 		switch {
 		case err == nil:
 			b.Reset()
-			in.prog.caughtUp.Store(true)
 			in.prune(ctx)
 			if in.cfg.ExitOnLastEvent {
+				in.prog.caughtUp.Store(true)
 				return in.drain(ctx)
 			}
+			in.prog.passDone()
 			// Passes start every poll interval: the time a pass takes does
 			// not add to the delay of new events.
 			if werr := backoff.Sleep(ctx, poll-time.Since(began)); werr != nil {
