@@ -220,6 +220,9 @@ func (p *Pipeline) StopAll(timeout time.Duration) []string {
 	return bad
 }
 
+// Adopt makes proc, started with Start, one of the parts StopAll stops.
+func (p *Pipeline) Adopt(proc *Proc) { p.procs = append(p.procs, proc) }
+
 // Procs are the long-running parts started so far.
 func (p *Pipeline) Procs() []*Proc { return p.procs }
 
