@@ -36,7 +36,8 @@ type Config struct {
 	ExitOnLastEvent bool
 	Concurrency     int
 	WindowSize      time.Duration
-	// MetricsAddr is where /metrics, /healthz and /readyz are served ("" = off).
+	// MetricsAddr is the top-level metrics-addr of earlier releases; ingest
+	// reads it (resolved into Ingest.MetricsAddr), the sink does not.
 	MetricsAddr string
 
 	// Configure holds the arguments and flags of the configure command;
@@ -150,6 +151,9 @@ type IngestConfig struct {
 	// ExitDrainTimeout bounds how long exit-on-last-event waits, with the
 	// embedded server, for the durable consumers to deliver everything.
 	ExitDrainTimeout time.Duration
+	// MetricsAddr is where ingest serves /metrics, /healthz and /readyz:
+	// host:port, or host:first-last for the first free port ("" = off).
+	MetricsAddr string
 }
 
 // SinkConfig is the [sink] section.
@@ -166,6 +170,9 @@ type SinkConfig struct {
 	InFlight        int
 	ShutdownTimeout time.Duration
 	Gzip            bool
+	// MetricsAddr is where the sink serves /metrics, /healthz and /readyz:
+	// host:port, or host:first-last for the first free port ("" = off).
+	MetricsAddr string
 }
 
 // LockConfig carries the lock-* keys of teleport-event-handler.

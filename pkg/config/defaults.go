@@ -12,6 +12,11 @@ const (
 	DefaultDuplicateWindow = 2 * time.Minute
 	// DefaultMaxMsgSize matches nats-server's default max_payload (1 MiB).
 	DefaultMaxMsgSize = 1 << 20
+	// DefaultIngestMetricsAddr and DefaultSinkMetricsAddr do not overlap, so
+	// ingest and any number of sinks (up to nine) serve their metrics on one
+	// host without settings; loopback only until the user opens them.
+	DefaultIngestMetricsAddr = "127.0.0.1:9090"
+	DefaultSinkMetricsAddr   = "127.0.0.1:9091-9099"
 )
 
 // Default is the configuration before any file, environment variable or
@@ -47,6 +52,7 @@ func Default() Config {
 			MissingRecordingTTL: 48 * time.Hour,
 			ProgressInterval:    5 * time.Second,
 			ExitDrainTimeout:    5 * time.Minute,
+			MetricsAddr:         DefaultIngestMetricsAddr,
 		},
 		Sink: SinkConfig{
 			AuditConsumer:   "fluentd-sink-audit",
@@ -59,6 +65,7 @@ func Default() Config {
 			BatchWait:       200 * time.Millisecond,
 			InFlight:        4,
 			ShutdownTimeout: 30 * time.Second,
+			MetricsAddr:     DefaultSinkMetricsAddr,
 		},
 		Lock: LockConfig{
 			FailedAttemptsCount: 3,

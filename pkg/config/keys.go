@@ -197,6 +197,9 @@ var keys = []*key{
 	{name: "ingest.exit-drain-timeout", flag: "ingest-exit-drain-timeout", cmds: forIngest,
 		usage: "With exit-on-last-event and the embedded server: how long to wait for the durable consumers to deliver everything before exiting with an error",
 		field: func(c *Config) any { return &c.Ingest.ExitDrainTimeout }, check: positive},
+	{name: "ingest.metrics-addr", flag: "ingest-metrics-addr", cmds: forIngest,
+		usage: "Serve ingest's /metrics, /healthz and /readyz on host:port, or the first free port of host:first-last; empty is off. The top-level metrics-addr, when set, is read here",
+		field: func(c *Config) any { return &c.Ingest.MetricsAddr }, check: checkListenAddr},
 
 	// [sink]
 	{name: "sink.audit-consumer", flag: "sink-audit-consumer", cmds: forSink,
@@ -235,6 +238,9 @@ var keys = []*key{
 	{name: "sink.gzip", flag: "sink-gzip", cmds: forSink,
 		usage: "Gzip request bodies",
 		field: func(c *Config) any { return &c.Sink.Gzip }},
+	{name: "sink.metrics-addr", flag: "sink-metrics-addr", cmds: forSink,
+		usage: "Serve the sink's /metrics, /healthz and /readyz on host:port, or the first free port of host:first-last (several sinks on one host each take one); empty is off",
+		field: func(c *Config) any { return &c.Sink.MetricsAddr }, check: checkListenAddr},
 
 	// [lock] and the older top-level lock-* keys
 	{name: "lock.enabled", aliases: []string{"lock-enabled"}, flag: "lock-enabled", legacy: true, extraEnv: []string{"FDFWD_LOCKING_ENABLED"}, cmds: forIngest,
@@ -296,9 +302,9 @@ var keys = []*key{
 	{name: "window-size", flag: "window-size", legacy: true, cmds: forIngest,
 		usage: "Time window of one audit log query (legacy read path)",
 		field: func(c *Config) any { return &c.WindowSize }, check: minDuration(time.Second)},
-	{name: "metrics-addr", flag: "metrics-addr", cmds: forReaders,
-		usage: "Serve /metrics, /healthz and /readyz on this host:port; empty is off",
-		field: func(c *Config) any { return &c.MetricsAddr }, check: checkHostPort(true)},
+	{name: "metrics-addr", flag: "metrics-addr", cmds: forIngest,
+		usage: "Older spelling of ingest.metrics-addr, read by ingest only (the sink has sink.metrics-addr); when both are set, the one set with higher precedence wins, the [ingest] key on a tie",
+		field: func(c *Config) any { return &c.MetricsAddr }, check: checkListenAddr},
 
 	// configure's own flags (not file keys)
 	{name: "configure.ca-name", flag: "ca-name", cliOnly: true, cmds: forConfigure,

@@ -404,4 +404,10 @@ func (c *Config) resolve() {
 	if c.Ingest.SessionConcurrency == 0 && c.Concurrency > 0 {
 		c.Ingest.SessionConcurrency = c.Concurrency
 	}
+	// The top-level metrics-addr of earlier releases is ingest's: it wins
+	// over ingest.metrics-addr when set with higher precedence.
+	if old, cur := c.sources["metrics-addr"], c.sources["ingest.metrics-addr"]; old.kind != srcDefault && old.kind > cur.kind {
+		c.Ingest.MetricsAddr = c.MetricsAddr
+		c.sources["ingest.metrics-addr"] = old
+	}
 }

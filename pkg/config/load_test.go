@@ -123,7 +123,7 @@ func TestBadInputs(t *testing.T) {
 		{name: "listen port out of range", toml: ingestOK + "[nats]\nlisten = \"127.0.0.1:70000\"\n",
 			want: `config {f}: key "nats.listen": port must be 0..65535, got "70000"`},
 		{name: "metrics address without port", toml: "metrics-addr = \"localhost\"\n" + ingestOK,
-			want: `config {f}: key "metrics-addr": must be host:port, got "localhost"`},
+			want: `config {f}: key "metrics-addr": must be host:port or host:first-last, got "localhost"`},
 		{name: "malformed TOML", toml: "batch = = 3\n" + ingestOK,
 			want: `config {f}: line 1, column 9: unexpected character U+003D '=' at start of value`},
 		{name: "string where integer expected", toml: "batch = \"20\"\n" + ingestOK,

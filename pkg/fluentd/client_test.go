@@ -239,6 +239,21 @@ func TestWrongCAIsExplained(t *testing.T) {
 	}
 }
 
+// TestPlainHTTPServerIsExplained: an https URL to a plain-http Fluentd (net/http
+// answers "server gave HTTP response to HTTPS client") gets the sentence
+// docs/troubleshooting.md quotes.
+func TestPlainHTTPServerIsExplained(t *testing.T) {
+	p := newPKI(t)
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	defer plain.Close()
+	url := "https://" + strings.TrimPrefix(plain.URL, "http://") + "/t"
+	c := newClient(t, p.config(url))
+	_, err := c.Send(context.Background(), url, recs(`{}`))
+	if err == nil || !Retryable(err) || !strings.Contains(err.Error(), "the Fluentd server did not answer with TLS (is it plain http?)") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
 func TestMissingClientCertIsExplained(t *testing.T) {
 	p := newPKI(t)
 	r := newReceiver(t, p)

@@ -98,10 +98,12 @@ func explainTLS(err error, ca string) string {
 		return "the Fluentd server's certificate is not valid"
 	}
 	var rec tls.RecordHeaderError
-	if errors.As(err, &rec) {
+	msg := err.Error()
+	// net/http replaces the record header error of an HTTP answer with a
+	// plain string of its own.
+	if errors.As(err, &rec) || strings.Contains(msg, "server gave HTTP response to HTTPS client") {
 		return "the Fluentd server did not answer with TLS (is it plain http?)"
 	}
-	msg := err.Error()
 	// A server that requires a client certificate rejects ours (or its
 	// absence) with an alert; with TLS 1.3 it arrives on the first read.
 	if strings.Contains(msg, "remote error: tls:") &&

@@ -52,10 +52,16 @@ const pruneEvery = time.Hour
 // holds the lease and reads; the others stand by and take over from its
 // positions when it dies. With dry-run it reads and logs, publishing
 // nothing and changing no state (no bus is needed).
-func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
+func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) (err error) {
 	if cfg.DryRun {
 		return runDry(ctx, cfg, log)
 	}
+	// Logged last, after the bus (and the embedded server) closed.
+	defer func() {
+		if err == nil && ctx.Err() != nil {
+			log.Info().Msg("ingest stopped cleanly")
+		}
+	}()
 	// A stop (SIGTERM) while starting up is a clean exit, not an error.
 	stopped := func(err error) error {
 		if ctx.Err() != nil {
@@ -74,15 +80,15 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	}
 	reg := metricsrv.NewRegistry()
 	m := newMetrics(reg)
-	if cfg.MetricsAddr != "" {
-		srv, err := metricsrv.Listen(cfg.MetricsAddr, reg, func() error {
+	if addr := cfg.MetricsAddrFor(config.Ingest); addr != "" {
+		srv, err := metricsrv.Listen(addr, reg, func() error {
 			if !b.Conn.IsConnected() {
 				return errors.New("not connected to NATS")
 			}
 			return nil
 		}, log)
 		if err != nil {
-			return err
+			return cfg.MetricsListenError(config.Ingest, err)
 		}
 		defer func() { _ = srv.Shutdown(context.WithoutCancel(ctx)) }()
 	}
@@ -179,7 +185,16 @@ func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bu
 	if err != nil {
 		return err
 	}
-	if err := runWithLock(ctx, cfg, log, b, src, m, in.run); err != nil || !cfg.ExitOnLastEvent || ctx.Err() != nil {
+	err = runWithLock(ctx, cfg, log, b, src, m, in.run)
+	if ctx.Err() != nil {
+		// Stopped (SIGTERM, or the lease lost): say what the next run
+		// resumes from. Only positions whose events were acknowledged
+		// are ever saved.
+		log.Info().Dict("saved", st.saved()).Int64("events", in.prog.events.Load()).
+			Msg("stopped reading; positions saved in the state bucket")
+		return err
+	}
+	if err != nil || !cfg.ExitOnLastEvent {
 		return err
 	}
 	// Caught up with everything acknowledged (in.run drained the outlet).
@@ -303,11 +318,12 @@ func (in *ingester) read(ctx context.Context) error {
 		switch {
 		case err == nil:
 			b.Reset()
-			in.prog.caughtUp.Store(true)
 			in.prune(ctx)
 			if in.cfg.ExitOnLastEvent {
+				in.prog.caughtUp.Store(true)
 				return in.drain(ctx)
 			}
+			in.prog.passDone()
 			// Passes start every poll interval: the time a pass takes does
 			// not add to the delay of new events.
 			if werr := backoff.Sleep(ctx, poll-time.Since(began)); werr != nil {

@@ -16,8 +16,17 @@ import (
 // defaultProgressEvery is how often a backfill reports progress.
 const defaultProgressEvery = 5 * time.Second
 
+// liveEveryFactor stretches the progress interval into the cadence of the
+// lines logged once caught up (5s: one a minute, as the older tool's
+// events-per-minute line): live events are few, and each line says so.
+const liveEveryFactor = 12
+
 // progress counts what the readers did, for the periodic progress line
-// and the cursor-lag metric.
+// and the cursor-lag metric. While backfilling it logs "backfill
+// progress" every interval; after the first pass that read everything
+// there was, one "caught up, now following live events" line, then a
+// "following live events" line every liveEveryFactor intervals in which
+// events came.
 type progress struct {
 	log   zerolog.Logger
 	m     *metrics
@@ -30,6 +39,7 @@ type progress struct {
 	chunks     atomic.Int64
 	newest     atomic.Int64 // unix nanoseconds of the newest acknowledged event
 	caughtUp   atomic.Bool  // the last pass read everything there was
+	live       atomic.Bool  // a pass has read everything: the backfill is over
 
 	bar io.Writer // a terminal to draw a progress bar on; nil: log lines
 }
@@ -69,6 +79,21 @@ func (p *progress) event(at time.Time) {
 // chunkDone records one export chunk finished.
 func (p *progress) chunkDone() { p.chunks.Add(1) }
 
+// passDone records a pass that read everything there was. The first one
+// ends the backfill: it is logged once, and the progress lines change to
+// the live cadence.
+func (p *progress) passDone() {
+	p.caughtUp.Store(true)
+	if !p.live.CompareAndSwap(false, true) {
+		return
+	}
+	if p.bar != nil {
+		fmt.Fprintln(p.bar)
+	}
+	p.log.Info().Int64("dates_total", p.datesTotal.Load()).Int64("events", p.events.Load()).
+		Dur("took", time.Since(p.begun).Round(time.Second)).Msg("caught up, now following live events")
+}
+
 // run logs a progress line every interval while events flow.
 func (p *progress) run(ctx context.Context, every time.Duration) error {
 	if every <= 0 {
@@ -78,6 +103,7 @@ func (p *progress) run(ctx context.Context, every time.Duration) error {
 	defer t.Stop()
 	var lastEvents int64
 	lastAt := time.Now()
+	ticks := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -90,6 +116,16 @@ func (p *progress) run(ctx context.Context, every time.Duration) error {
 				p.m.cursorLag.Set(now.Sub(time.Unix(0, n)).Seconds())
 			}
 			ev := p.events.Load()
+			if p.live.Load() {
+				if ticks++; ticks%liveEveryFactor != 0 {
+					continue
+				}
+				if ev != lastEvents {
+					p.liveLine(ev-lastEvents, now.Sub(lastAt))
+				}
+				lastEvents, lastAt = ev, now
+				continue
+			}
 			if ev == lastEvents {
 				lastAt = now
 				continue
@@ -99,6 +135,15 @@ func (p *progress) run(ctx context.Context, every time.Duration) error {
 			p.line(now, ev, rate)
 		}
 	}
+}
+
+// liveLine reports the live events of the last period.
+func (p *progress) liveLine(events int64, period time.Duration) {
+	ev := p.log.Info().Int64("events", events).Dur("period", period.Round(time.Second)).Int64("events_total", p.events.Load())
+	if n := p.newest.Load(); n > 0 {
+		ev = ev.Time("newest_event", time.Unix(0, n).UTC())
+	}
+	ev.Msg("following live events")
 }
 
 // line reports progress with an estimate of the time left: a bar on a

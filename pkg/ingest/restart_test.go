@@ -228,7 +228,7 @@ func TestMetricsAndHealthEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.cfg.MetricsAddr = ln.Addr().String()
+	e.cfg.Ingest.MetricsAddr = ln.Addr().String()
 	_ = ln.Close()
 	e.cfg.ExitOnLastEvent = false
 	ctx, cancel := context.WithCancel(context.Background())
@@ -241,7 +241,7 @@ func TestMetricsAndHealthEndpoints(t *testing.T) {
 		}
 	}()
 	get := func(path string) (int, string) {
-		resp, err := http.Get("http://" + e.cfg.MetricsAddr + path)
+		resp, err := http.Get("http://" + e.cfg.Ingest.MetricsAddr + path)
 		if err != nil {
 			return 0, err.Error()
 		}

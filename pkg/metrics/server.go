@@ -1,5 +1,6 @@
 // Package metrics serves the operational endpoints every long-running
-// command exposes on metrics-addr: /metrics (Prometheus, from the registry
+// command exposes on its metrics address (ingest.metrics-addr,
+// sink.metrics-addr): /metrics (Prometheus, from the registry
 // the command's stages register their collectors in), /healthz (the process
 // is alive) and /readyz (the command's own readiness check). It owns no
 // metric itself; each stage defines and registers its own.
@@ -58,13 +59,19 @@ type Server struct {
 	err chan error
 }
 
-// Listen starts serving Handler(reg, ready) on addr (host:port; port 0 picks
-// a free one). A port in use is an error naming addr. Stop the server with
-// Shutdown.
+// Listen starts serving Handler(reg, ready) on addr (see ParseAddr:
+// host:port, port 0 picks a free one, or host:first-last, the first free
+// port of the range), and logs the address it took. A port in use is an
+// error wrapping syscall.EADDRINUSE; the caller names its setting. Stop the
+// server with Shutdown.
 func Listen(addr string, reg prometheus.Gatherer, ready ReadyFunc, log zerolog.Logger) (*Server, error) {
-	ln, err := net.Listen("tcp", addr)
+	a, err := ParseAddr(addr)
 	if err != nil {
-		return nil, fmt.Errorf("metrics-addr %q: %w", addr, err)
+		return nil, err
+	}
+	ln, err := a.listen()
+	if err != nil {
+		return nil, err
 	}
 	s := &Server{
 		ln:  ln,

@@ -127,6 +127,9 @@ func OpenOrdered(ctx context.Context, js jetstream.JetStream, src Source) (jetst
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, fmt.Errorf("ordered consumer: stream %q does not exist (start ingest first, or check nats.*-stream): %w", src.Stream, err)
+		}
 		return nil, fmt.Errorf("ordered consumer on stream %q: %w", src.Stream, err)
 	}
 	return c, nil

@@ -381,6 +381,8 @@ func (e *env) readDeadLetters() []jetstream.Msg {
 // newTestConfig is the default configuration with Fluentd URLs set.
 func newTestConfig() *config.Config {
 	cfg := config.Default()
+	// Tests run beside other processes: any free port, not the default range.
+	cfg.Sink.MetricsAddr = "127.0.0.1:0"
 	cfg.Fluentd.URL = "https://127.0.0.1:8888/test.log"
 	cfg.Fluentd.SessionURL = "https://127.0.0.1:8888/session"
 	return &cfg

@@ -10,6 +10,7 @@ package sink
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -40,7 +41,7 @@ const (
 // is unreachable, so it may start first), creates the streams
 // that are missing (except in a dry run; existing ones are left as they
 // are), builds the Fluentd client, serves metrics on
-// cfg.MetricsAddr and delivers until ctx is cancelled (then it finishes
+// sink.metrics-addr and delivers until ctx is cancelled (then it finishes
 // in-flight requests and acks within sink.shutdown-timeout and returns nil)
 // or, with exit-on-last-event, until nothing is left to deliver.
 func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
@@ -73,10 +74,10 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	}
 	reg := metrics.NewRegistry()
 	s := New(b.JS, b.Conn, send, cfg, log, WithMetrics(NewMetrics(reg)))
-	if cfg.MetricsAddr != "" {
-		srv, err := metrics.Listen(cfg.MetricsAddr, reg, s.Ready, log)
+	if addr := cfg.MetricsAddrFor(config.Sink); addr != "" {
+		srv, err := metrics.Listen(addr, reg, s.Ready, log)
 		if err != nil {
-			return err
+			return cfg.MetricsListenError(config.Sink, err)
 		}
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -287,8 +288,31 @@ func (s *Sink) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.log.Info().Msg("sink stopped")
+	s.logStop(ctx, consumers)
 	return nil
+}
+
+// logStop says where each durable consumer stands now that the sink
+// stopped: the stream sequence acknowledged through (what the next sink
+// resumes after), what is left, and what this sink fetched but did not
+// settle (redelivered after ack-wait).
+func (s *Sink) logStop(ctx context.Context, consumers []consumer) {
+	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	arr := zerolog.Arr()
+	for _, c := range consumers {
+		d := zerolog.Dict().Str("stream", c.src.Stream).Str("consumer", c.src.Consumer)
+		info, err := c.c.Info(ictx)
+		if err != nil {
+			d = d.Str("error", fmt.Sprintf("consumer info: %v", err))
+		} else {
+			d = d.Uint64("acknowledged_through", info.AckFloor.Stream).Uint64("pending", info.NumPending).
+				Int("unacknowledged", info.NumAckPending)
+		}
+		arr = arr.Dict(d)
+	}
+	s.log.Info().Array("consumers", arr).Int64("unsettled", s.outstanding.Load()).
+		Msg("sink stopped cleanly; positions saved in the durable consumers")
 }
 
 // afterDone returns a context that is cancelled timeout after ctx is done

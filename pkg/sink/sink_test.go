@@ -314,12 +314,12 @@ func TestMetricsAndHealthEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.cfg.MetricsAddr = ln.Addr().String()
+	e.cfg.Sink.MetricsAddr = ln.Addr().String()
 	ln.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, e.cfg, zerolog.Nop()) }()
-	base := "http://" + e.cfg.MetricsAddr
+	base := "http://" + e.cfg.Sink.MetricsAddr
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
 	get := func(path string) (int, string) {
 		resp, err := client.Get(base + path)

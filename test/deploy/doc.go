@@ -3,5 +3,6 @@
 // configuration with TLS and per-role users (started for real), the
 // Kubernetes manifests, the Prometheus rules and Grafana dashboard (every
 // metric they name exists in the code), and the documentation (generated
-// metrics reference, quoted error messages, the consumer example).
+// metrics reference, links, the consumer example; the error messages
+// docs/troubleshooting.md quotes are produced by test/e2e).
 package deploy

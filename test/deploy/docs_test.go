@@ -3,16 +3,11 @@ package deploy
 import (
 	"bytes"
 	"context"
-	"go/ast"
-	"go/parser"
-	"go/token"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -70,77 +65,6 @@ func TestConsumerExample(t *testing.T) {
 	if got := run(); got != want {
 		t.Fatalf("second run printed\n%s\nwant\n%s", got, want)
 	}
-}
-
-// quotedMessage finds the messages docs/troubleshooting.md quotes: the
-// backticked text on its "Message:" lines.
-var quotedMessage = regexp.MustCompile("`([^`]+)`")
-
-// TestTroubleshootingMessagesExist checks that every error message
-// docs/troubleshooting.md quotes is still printed by the code: each one
-// must be part of a string literal in pkg/ or cmd/.
-func TestTroubleshootingMessagesExist(t *testing.T) {
-	root := repoRoot(t)
-	doc, err := os.ReadFile(filepath.Join(root, "docs", "troubleshooting.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	literals := stringLiterals(t, filepath.Join(root, "pkg"), filepath.Join(root, "cmd"))
-	var n int
-	for _, line := range strings.Split(string(doc), "\n") {
-		rest, ok := strings.CutPrefix(line, "Message: ")
-		if !ok {
-			continue
-		}
-		for _, m := range quotedMessage.FindAllStringSubmatch(rest, -1) {
-			n++
-			if !containsAny(literals, m[1]) {
-				t.Errorf("docs/troubleshooting.md quotes %q, which no longer appears in the code", m[1])
-			}
-		}
-	}
-	if n < 10 {
-		t.Errorf("docs/troubleshooting.md quotes %d messages, want at least 10", n)
-	}
-}
-
-func containsAny(literals []string, s string) bool {
-	for _, l := range literals {
-		if strings.Contains(l, s) {
-			return true
-		}
-	}
-	return false
-}
-
-// stringLiterals are the string literals of the non-test Go files under dirs.
-func stringLiterals(t *testing.T, dirs ...string) []string {
-	t.Helper()
-	var out []string
-	for _, dir := range dirs {
-		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
-				return err
-			}
-			f, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
-			if err != nil {
-				return err
-			}
-			ast.Inspect(f, func(n ast.Node) bool {
-				if lit, ok := n.(*ast.BasicLit); ok && lit.Kind == token.STRING {
-					if s, err := strconv.Unquote(lit.Value); err == nil {
-						out = append(out, s)
-					}
-				}
-				return true
-			})
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	return out
 }
 
 // mdLink finds Markdown links' targets.

@@ -241,9 +241,14 @@ func TestKubernetesManifests(t *testing.T) {
 	if cfg.NATS.URL == "" {
 		t.Error("the ConfigMap's TOML has no [nats] url: two ingest replicas need an external NATS cluster for the lease")
 	}
-	_, metricsPort, err := net.SplitHostPort(cfg.MetricsAddr)
-	if err != nil {
-		t.Fatalf("metrics-addr %q: %v", cfg.MetricsAddr, err)
+	metricsPorts := map[string]string{} // command → the port its probes must use
+	for name, cmd := range map[string]config.Command{"ingest": config.Ingest, "fluentd-sink": config.Sink} {
+		addr := cfg.MetricsAddrFor(cmd)
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil || strings.Contains(port, "-") || port == "0" {
+			t.Fatalf("%s's metrics address %q: want one fixed port for the probes (%v)", name, addr, err)
+		}
+		metricsPorts[name] = port
 	}
 
 	openedFiles := map[string][]string{ // files each command opens, from the TOML
@@ -251,7 +256,7 @@ func TestKubernetesManifests(t *testing.T) {
 		"fluentd-sink": {cfg.Fluentd.CA, cfg.Fluentd.Cert, cfg.Fluentd.Key, cfg.NATS.CA, cfg.NATS.Cert, cfg.NATS.Key},
 	}
 	for name, w := range workloads {
-		checkWorkload(t, name, w.Spec.Template.Spec, configMaps, secrets, metricsPort, openedFiles[name])
+		checkWorkload(t, name, w.Spec.Template.Spec, configMaps, secrets, metricsPorts[name], openedFiles[name])
 	}
 }
 

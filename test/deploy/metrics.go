@@ -417,7 +417,7 @@ func MetricsReference(ms []Metric) string {
 
 <!-- Generated from the code by test/deploy (go test ./test/deploy -run TestMetricsReference -update). Do not edit. -->
 
-` + "`ingest` and `fluentd-sink` serve Prometheus metrics on `/metrics` at\n`metrics-addr` (for example `metrics-addr = \":9090\"`), beside `/healthz` (the\nprocess is alive) and `/readyz` (connected to NATS and able to work). Alert\nrules and a Grafana dashboard using these names are in\n[deploy/observability](../deploy/observability).\n\n")
+` + "`ingest` and `fluentd-sink` serve Prometheus metrics on `/metrics` at\n`[ingest] metrics-addr` (default `127.0.0.1:9090`) and `[sink] metrics-addr`\n(default `127.0.0.1:9091-9099`, the first free port), beside `/healthz` (the\nprocess is alive) and `/readyz` (connected to NATS and able to work). Alert\nrules and a Grafana dashboard using these names are in\n[deploy/observability](../deploy/observability).\n\n")
 	b.WriteString("## Pipeline metrics\n\n| metric | type | labels | exported by | meaning |\n|---|---|---|---|---|\n")
 	for _, m := range ms {
 		if m.Source == runtimeSource {

@@ -402,6 +402,7 @@ func TestNATSClusterIngestUser(t *testing.T) {
 	cfg.Teleport = config.TeleportConfig{Addr: []string{sim.Addr()}, Identity: identity, ConnectRetries: 3}
 	cfg.NATS = cluster.NATSConfig(harness.NATSUserIngest)
 	cfg.Ingest.LeaseTTL = 3 * time.Second
+	cfg.Ingest.MetricsAddr = "127.0.0.1:0"
 	cfg.Storage = filepath.Join(dir, "storage")
 	cfg.StartTime = now.Add(-27 * time.Hour).Truncate(time.Second)
 	cfg.Timeout = 200 * time.Millisecond

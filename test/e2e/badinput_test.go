@@ -217,11 +217,11 @@ func TestBadInput(t *testing.T) {
 	// given to ingest() replace these (some are lists, repeating adds).
 	ingest := func(extra ...string) []string {
 		return withFlags([]string{"--config", p.Config, "--teleport-addr", p.TeleportAddr, "--teleport-identity", p.Identity,
-			"--teleport-connect-retries", "1", "--nats-listen", "127.0.0.1:0", "--storage", filepath.Join(dir, "storage-"+fmt.Sprint(time.Now().UnixNano()))}, extra...)
+			"--teleport-connect-retries", "1", "--nats-listen", "127.0.0.1:0", "--ingest-metrics-addr", "127.0.0.1:0", "--storage", filepath.Join(dir, "storage-"+fmt.Sprint(time.Now().UnixNano()))}, extra...)
 	}
 	// sink flags that reach NATS (the token server) and a Fluentd URL.
 	sink := func(extra ...string) []string {
-		return withFlags([]string{"--config", p.Config, "--nats-url", natsURL, "--nats-token", token,
+		return withFlags([]string{"--config", p.Config, "--nats-url", natsURL, "--nats-token", token, "--sink-metrics-addr", "127.0.0.1:0",
 			"--fluentd-url", "https://127.0.0.1:8888/test.log", "--fluentd-session-url", "https://127.0.0.1:8888/session"}, extra...)
 	}
 
@@ -229,7 +229,7 @@ func TestBadInput(t *testing.T) {
 	fixedStorage := filepath.Join(dir, "storage-fixed")
 	first, err := harness.Start(ctx, harness.Spec{Name: "ingest-first-run", Bin: filepath.Join(binDir, "ingest"), LogDir: filepath.Join(dir, "logs"),
 		Args: []string{"--config", p.Config, "--teleport-addr", p.TeleportAddr, "--teleport-identity", p.Identity,
-			"--nats-listen", "127.0.0.1:0", "--storage", fixedStorage, "--start-time", "2020-01-01T00:00:00Z"}})
+			"--nats-listen", "127.0.0.1:0", "--ingest-metrics-addr", "127.0.0.1:0", "--storage", fixedStorage, "--start-time", "2020-01-01T00:00:00Z"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func TestBadInput(t *testing.T) {
 	}
 
 	confFiles := []string{"ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key",
-		"teleport-event-handler-role.yaml", "fluent.conf", "teleport-event-handler.toml"}
+		"teleport-event-handler-role.yaml", "teleport-event-handler-user.yaml", "fluent.conf", "teleport-event-handler.toml"}
 	before := hashFiles(t, p.Conf, confFiles)
 
 	cases := []badCase{
@@ -425,7 +425,7 @@ func testSinkWrongFluentdCA(ctx context.Context, t *testing.T, p *harness.Pipeli
 	sink, err := harness.Start(ctx, harness.Spec{Name: "sink-wrong-ca", Bin: filepath.Join(binDir, "fluentd-sink"), LogDir: p.LogDir,
 		Args: []string{"--config", p.Config, "--nats-url", natsURL, "--nats-token", token,
 			"--fluentd-url", p.FluentdURL + "/test.log", "--fluentd-session-url", p.FluentdURL + "/session",
-			"--fluentd-ca", wrongCA, "--sink-shutdown-timeout", "2s"}})
+			"--fluentd-ca", wrongCA, "--sink-shutdown-timeout", "2s", "--sink-metrics-addr", "127.0.0.1:0"}})
 	if err != nil {
 		t.Fatal(err)
 	}

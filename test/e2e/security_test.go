@@ -40,9 +40,11 @@ func TestSecurityEmbeddedNATSLoopbackOnly(t *testing.T) {
 	if !free {
 		t.Skipf("port %d stays in use by another process; cannot start ingest with its defaults", defaultNATSPort)
 	}
-	// No --config and no --nats-*: the built-in defaults.
+	// No --config and no --nats-*: the built-in defaults (the metrics on
+	// any free port: the default one may be another test's).
 	ing, err := harness.Start(ctx, harness.Spec{Name: "ingest-defaults", Bin: filepath.Join(binDir, "ingest"), LogDir: p.LogDir,
-		Args: []string{"--teleport-addr", p.TeleportAddr, "--teleport-identity", p.Identity, "--storage", filepath.Join(dir, "storage-defaults")}})
+		Args: []string{"--teleport-addr", p.TeleportAddr, "--teleport-identity", p.Identity, "--storage", filepath.Join(dir, "storage-defaults"),
+			"--ingest-metrics-addr", "127.0.0.1:0"}})
 	if err != nil {
 		t.Fatal(err)
 	}

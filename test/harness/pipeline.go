@@ -167,7 +167,9 @@ func (p *Pipeline) StartFluentd(ctx context.Context, extra ...string) error {
 	return nil
 }
 
-// IngestArgs are the flags every ingest of this pipeline gets.
+// IngestArgs are the flags every ingest of this pipeline gets. Metrics go
+// to any free port: tests run many pipelines on one machine, beyond what
+// the default addresses are for.
 func (p *Pipeline) IngestArgs() []string {
 	return []string{
 		"--config", p.Config,
@@ -175,6 +177,7 @@ func (p *Pipeline) IngestArgs() []string {
 		"--teleport-identity", p.Identity,
 		"--storage", p.Storage,
 		"--nats-listen", p.NATSListen,
+		"--ingest-metrics-addr", "127.0.0.1:0",
 	}
 }
 
@@ -191,6 +194,7 @@ func (p *Pipeline) SinkArgs() []string {
 		"--fluentd-url", p.FluentdURL + "/test.log",
 		"--fluentd-session-url", p.FluentdURL + "/session",
 		"--nats-listen", p.NATSListen,
+		"--sink-metrics-addr", "127.0.0.1:0",
 	}
 }
 
@@ -215,6 +219,9 @@ func (p *Pipeline) StopAll(timeout time.Duration) []string {
 	}
 	return bad
 }
+
+// Adopt makes proc, started with Start, one of the parts StopAll stops.
+func (p *Pipeline) Adopt(proc *Proc) { p.procs = append(p.procs, proc) }
 
 // Procs are the long-running parts started so far.
 func (p *Pipeline) Procs() []*Proc { return p.procs }

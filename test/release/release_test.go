@@ -293,7 +293,7 @@ func TestGenExampleMTLS(t *testing.T) {
 	if strings.Contains(string(out), "example-passphrase-42") {
 		t.Errorf("the passphrase was printed:\n%s", out)
 	}
-	for _, f := range []string{"ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key", "fluent.conf", "teleport-event-handler.toml", "teleport-event-handler-role.yaml"} {
+	for _, f := range []string{"ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key", "fluent.conf", "teleport-event-handler.toml", "teleport-event-handler-role.yaml", "teleport-event-handler-user.yaml"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Errorf("gen-example-mtls did not write %s: %v", f, err)
 		}

@@ -1,0 +1,63 @@
+package sink
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/teleport-event-bus/teleport-event-bus/test/fluentdsim"
+)
+
+// TestStopLogsPositions: on a stop (SIGTERM) the sink's last line says it
+// stopped cleanly and where each durable consumer stands, so an operator
+// sees what the next sink resumes after.
+func TestStopLogsPositions(t *testing.T) {
+	e := newEnv(t, fluentdsim.Options{})
+	e.publishAudit(1, 25)
+	r := e.start(e.cfg)
+	e.waitStored(25, 30*time.Second)
+	if err := r.stop(t); err != nil {
+		t.Fatalf("Run after a stop: %v, want nil", err)
+	}
+	lines := strings.Split(strings.TrimSpace(r.logs.String()), "\n")
+	var last struct {
+		Level     string
+		Message   string
+		Unsettled *int64
+		Consumers []struct {
+			Stream              string
+			Consumer            string
+			AcknowledgedThrough *uint64 `json:"acknowledged_through"`
+			Pending             *uint64
+			Unacknowledged      *int
+			Error               string
+		}
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
+		t.Fatalf("last log line %q: %v", lines[len(lines)-1], err)
+	}
+	if last.Message != "sink stopped cleanly; positions saved in the durable consumers" || last.Level != "info" {
+		t.Fatalf("last log line is %q, want the clean-stop line:\n%s", lines[len(lines)-1], r.logs.String())
+	}
+	if last.Unsettled == nil || *last.Unsettled != 0 {
+		t.Errorf("unsettled %v, want 0 (everything was delivered)", last.Unsettled)
+	}
+	found := false
+	for _, c := range last.Consumers {
+		if c.Error != "" || c.AcknowledgedThrough == nil || c.Pending == nil || c.Unacknowledged == nil {
+			t.Errorf("consumer %s/%s: %+v", c.Stream, c.Consumer, c)
+			continue
+		}
+		if c.Stream == e.cfg.NATS.AuditStream {
+			found = true
+			if *c.AcknowledgedThrough != 25 || *c.Pending != 0 || *c.Unacknowledged != 0 {
+				t.Errorf("audit consumer acknowledged through %d, pending %d, unacknowledged %d; want 25, 0, 0",
+					*c.AcknowledgedThrough, *c.Pending, *c.Unacknowledged)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("the stop line names no consumer on %s: %s", e.cfg.NATS.AuditStream, lines[len(lines)-1])
+	}
+}
