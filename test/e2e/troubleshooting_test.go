@@ -123,6 +123,13 @@ var troubleshootingCases = []troubleshootingCase{
 	{msgs: []string{"another process serves there: set [ingest] metrics-addr, --ingest-metrics-addr or FDFWD_INGEST_METRICS_ADDR"},
 		bin: "ingest", code: exitRuntime,
 		args: func(s *tsSetup) []string { return s.ingest("--ingest-metrics-addr", s.busy) }},
+	{msgs: []string{"only one process may serve a store; stop it first, or give this one another storage"}, bin: "ingest", code: exitRuntime,
+		args: func(s *tsSetup) []string { return s.ingest("--storage", s.p.Storage) }}, // the running ingest's store
+	{msgs: []string{"but no NATS server answers for it", "status read nothing there; check that process and [nats] listen"},
+		bin: "ingest", code: exitRuntime,
+		args: func(s *tsSetup) []string {
+			return append(append([]string{"status"}, s.p.IngestArgs()...), "--nats-listen", s.silent)
+		}},
 }
 
 // tsSetup is what the cases fail against.
@@ -133,6 +140,7 @@ type tsSetup struct {
 	natsURL      string      // a nats-server requiring token
 	token        string
 	busy         string // host:port another socket holds
+	silent       string // host:port nothing listens on
 	fixedStorage string // storage whose start-time is 2020-01-01
 	plainURL     string // a Fluentd double without TLS
 	poisonURL    string // a Fluentd double answering 400 to user.login
@@ -303,6 +311,11 @@ func newTroubleshootingSetup(t *testing.T) *tsSetup {
 	}
 	t.Cleanup(func() { busy.Close() })
 	s.busy = busy.Addr().String()
+	silent, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.silent = fmt.Sprintf("127.0.0.1:%d", silent)
 	s.plainURL = startFluentdSim(ctx, t, p, "fluentd-plain", "--plain-http")
 	s.poisonURL = startFluentdSim(ctx, t, p, "fluentd-poison", "--poison", "event=user.login")
 
