@@ -83,6 +83,8 @@ type ConfigureOptions struct {
 	Force bool
 	// Lock adds lock create/update to the generated Teleport role.
 	Lock bool
+	// Forward writes an in_forward configuration instead of in_http.
+	Forward bool
 }
 
 // TeleportConfig is the [teleport] section.

@@ -369,6 +369,9 @@ var keys = []*key{
 	{name: "configure.lock", flag: "lock", cliOnly: true, cmds: forConfigure,
 		usage: "Let the Teleport role create and update locks (for lock.enabled)",
 		field: func(c *Config) any { return &c.Configure.Lock }},
+	{name: "configure.forward", flag: "forward", cliOnly: true, cmds: forConfigure,
+		usage: "Configure Fluentd's in_forward (TLS, generated shared key) instead of in_http",
+		field: func(c *Config) any { return &c.Configure.Forward }},
 }
 
 // configFlag is the flag naming the TOML file.
