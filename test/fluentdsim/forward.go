@@ -632,9 +632,18 @@ func appendJSON(out []byte, d *msgpack.Decoder, depth int) ([]byte, error) {
 	}
 }
 
+// appendJSONString quotes s as encoding/json does; plain ASCII without
+// characters to escape (most of an event) is copied as it is.
 func appendJSONString(out []byte, s string) []byte {
-	b, _ := json.Marshal(s) // a string always encodes
-	return append(out, b...)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s) // a string always encodes
+			return append(out, b...)
+		}
+	}
+	out = append(out, '"')
+	out = append(out, s...)
+	return append(out, '"')
 }
 
 func random16() []byte {
