@@ -1,10 +1,11 @@
 // Package sink is the Fluentd side of the pipeline: it reads the audit and
 // session streams through durable pull consumers and delivers the events to
-// Fluentd's in_http. The pieces are separate: a consumer per stream
-// (consumer.go) feeds a Batcher that groups events per target URL, batches
-// go to a Deliverer that posts them with a fluentd.Client and settles each
-// message (ack, NAK with backoff, or dead letter) by Fluentd's answer. Any
-// number of sink processes with the same consumer names share the work.
+// Fluentd's in_http or in_forward. The pieces are separate: a consumer per
+// stream (consumer.go) feeds a Batcher that groups events per target (a URL
+// for in_http, a tag for in_forward), batches go to a Deliverer that sends
+// them with a fluentd.Client or fluentd.Forward and settles each message
+// (ack, NAK with backoff, or dead letter) by Fluentd's answer. Any number of
+// sink processes with the same consumer names share the work.
 package sink
 
 import (
