@@ -116,7 +116,7 @@ var keys = []*key{
 		usage: "Timeout for a TCP+TLS connection to Fluentd",
 		field: func(c *Config) any { return &c.Fluentd.DialTimeout }, check: positive},
 	{name: "fluentd.response-timeout", aliases: []string{"forward.fluentd.response-timeout"}, flag: "fluentd-response-timeout", cmds: forSink,
-		usage: "Timeout for Fluentd's answer to one request",
+		usage: "Timeout for Fluentd's answer to one request (in_forward: the ack of one message)",
 		field: func(c *Config) any { return &c.Fluentd.ResponseTimeout }, check: positive},
 	{name: "fluentd.max-conns", aliases: []string{"forward.fluentd.max-conns"}, flag: "fluentd-max-conns", cmds: forSink,
 		usage: "Keep-alive connections kept open to Fluentd",
