@@ -24,7 +24,7 @@ import (
 // The in_forward side of the double. It behaves as Fluentd's in_forward
 // (lib/fluent/plugin/in_forward.rb, Forward Protocol Specification v1) with
 // <transport tls> client_cert_auth and, when Options.SharedKey is set, a
-// <security> section; see forwardBehaviour in forward_test.go for the table
+// <security> section; see TestForwardBehaviour in forward_test.go for the table
 // it is tested against:
 //
 //   - TLS: a client certificate from the CA is required; the handshake

@@ -141,7 +141,7 @@ func gzipped(t *testing.T, b []byte) []byte {
 	return buf.Bytes()
 }
 
-// forwardBehaviour is Fluentd's in_forward as the sim must reproduce it
+// TestForwardBehaviour is Fluentd's in_forward as the sim must reproduce it
 // (in_forward.rb, Forward Protocol Specification v1): what each message
 // gets as an answer and what is stored.
 func TestForwardBehaviour(t *testing.T) {
