@@ -20,9 +20,9 @@ build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ $(addprefix ./cmd/,$(COMMANDS)) $(addprefix ./test/cmd/,$(SIMS))
 
-## demo: the whole pipeline on embedded defaults, with a summary of what was delivered
+## demo: the whole pipeline on embedded defaults, with a summary of what was delivered (DEMO_FLAGS=--forward: over in_forward)
 demo: build
-	$(BIN)/demo --bin $(BIN) --dir demo
+	$(BIN)/demo --bin $(BIN) --dir demo $(DEMO_FLAGS)
 
 ## test: go vet, the gofmt check, and every test with the race detector
 test: vet fmt-check unit

@@ -39,6 +39,7 @@ func run(ctx context.Context, cfg *config.Config, _ zerolog.Logger) error {
 		EncryptClientKey: o.EncryptClientKey,
 		Force:            o.Force,
 		Lock:             o.Lock,
+		Forward:          o.Forward,
 		CACommonName:     o.CACommonName,
 		ServerCommonName: o.ServerCommonName,
 		ClientCommonName: o.ClientCommonName,

@@ -1,5 +1,6 @@
 // Command fluentd-sink delivers the audit events and session recordings on
-// JetStream to Fluentd's in_http over mTLS, as a durable consumer: run more
+// JetStream to Fluentd's in_http or in_forward over mTLS, as a durable
+// consumer (the scheme of fluentd.url chooses the input): run more
 // copies to scale. Flags, environment variables and the TOML file are
 // described by `fluentd-sink --help` and docs/configuration.md.
 package main

@@ -84,6 +84,8 @@ type ConfigureOptions struct {
 	Force bool
 	// Lock adds lock create/update to the generated Teleport role.
 	Lock bool
+	// Forward writes an in_forward configuration instead of in_http.
+	Forward bool
 }
 
 // TeleportConfig is the [teleport] section.
@@ -115,6 +117,24 @@ type FluentdConfig struct {
 	DialTimeout       time.Duration
 	ResponseTimeout   time.Duration
 	MaxConns          int
+
+	// The in_forward keys (URL tls://host:24224).
+	// InsecureTCP allows a plain tcp:// URL.
+	InsecureTCP bool
+	// Tag and SessionTag override the tags taken from the URLs' paths.
+	Tag        string
+	SessionTag string
+	// SharedKey (or the first line of SharedKeyFile) turns on the
+	// shared-key handshake. Never logged.
+	SharedKey     string
+	SharedKeyFile string
+	// SelfHostname is sent in the handshake; the host name when empty.
+	SelfHostname string
+	Username     string
+	// Password (or the first line of PasswordFile) goes with Username.
+	// Never logged.
+	Password     string
+	PasswordFile string
 }
 
 // NATSConfig is the [nats] section.

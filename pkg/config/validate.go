@@ -103,7 +103,11 @@ func (c *Config) checkFluentd(required bool) error {
 	if required && !c.set("fluentd.url") {
 		return c.requiredErr("key \"fluentd.url\" is required: set it in [fluentd] or [forward.fluentd], --fluentd-url or FDFWD_FLUENTD_URL")
 	}
-	if required && !c.set("fluentd.session-url") {
+	if forwardURL(c.Fluentd.URL) {
+		if err := c.checkForward(required); err != nil {
+			return err
+		}
+	} else if required && !c.set("fluentd.session-url") {
 		return c.requiredErr("key \"fluentd.session-url\" is required: set it in [fluentd] or [forward.fluentd], --fluentd-session-url or FDFWD_FLUENTD_SESSION_URL")
 	}
 	if c.set("fluentd.cert") != c.set("fluentd.key") {
@@ -114,6 +118,66 @@ func (c *Config) checkFluentd(required bool) error {
 	}
 	if c.set("fluentd.key-passphrase") && c.set("fluentd.key-passphrase-file") {
 		return c.errAt(byName["fluentd.key-passphrase-file"], "conflicts with \"fluentd.key-passphrase\": give the passphrase one way")
+	}
+	return nil
+}
+
+// forwardURL reports whether a fluentd url is for in_forward.
+func forwardURL(raw string) bool {
+	return strings.HasPrefix(raw, "tls://") || strings.HasPrefix(raw, "tcp://")
+}
+
+// checkForward: with an in_forward url, a session-url (if any) to the same
+// server, a tag for each kind of event, one way to give each secret, and a
+// password only with a user and a shared key.
+func (c *Config) checkForward(required bool) error {
+	f := c.Fluentd
+	if f.SessionURL != "" {
+		u, uerr := url.Parse(f.URL)
+		s, serr := url.Parse(f.SessionURL)
+		if uerr == nil && serr == nil && (u.Scheme != s.Scheme || u.Host != s.Host) {
+			return c.errAt(byName["fluentd.session-url"], "%q must name the same in_forward server as \"fluentd.url\" (%s://%s): only its path, the session tag, is used", f.SessionURL, u.Scheme, u.Host)
+		}
+	}
+	if required && f.Tag == "" && pathTag(f.URL) == "" {
+		return c.errAt(byName["fluentd.url"], "%q has no tag for audit events: add it as the path (tls://host:24224/test.log) or set \"fluentd.tag\"", f.URL)
+	}
+	if required && f.SessionTag == "" && pathTag(f.SessionURL) == "" {
+		return c.requiredErr("no tag for session events: set \"fluentd.session-tag\" (--fluentd-session-tag; \"session\" gives session.<sid>.log) or \"fluentd.session-url\" with the tag as its path")
+	}
+	for _, pair := range [][2]string{{"fluentd.shared-key", "fluentd.shared-key-file"}, {"fluentd.password", "fluentd.password-file"}} {
+		if c.set(pair[0]) && c.set(pair[1]) {
+			return c.errAt(byName[pair[1]], "conflicts with %q: give it one way", pair[0])
+		}
+	}
+	hasPass := c.set("fluentd.password") || c.set("fluentd.password-file")
+	if hasPass && !c.set("fluentd.username") {
+		return c.errAt(byName["fluentd.username"], "is needed with a fluentd password")
+	}
+	if c.set("fluentd.username") && !c.set("fluentd.shared-key") && !c.set("fluentd.shared-key-file") {
+		return c.errAt(byName["fluentd.username"], "needs a shared key (\"fluentd.shared-key-file\"): in_forward checks users only in the shared-key handshake")
+	}
+	return nil
+}
+
+// pathTag is the tag in a URL's path ("" when none).
+func pathTag(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return strings.ReplaceAll(strings.Trim(u.Path, "/"), "/", ".")
+}
+
+// checkTag: a Fluentd tag is dot-separated parts without spaces or
+// wildcards.
+func checkTag(c *Config, k *key) error {
+	v := k.format(c)
+	if v == "" {
+		return nil
+	}
+	if strings.ContainsAny(v, " \t\r\n*/") || strings.HasPrefix(v, ".") || strings.HasSuffix(v, ".") {
+		return c.errAt(k, "%q is not a tag: dot-separated parts without spaces, '*' or '/'", v)
 	}
 	return nil
 }
@@ -286,13 +350,17 @@ func checkFluentdURL(c *Config, k *key) error {
 		return c.errAt(k, "must be an absolute URL such as https://fluentd:8888/test.log, got %q", raw)
 	}
 	switch u.Scheme {
-	case "https":
+	case "https", "tls":
 	case "http":
 		if !c.Fluentd.InsecureHTTP {
 			return c.errAt(k, "%q is plain http: use https, or set insecure-http = true (--insecure-http) to allow it", raw)
 		}
+	case "tcp":
+		if !c.Fluentd.InsecureTCP {
+			return c.errAt(k, "%q is plain tcp: use tls://, or set insecure-tcp = true (--insecure-tcp) to allow it", raw)
+		}
 	default:
-		return c.errAt(k, "scheme must be https, got %q", u.Scheme)
+		return c.errAt(k, "scheme must be https (in_http) or tls (in_forward), got %q", u.Scheme)
 	}
 	if msg := portProblem(u); msg != "" {
 		return c.errAt(k, "%s", msg)

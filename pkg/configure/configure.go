@@ -72,6 +72,10 @@ type Options struct {
 	Force bool
 	// Lock lets the Teleport role create and update locks.
 	Lock bool
+	// Forward configures Fluentd's in_forward (TLS, shared key) instead of
+	// in_http: fluent.conf's <source>, the TOML's URLs, and a generated
+	// shared key in SharedKeyFile.
+	Forward bool
 	// CACommonName, ServerCommonName and ClientCommonName are the subjects'
 	// common names (defaults DefaultCACommonName, the first DNS name or IP,
 	// DefaultClientCommonName).
@@ -231,6 +235,9 @@ func fileNames(o Options) []string {
 	if o.EncryptClientKey {
 		names = append(names, o.ClientName+".key.pass")
 	}
+	if o.Forward {
+		names = append(names, SharedKeyFile)
+	}
 	return append(names, RoleFile, UserFile, FluentConfFile, TOMLFile)
 }
 
@@ -306,6 +313,9 @@ func generate(ctx context.Context, o Options, dir string, serverPass []byte) ([]
 			output{o.ClientName + ".key.pass", append(clientPass, '\n'), 0o600})
 	} else {
 		outs = append(outs, output{o.ClientName + ".key", client.KeyPEM, 0o600})
+	}
+	if o.Forward {
+		return appendForward(outs, o, p, serverPass)
 	}
 	fluentConf, err := renderFluentConf(p, serverPass)
 	if err != nil {

@@ -28,6 +28,10 @@ func printSummary(o Options, res Result) error {
 	if o.EncryptClientKey {
 		w.printf("%s is encrypted; its passphrase is in %s.\n", filepath.Base(p.clientKey()), filepath.Base(p.clientPass()))
 	}
+	if o.Forward {
+		w.printf("fluent.conf serves in_forward on port %d (TLS, client certificates, shared key); the key is in %s, which the TOML names.\n",
+			DefaultForwardPort, SharedKeyFile)
+	}
 	w.printf(`
 Next steps:
   1. Create the Teleport role, then its user (in this order; if Teleport

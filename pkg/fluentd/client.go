@@ -1,8 +1,10 @@
-// Package fluentd is the last stage of the pipeline: an HTTPS client for
-// Fluentd's in_http input (and Fluent Bit's http input). It owns the mTLS
-// connection pool, the request body format (one JSON object, or a JSON array
-// for a batch) and the classification of Fluentd's answers into success,
-// refusal and retryable failure. It knows nothing about JetStream; the sink
+// Package fluentd is the last stage of the pipeline: the clients for
+// Fluentd's two network inputs. Client (client.go) posts to in_http (and
+// Fluent Bit's http input) over HTTPS; Forward (forward.go, forward_conn.go,
+// msgpack.go) speaks in_forward, Fluentd's own protocol, over TLS with the
+// shared-key handshake and acks. Each owns its mTLS connection pool, its
+// wire format, and the classification of Fluentd's answers into success,
+// refusal and retryable failure. They know nothing about JetStream; the sink
 // decides what to acknowledge from the errors Send returns.
 package fluentd
 

@@ -41,6 +41,8 @@ func (e *StatusError) Error() string {
 // reset, a timeout, a proxy or TLS failure. Its message explains the TLS
 // failures users meet when setting up mTLS.
 type TransportError struct {
+	// Op is what was being done ("post to" when empty).
+	Op  string
 	URL string
 	// CA is the ca file the client trusts, named in the explanation.
 	CA  string
@@ -49,10 +51,14 @@ type TransportError struct {
 
 // Error names the URL, explains a TLS setup failure, and gives the cause.
 func (e *TransportError) Error() string {
-	if why := explainTLS(e.Err, e.CA); why != "" {
-		return fmt.Sprintf("post to fluentd %s: %s: %v", e.URL, why, e.Err)
+	op := e.Op
+	if op == "" {
+		op = "post to"
 	}
-	return fmt.Sprintf("post to fluentd %s: %v", e.URL, e.Err)
+	if why := explainTLS(e.Err, e.CA); why != "" {
+		return fmt.Sprintf("%s fluentd %s: %s: %v", op, e.URL, why, e.Err)
+	}
+	return fmt.Sprintf("%s fluentd %s: %v", op, e.URL, e.Err)
 }
 
 // Unwrap returns the transport's error.
@@ -73,7 +79,8 @@ func Retryable(err error) bool {
 	}
 	var st *StatusError
 	var tr *TransportError
-	return errors.As(err, &st) || errors.As(err, &tr)
+	var he *HandshakeError
+	return errors.As(err, &st) || errors.As(err, &tr) || errors.As(err, &he)
 }
 
 // explainTLS turns the TLS failures of a misconfigured mTLS setup into a

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -17,7 +18,9 @@ import (
 // BenchmarkSink measures the fluentd-sink binary, as a separate process,
 // draining a pre-filled audit stream (embedded nats-server) into fluentdsim
 // over mTLS (both in the benchmark's process): with the default batching,
-// and in the older tool's model (batch-size 1, one request at a time).
+// the same over in_forward (TLS with client certificates, shared-key
+// handshake, one PackedForward message per batch, each acknowledged), and in
+// the older tool's model (batch-size 1, one request at a time).
 // BENCH_EVENTS sets the stream size (default 100,000; the figure
 // uses 1,000,000); the one-at-a-time model sends BENCH_SINGLE_EVENTS of them
 // (default 20,000), enough for a steady rate. The peak RSS is the sink
@@ -29,8 +32,16 @@ func BenchmarkSink(b *testing.B) {
 	if err := harness.Build(context.Background(), bin, "fluentd-sink"); err != nil {
 		b.Fatal(err)
 	}
-	e := newEnv(b, fluentdsim.Options{})
+	e := newEnv(b, fluentdsim.Options{ForwardAddr: "127.0.0.1:0", SharedKey: benchSharedKey})
 	shortDuplicateWindow(b, e)
+	keyFile := filepath.Join(bin, "shared.key")
+	if err := os.WriteFile(keyFile, []byte(benchSharedKey+"\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	forward := []string{
+		"--fluentd-url", e.sim.ForwardURL() + "/test.log", "--fluentd-session-url", e.sim.ForwardURL() + "/session",
+		"--fluentd-shared-key-file", keyFile, "--fluentd-self-hostname", "bench-sink",
+	}
 	start := time.Now()
 	prefill(b, e, n)
 	b.Logf("pre-filled %d audit events in %s", n, time.Since(start).Round(time.Millisecond))
@@ -38,6 +49,12 @@ func BenchmarkSink(b *testing.B) {
 	var rates [2]float64
 	b.Run("batched", func(b *testing.B) {
 		rates[0] = drain(b, e, filepath.Join(bin, "fluentd-sink"), n, "batched")
+	})
+	b.Run("forward", func(b *testing.B) {
+		rate := drain(b, e, filepath.Join(bin, "fluentd-sink"), n, "forward", forward...)
+		if rates[0] > 0 && rate > 0 {
+			b.Logf("in_forward %.0f events/s, in_http %.0f events/s: forward/http %.2f", rate, rates[0], rate/rates[0])
+		}
 	})
 	b.Run("one-at-a-time", func(b *testing.B) {
 		rates[1] = drain(b, e, filepath.Join(bin, "fluentd-sink"), single, "single", "--sink-batch-size", "1", "--sink-in-flight", "1")
@@ -49,6 +66,9 @@ func BenchmarkSink(b *testing.B) {
 	})
 }
 
+// benchSharedKey is in_forward's shared key in the forward row.
+const benchSharedKey = "bench-shared-key"
+
 // drain starts the sink binary on a fresh consumer, b.N times, waits until
 // fluentdsim stored want events, stops it with SIGTERM and reports the rate
 // and the sink's peak RSS.
@@ -56,12 +76,14 @@ func drain(b *testing.B, e *env, bin string, want int, name string, extra ...str
 	var rate float64
 	for i := range b.N {
 		consumer := fmt.Sprintf("bench-%s-%d", name, i)
-		args := append([]string{
-			"--nats-url", e.cfg.NATS.URL,
-			"--fluentd-url", e.cfg.Fluentd.URL, "--fluentd-session-url", e.cfg.Fluentd.SessionURL,
+		urls := []string{"--fluentd-url", e.cfg.Fluentd.URL, "--fluentd-session-url", e.cfg.Fluentd.SessionURL}
+		if slices.Contains(extra, "--fluentd-url") { // the forward row's own
+			urls = nil
+		}
+		args := append(append([]string{"--nats-url", e.cfg.NATS.URL}, urls...),
 			"--fluentd-ca", e.cfg.Fluentd.CA, "--fluentd-cert", e.cfg.Fluentd.Cert, "--fluentd-key", e.cfg.Fluentd.Key,
-			"--sink-audit-consumer", consumer, "--sink-session-consumer", consumer + "-sessions",
-		}, extra...)
+			"--sink-audit-consumer", consumer, "--sink-session-consumer", consumer+"-sessions")
+		args = append(args, extra...)
 		e.sim.Reset()
 		b.ResetTimer()
 		start := time.Now()

@@ -1,10 +1,11 @@
 // Package sink is the Fluentd side of the pipeline: it reads the audit and
 // session streams through durable pull consumers and delivers the events to
-// Fluentd's in_http. The pieces are separate: a consumer per stream
-// (consumer.go) feeds a Batcher that groups events per target URL, batches
-// go to a Deliverer that posts them with a fluentd.Client and settles each
-// message (ack, NAK with backoff, or dead letter) by Fluentd's answer. Any
-// number of sink processes with the same consumer names share the work.
+// Fluentd's in_http or in_forward. The pieces are separate: a consumer per
+// stream (consumer.go) feeds a Batcher that groups events per target (a URL
+// for in_http, a tag for in_forward), batches go to a Deliverer that sends
+// them with a fluentd.Client or fluentd.Forward and settles each message
+// (ack, NAK with backoff, or dead letter) by Fluentd's answer. Any number of
+// sink processes with the same consumer names share the work.
 package sink
 
 import (
@@ -64,7 +65,21 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		}
 	}
 	var send Sender
-	if !cfg.DryRun {
+	switch {
+	case cfg.DryRun:
+	case fluentd.ForwardScheme(cfg.Fluentd.URL):
+		client, err := fluentd.NewForward(cfg.Fluentd, log, cfg.Sink.Gzip)
+		if err != nil {
+			return err
+		}
+		defer client.Close()
+		// A wrong shared key or user is a setup error: stop now, loudly,
+		// rather than retry it forever.
+		if err := client.Probe(ctx); err != nil {
+			return err
+		}
+		send = client
+	default:
 		client, err := fluentd.New(cfg.Fluentd, log, fluentd.WithGzip(cfg.Sink.Gzip))
 		if err != nil {
 			return err
@@ -144,6 +159,10 @@ type Sink struct {
 	outstanding atomic.Int64
 	deliverer   *Deliverer
 	ready       atomic.Bool
+	// tags, for an in_forward url, are the targets of items instead of
+	// URLs; tagsErr says why there are none.
+	tags    *fluentd.Tags
+	tagsErr error
 }
 
 // New builds a Sink reading through js (nc is its connection, for
@@ -156,6 +175,10 @@ func New(js jetstream.JetStream, nc *nats.Conn, send Sender, cfg *config.Config,
 	}
 	if s.metrics == nil {
 		s.metrics = NewMetrics(nil)
+	}
+	if fluentd.ForwardScheme(cfg.Fluentd.URL) {
+		tags, err := fluentd.ForwardTags(cfg.Fluentd)
+		s.tags, s.tagsErr = &tags, err
 	}
 	s.deliverer = &Deliverer{
 		Send:        send,
@@ -226,6 +249,9 @@ type consumer struct {
 func (s *Sink) Run(ctx context.Context) error {
 	if s.send == nil && !s.cfg.DryRun {
 		return errors.New("sink: no Fluentd client (only a dry run may go without)")
+	}
+	if s.tagsErr != nil {
+		return s.tagsErr
 	}
 	consumers, err := s.open(ctx)
 	if err != nil {
@@ -396,15 +422,23 @@ func (s *Sink) pullBuffer() int {
 }
 
 // item routes a message: audit events to fluentd.url, session events to
-// session-url + ".<sid>.log".
+// session-url + ".<sid>.log". For in_forward the target is the tag
+// instead: the audit tag, or the session tag of the same form.
 func (s *Sink) item(src Source, m jetstream.Msg) Item {
 	it := Item{URL: s.cfg.Fluentd.URL, Data: m.Data(), Msg: m, Stream: src.Stream, Received: time.Now()}
+	if s.tags != nil {
+		it.URL = s.tags.Audit
+	}
 	if src.Session {
 		sid := m.Headers().Get(bus.HeaderSessionID)
 		if sid == "" {
 			sid = strings.TrimPrefix(m.Subject(), bus.SessionPrefix+".")
 		}
-		it.URL = fluentd.SessionURL(s.cfg.Fluentd.SessionURL, sid)
+		if s.tags != nil {
+			it.URL = s.tags.Session(sid)
+		} else {
+			it.URL = fluentd.SessionURL(s.cfg.Fluentd.SessionURL, sid)
+		}
 	}
 	return it
 }

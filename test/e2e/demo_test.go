@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -12,8 +13,18 @@ import (
 // new user would: every event delivered, nothing duplicated or
 // dead-lettered, nothing left running.
 func TestDemo(t *testing.T) {
+	for _, forward := range []bool{false, true} {
+		t.Run(fmt.Sprintf("forward=%v", forward), func(t *testing.T) { testDemo(t, forward) })
+	}
+}
+
+func testDemo(t *testing.T, forward bool) {
 	dir := filepath.Join(t.TempDir(), "demo")
-	cmd := exec.Command(filepath.Join(binDir, "demo"), "--bin", binDir, "--dir", dir, "--events", "3000", "--sessions", "12")
+	args := []string{"--bin", binDir, "--dir", dir, "--events", "3000", "--sessions", "12"}
+	if forward {
+		args = append(args, "--forward")
+	}
+	cmd := exec.Command(filepath.Join(binDir, "demo"), args...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out)
@@ -40,6 +51,9 @@ func TestDemo(t *testing.T) {
 	}
 	if got := row("deadletter.>"); got != "0" {
 		t.Errorf("dead letters %s, want 0", got)
+	}
+	if forward && !strings.Contains(table, "in_forward") {
+		t.Errorf("demo --forward does not say it uses in_forward:\n%s", table)
 	}
 	if !strings.Contains(table, "delivered in") {
 		t.Errorf("demo output lacks the summary line:\n%s", table)

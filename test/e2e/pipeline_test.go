@@ -39,6 +39,8 @@ type runSpec struct {
 	// teleport are extra teleport-sim flags (faults, latency, …).
 	teleport []string
 	timeout  time.Duration
+	// forward delivers to fluentd-sim's in_forward instead of in_http.
+	forward bool
 }
 
 // e2eRun is one scenario: a pipeline in the test's temporary directory with
@@ -123,6 +125,7 @@ func newE2ERun(t *testing.T, spec runSpec) *e2eRun {
 	if err := p.StartTeleport(ctx, args...); err != nil {
 		t.Fatalf("teleport-sim: %v", err)
 	}
+	p.Forward = spec.forward
 	if err := p.StartFluentd(ctx); err != nil {
 		t.Fatalf("fluentd-sim: %v", err)
 	}

@@ -10,6 +10,12 @@
 // client certificate from the configured CA. Faults (500s, latency, dropped
 // connections, downtime, poison records) can be switched on at runtime.
 //
+// With Options.ForwardAddr it also serves Fluentd's in_forward (TLS with
+// client certificates, the shared-key handshake, Message, Forward and
+// PackedForward modes, gzip, acks) into the same store; forward.go says how
+// it answers and forward_test.go holds the table of in_forward's behaviour
+// it is tested against.
+//
 // What it stored is kept per tag with duplicate detection by `uid` (audit
 // events) or (`sid`, `ei`) (session events), optionally appended to a JSONL
 // file, and reported by Stats and by a small plain-HTTP stats endpoint.

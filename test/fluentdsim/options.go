@@ -48,6 +48,19 @@ type Options struct {
 	// (use "127.0.0.1:0" for a random port).
 	StatsAddr string
 
+	// ForwardAddr, when set, also serves Fluentd's in_forward on this
+	// address ("127.0.0.1:0" for a random port), with the same TLS
+	// material (plain TCP with PlainHTTP), store, faults and stats; see
+	// forward.go for how it answers.
+	ForwardAddr string
+	// SharedKey turns on in_forward's <security>: the HELO/PING/PONG
+	// handshake with this shared_key, SelfHostname as self_hostname
+	// (default "fluentd-sim"), and, when Users is not empty, user_auth with
+	// these user → password pairs.
+	SharedKey    string
+	SelfHostname string
+	Users        map[string]string
+
 	// Faults are in force from the start; change them with SetFaults.
 	Faults Faults
 
@@ -74,6 +87,9 @@ type Faults struct {
 	// equals the value (a string field by its text, others by their JSON);
 	// nothing from that request is stored. Used to test dead-lettering.
 	Poison []Poison `json:"poison,omitempty"`
+	// NoAck (in_forward only) stores the records of a message and never
+	// sends its ack, as a Fluentd whose answers are lost.
+	NoAck bool `json:"no_ack,omitempty"`
 }
 
 // Poison selects records to refuse: those whose top-level Field equals Value.

@@ -40,6 +40,7 @@ type Server struct {
 	active    sync.WaitGroup // requests being answered, on any http.Server
 	stats     *http.Server
 	statsAddr string
+	fwd       *forwardListener // nil without Options.ForwardAddr
 
 	mu      sync.Mutex // guards srv, down, timer, closed, stopCtx
 	stopCtx func() bool
@@ -98,6 +99,17 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		s.stats = &http.Server{Handler: s.statsHandler(), ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog: log.New(&errorLog{s: s}, "", 0)}
 		s.wg.Go(func() { s.serve(s.stats, sln, "stats") })
+	}
+	if opts.ForwardAddr != "" {
+		if err := s.startForward(); err != nil {
+			ln.Close()
+			if s.stats != nil {
+				_ = s.stats.Close()
+			}
+			s.wg.Wait()
+			_ = s.store.close()
+			return nil, err
+		}
 	}
 	s.mu.Lock()
 	s.startLocked(ln)
@@ -187,6 +199,9 @@ func (s *Server) Down(d time.Duration) {
 		s.down = true
 		_ = s.srv.Close()
 		s.srv = nil
+		if s.fwd != nil {
+			s.fwd.cut()
+		}
 		s.log.Warn().Str("addr", s.addr).Dur("for", d).Msg("down")
 	}
 	if d > 0 {
@@ -220,6 +235,12 @@ func (s *Server) Up() error {
 	ln, err := net.Listen("tcp", s.addr)
 	if err != nil {
 		return fmt.Errorf("listen again on %s: %w", s.addr, err)
+	}
+	if s.fwd != nil {
+		if err := s.reopenForward(); err != nil {
+			ln.Close()
+			return err
+		}
 	}
 	s.down = false
 	s.startLocked(ln)
@@ -306,6 +327,10 @@ func (s *Server) Close() error {
 			}
 		}
 		s.wg.Wait()
+		if s.fwd != nil {
+			s.fwd.cut()
+			s.fwd.wg.Wait()
+		}
 		// Requests on servers cut by Down are not waited for by Shutdown.
 		s.active.Wait()
 		s.closeErr = s.store.close()

@@ -36,6 +36,11 @@ type Stats struct {
 	// DroppedConnections counts connections closed without an answer by the
 	// DropPercent fault.
 	DroppedConnections int64 `json:"dropped_connections"`
+	// HandshakeRefused counts in_forward shared-key handshakes answered
+	// with PONG false; NoAcks the messages stored and not acknowledged
+	// (the NoAck fault).
+	HandshakeRefused int64 `json:"handshake_refused"`
+	NoAcks           int64 `json:"no_acks"`
 }
 
 // String is a one-line summary, printed by fluentd-sim on exit.
@@ -49,15 +54,16 @@ func (s Stats) String() string {
 	for _, t := range tags {
 		per = append(per, fmt.Sprintf("%s=%d", t, s.Stored[t]))
 	}
-	return fmt.Sprintf("requests=%d connections=%d stored=%d [%s] duplicates=%d dropped=%d rejected=%d errors=%d dropped_connections=%d handshake_errors=%d",
+	return fmt.Sprintf("requests=%d connections=%d stored=%d [%s] duplicates=%d dropped=%d rejected=%d errors=%d dropped_connections=%d handshake_errors=%d handshake_refused=%d no_acks=%d",
 		s.Requests, s.Connections, s.StoredTotal, strings.Join(per, " "), s.DuplicatesTotal,
-		s.Dropped, s.Rejected, s.Errors, s.DroppedConnections, s.HandshakeErrors)
+		s.Dropped, s.Rejected, s.Errors, s.DroppedConnections, s.HandshakeErrors, s.HandshakeRefused, s.NoAcks)
 }
 
 // counters are the request-level counts, updated without locks.
 type counters struct {
 	requests, connections, handshakeErrors  atomic.Int64
 	dropped, rejected, errors, droppedConns atomic.Int64
+	handshakeRefused, noAcks                atomic.Int64
 }
 
 func (c *counters) fill(s *Stats) {
@@ -68,11 +74,13 @@ func (c *counters) fill(s *Stats) {
 	s.Rejected = c.rejected.Load()
 	s.Errors = c.errors.Load()
 	s.DroppedConnections = c.droppedConns.Load()
+	s.HandshakeRefused = c.handshakeRefused.Load()
+	s.NoAcks = c.noAcks.Load()
 }
 
 func (c *counters) reset() {
 	for _, v := range []*atomic.Int64{&c.requests, &c.connections, &c.handshakeErrors,
-		&c.dropped, &c.rejected, &c.errors, &c.droppedConns} {
+		&c.dropped, &c.rejected, &c.errors, &c.droppedConns, &c.handshakeRefused, &c.noAcks} {
 		v.Store(0)
 	}
 }
@@ -85,11 +93,12 @@ type faultsJSON struct {
 	Latency      string   `json:"latency,omitempty"`
 	EmitFail     bool     `json:"emit_fail,omitempty"`
 	Poison       []Poison `json:"poison,omitempty"`
+	NoAck        bool     `json:"no_ack,omitempty"`
 }
 
 // MarshalJSON writes the latency as a duration string.
 func (f Faults) MarshalJSON() ([]byte, error) {
-	j := faultsJSON{ErrorPercent: f.ErrorPercent, DropPercent: f.DropPercent, EmitFail: f.EmitFail, Poison: f.Poison}
+	j := faultsJSON{ErrorPercent: f.ErrorPercent, DropPercent: f.DropPercent, EmitFail: f.EmitFail, Poison: f.Poison, NoAck: f.NoAck}
 	if f.Latency != 0 {
 		j.Latency = f.Latency.String()
 	}
@@ -102,7 +111,7 @@ func (f *Faults) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	out := Faults{ErrorPercent: j.ErrorPercent, DropPercent: j.DropPercent, EmitFail: j.EmitFail, Poison: j.Poison}
+	out := Faults{ErrorPercent: j.ErrorPercent, DropPercent: j.DropPercent, EmitFail: j.EmitFail, Poison: j.Poison, NoAck: j.NoAck}
 	if j.Latency != "" {
 		d, err := time.ParseDuration(j.Latency)
 		if err != nil {

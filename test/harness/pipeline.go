@@ -39,6 +39,13 @@ type Pipeline struct {
 	FluentdURL     string // https://127.0.0.1:port
 	FluentdControl string // http://host:port of fluentd-sim's stats endpoint
 
+	// Forward, set before StartFluentd, makes fluentd-sim also serve
+	// in_forward over TLS with a shared key (ForwardSharedKey, a file) and
+	// the sinks deliver there (ForwardURL) instead of to in_http.
+	Forward          bool
+	ForwardURL       string // tls://127.0.0.1:port
+	ForwardSharedKey string
+
 	// NATSListen is where the embedded server of ingest listens.
 	NATSListen string
 	// Storage is the ingest's state directory.
@@ -143,6 +150,13 @@ func (p *Pipeline) StartFluentd(ctx context.Context, extra ...string) error {
 		"--stats-addr", "127.0.0.1:0",
 		"--match", "test.log,session.*.log",
 	}, extra...)
+	if p.Forward {
+		fwd, err := p.forwardArgs()
+		if err != nil {
+			return err
+		}
+		args = append(args, fwd...)
+	}
 	proc, err := p.start(ctx, Spec{Name: "fluentd-sim", Bin: "fluentd-sim", Args: args,
 		Env: []string{"FLUENTD_SIM_KEY_PASSPHRASE=" + p.Passphrase}})
 	if err != nil {
@@ -159,12 +173,35 @@ func (p *Pipeline) StartFluentd(ctx context.Context, extra ...string) error {
 		if v, ok := strings.CutPrefix(f, "stats="); ok {
 			p.FluentdControl = v
 		}
+		if v, ok := strings.CutPrefix(f, "forward="); ok {
+			p.ForwardURL = v
+		}
+	}
+	if p.Forward && p.ForwardURL == "" {
+		return fmt.Errorf("fluentd-sim ready line lacks forward=: %q", line)
 	}
 	if p.FluentdURL == "" || p.FluentdControl == "" {
 		return fmt.Errorf("fluentd-sim ready line lacks url= or stats=: %q", line)
 	}
 	p.Fluentd = proc
 	return nil
+}
+
+// forwardArgs are fluentd-sim's in_forward flags; a restart keeps the port
+// and the shared key.
+func (p *Pipeline) forwardArgs() ([]string, error) {
+	addr := "127.0.0.1:0"
+	if p.ForwardURL != "" {
+		addr = strings.TrimPrefix(p.ForwardURL, "tls://")
+	}
+	if p.ForwardSharedKey == "" {
+		p.ForwardSharedKey = filepath.Join(p.Dir, "forward-shared.key")
+		key := fmt.Sprintf("shared-%d-%d\n", time.Now().UnixNano(), rand.Int64())
+		if err := os.WriteFile(p.ForwardSharedKey, []byte(key), 0o600); err != nil {
+			return nil, fmt.Errorf("write the shared key: %w", err)
+		}
+	}
+	return []string{"--forward-addr", addr, "--shared-key-file", p.ForwardSharedKey, "--self-hostname", "fluentd-sim"}, nil
 }
 
 // IngestArgs are the flags every ingest of this pipeline gets. Metrics go
@@ -189,6 +226,16 @@ func (p *Pipeline) StartIngest(ctx context.Context, name string, extra ...string
 
 // SinkArgs are the flags every sink of this pipeline gets.
 func (p *Pipeline) SinkArgs() []string {
+	if p.Forward {
+		return []string{
+			"--config", p.Config,
+			"--fluentd-url", p.ForwardURL + "/test.log",
+			"--fluentd-session-url", p.ForwardURL + "/session",
+			"--fluentd-shared-key-file", p.ForwardSharedKey,
+			"--fluentd-self-hostname", "fluentd-sink",
+			"--nats-listen", p.NATSListen,
+		}
+	}
 	return []string{
 		"--config", p.Config,
 		"--fluentd-url", p.FluentdURL + "/test.log",

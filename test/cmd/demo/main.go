@@ -32,6 +32,7 @@ type options struct {
 	days             int
 	timeout          time.Duration
 	keep             bool
+	forward          bool
 	skipSessionTypes string
 }
 
@@ -44,6 +45,7 @@ func main() {
 	flag.IntVar(&o.days, "days", 3, "days of history the events spread over")
 	flag.DurationVar(&o.timeout, "timeout", 5*time.Minute, "give up when delivery takes longer")
 	flag.BoolVar(&o.keep, "keep", false, "keep the working directory afterwards")
+	flag.BoolVar(&o.forward, "forward", false, "deliver to Fluentd's in_forward (TLS, shared key, acks) instead of in_http")
 	flag.Parse()
 	o.skipSessionTypes = "print" // the default of skip-session-types
 
@@ -99,7 +101,12 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 		"--from", from.Format(time.RFC3339), "--seed", "1"); err != nil {
 		return fail(err)
 	}
-	step(out, "fluentd-sim: Fluentd in_http over HTTPS with client_cert_auth")
+	p.Forward = o.forward
+	if o.forward {
+		step(out, "fluentd-sim: Fluentd in_forward over TLS with client_cert_auth and a shared key")
+	} else {
+		step(out, "fluentd-sim: Fluentd in_http over HTTPS with client_cert_auth")
+	}
 	if err := p.StartFluentd(ctx); err != nil {
 		return fail(err)
 	}
@@ -115,7 +122,11 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 		return fail(err)
 	}
 	defer insp.Close()
-	step(out, "fluentd-sink: durable JetStream consumers → Fluentd over mTLS")
+	if o.forward {
+		step(out, "fluentd-sink: durable JetStream consumers → Fluentd in_forward (PackedForward, acks) over mTLS")
+	} else {
+		step(out, "fluentd-sink: durable JetStream consumers → Fluentd over mTLS")
+	}
 	if _, err := p.StartSink(ctx, "fluentd-sink"); err != nil {
 		return fail(err)
 	}

@@ -1,8 +1,9 @@
 // Command fluentd-sim runs the Fluentd in_http test double (test/fluentdsim)
 // as a process, for `make demo`, benchmarks and end-to-end tests: HTTPS with
-// client_cert_auth on --addr, counts and controls on --stats-addr, faults
-// from flags. It prints one "ready" line with both URLs, and its counts on
-// exit (SIGINT/SIGTERM).
+// client_cert_auth on --addr, in_forward over TLS on --forward-addr (with a
+// shared key from --shared-key-file), counts and controls on --stats-addr,
+// faults from flags. It prints one "ready" line with the URLs, and its
+// counts on exit (SIGINT/SIGTERM).
 package main
 
 import (
@@ -28,6 +29,9 @@ const program = "fluentd-sim"
 // passphraseEnv can hold the server key's passphrase, to keep it out of ps.
 const passphraseEnv = "FLUENTD_SIM_KEY_PASSPHRASE"
 
+// sharedKeyEnv can hold in_forward's shared key.
+const sharedKeyEnv = "FLUENTD_SIM_SHARED_KEY"
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
@@ -48,6 +52,8 @@ type settings struct {
 	debug, version    bool
 	passphraseFile    string
 	match, poisonList string
+	sharedKeyFile     string
+	users             string
 }
 
 func parseFlags(args []string, stderr io.Writer) (settings, error) {
@@ -73,6 +79,11 @@ func parseFlags(args []string, stderr io.Writer) (settings, error) {
 	fs.DurationVar(&o.Faults.Latency, "latency", 0, "added before each answer, after storing")
 	fs.BoolVar(&o.Faults.EmitFail, "emit-fail", false, "answer every request 500 (Fluentd cannot buffer)")
 	fs.StringVar(&s.poisonList, "poison", "", "comma-separated `field=value` rules: records with that field value get 400")
+	fs.StringVar(&o.ForwardAddr, "forward-addr", "", "also serve in_forward on this `address` (host:port; port 0 picks one); empty: off")
+	fs.StringVar(&s.sharedKeyFile, "shared-key-file", "", "in_forward <security> shared_key from this `file` (first line), or set "+sharedKeyEnv+"; empty: no handshake")
+	fs.StringVar(&o.SelfHostname, "self-hostname", "", "in_forward <security> self_hostname (default fluentd-sim)")
+	fs.StringVar(&s.users, "users", "", "in_forward user_auth: comma-separated `user=password` pairs (needs a shared key)")
+	fs.BoolVar(&o.Faults.NoAck, "no-ack", false, "in_forward: store messages but never send their ack")
 	fs.DurationVar(&s.downAfter, "down-after", 0, "go down this long after start (needs -down-for)")
 	fs.DurationVar(&s.downFor, "down-for", 0, "length of the down period (listener closed, then reopened on the same port)")
 	fs.BoolVar(&s.debug, "debug", false, "log at debug level (TLS handshake failures)")
@@ -81,7 +92,7 @@ func parseFlags(args []string, stderr io.Writer) (settings, error) {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(stderr, "Usage of %s: a Fluentd in_http test double.\n"+
-				"Prints \"%s ready url=<in_http URL> stats=<stats URL>\" once listening, its counts on exit.\n"+
+				"Prints \"%s ready url=<in_http URL> stats=<stats URL>[ forward=<in_forward URL>]\" once listening, its counts on exit.\n"+
 				"Stats endpoint: GET /stats, GET /ids?tag=T, GET /records?tag=T (with -keep-records),\n"+
 				"GET|PUT /faults (JSON), POST /down?for=5s, POST /up, POST /reset.\n\n", program, program)
 			fs.SetOutput(stderr)
@@ -113,6 +124,33 @@ func (s *settings) check() error {
 	}
 	if !o.PlainHTTP && (o.CAFile == "" || o.CertFile == "" || o.KeyFile == "") {
 		return errors.New("-ca, -cert and -key are required (or -plain-http)")
+	}
+	o.SharedKey = os.Getenv(sharedKeyEnv)
+	if s.sharedKeyFile != "" {
+		b, err := os.ReadFile(s.sharedKeyFile)
+		if err != nil {
+			return fmt.Errorf("-shared-key-file: %w", err)
+		}
+		o.SharedKey = strings.TrimRight(strings.SplitN(string(b), "\n", 2)[0], "\r")
+		if o.SharedKey == "" {
+			return fmt.Errorf("-shared-key-file %q is empty", s.sharedKeyFile)
+		}
+	}
+	for _, p := range splitList(s.users) {
+		user, pass, ok := strings.Cut(p, "=")
+		if !ok || user == "" {
+			return fmt.Errorf("-users %q: want user=password", p)
+		}
+		if o.Users == nil {
+			o.Users = map[string]string{}
+		}
+		o.Users[user] = pass
+	}
+	if len(o.Users) > 0 && o.SharedKey == "" {
+		return errors.New("-users needs a shared key (-shared-key-file): in_forward checks users in the shared-key handshake")
+	}
+	if o.ForwardAddr == "" && (o.SharedKey != "" || o.Faults.NoAck) {
+		return errors.New("-shared-key-file and -no-ack are for in_forward: set -forward-addr")
 	}
 	o.MatchTags = splitList(s.match)
 	for _, p := range splitList(s.poisonList) {
@@ -169,7 +207,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if stats == "" {
 		stats = "none"
 	}
-	fmt.Fprintf(stdout, "%s ready url=%s stats=%s\n", program, srv.URL(), stats)
+	forward := ""
+	if u := srv.ForwardURL(); u != "" {
+		forward = " forward=" + u
+	}
+	fmt.Fprintf(stdout, "%s ready url=%s stats=%s%s\n", program, srv.URL(), stats, forward)
 
 	var wg sync.WaitGroup
 	if s.downAfter > 0 {

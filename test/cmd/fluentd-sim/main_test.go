@@ -93,6 +93,11 @@ func TestBadInvocations(t *testing.T) {
 		{"unreadable CA", []string{"-ca", missing, "-cert", f.cert, "-key", f.key}, "nope.crt"},
 		{"wrong passphrase", append(f.args(), "-key-passphrase", "wrong"), "passphrase"},
 		{"port in use", append(f.args(), "-addr", busy.Addr().String()), "address already in use"},
+		{"users without a shared key", f.args("-forward-addr", "127.0.0.1:0", "-users", "u=p"), "-users needs a shared key"},
+		{"bad users", f.args("-users", "nopass"), `-users "nopass": want user=password`},
+		{"shared key without forward", f.args("-shared-key-file", f.ca), "set -forward-addr"},
+		{"missing shared key file", f.args("-forward-addr", "127.0.0.1:0", "-shared-key-file", missing), "nope.crt"},
+		{"forward port in use", f.args("-forward-addr", busy.Addr().String()), "in_forward: listen"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -228,4 +233,41 @@ func TestDownAfterFor(t *testing.T) {
 	}
 	waitFor("the port to refuse connections", refused)
 	waitFor("the port to accept again", func() bool { return !refused() })
+}
+
+// TestServesForward: with -forward-addr the ready line names the in_forward
+// URL, which accepts TLS connections with the client certificate and sends
+// the HELO of the shared-key handshake.
+func TestServesForward(t *testing.T) {
+	f := writeFiles(t)
+	keyFile := filepath.Join(t.TempDir(), "shared.key")
+	if err := os.WriteFile(keyFile, []byte("k\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, _, out, stop := startRun(t, f.args("-forward-addr", "127.0.0.1:0", "-shared-key-file", keyFile))
+	m := regexp.MustCompile(`forward=tls://(127\.0\.0\.1:\d+)`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("ready line without forward=: %s", out.String())
+	}
+	conn, err := tls.Dial("tcp", m[1], &tls.Config{RootCAs: f.roots, Certificates: []tls.Certificate{f.client}, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 6)
+	if _, err := io.ReadFull(conn, b); err != nil {
+		t.Fatal(err)
+	}
+	// fixarray 2, fixstr 4 "HELO"
+	if string(b) != "\x92\xa4HELO" {
+		t.Errorf("first bytes %q, want the HELO message", b)
+	}
+	conn.Close()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "handshake_refused=0") {
+		t.Errorf("counts line lacks the forward counts: %s", out.String())
+	}
 }
