@@ -29,6 +29,11 @@ func (c *Config) validate(set cmdSet, checkFiles, required bool) error {
 				return err
 			}
 		}
+		if checkFiles && k.secretFile && k.format(c) != "" {
+			if err := CheckSecretFile("file", k.format(c)); err != nil {
+				return c.errAt(k, "%s", err)
+			}
+		}
 	}
 	if set&forIngest != 0 {
 		if err := c.checkTeleportCredentials(required); err != nil {
@@ -45,7 +50,47 @@ func (c *Config) validate(set cmdSet, checkFiles, required bool) error {
 			return err
 		}
 	}
+	if set&forIngest != 0 {
+		if err := c.checkNATSUsers(); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// checkNATSUsers: an embedded server with a users file admits nobody else,
+// ingest included, and takes no token or user besides.
+func (c *Config) checkNATSUsers() error {
+	if !c.set("nats.users") || c.set("nats.url") {
+		return nil
+	}
+	for _, n := range []string{"nats.token", "nats.user"} {
+		if c.set(n) {
+			return c.errAt(byName[n], "conflicts with \"nats.users\": the embedded server admits the users of that file only")
+		}
+	}
+	if !c.set("ingest.nats-nkey") && !c.set("nats.nkey") && !c.set("nats.creds") {
+		return c.errAt(byName["nats.users"], "the embedded server admits only the users of this file, and ingest has no credentials: set \"ingest.nats-nkey\" to the ingest seed file (configure --nats-credentials writes it)")
+	}
+	return nil
+}
+
+// useCommandCredentials makes the command's own NKey ([ingest] or [sink]
+// nats-nkey) the NATS client credential, in place of the [nats] ones: one
+// file serves both commands, each with its own role.
+func (c *Config) useCommandCredentials() {
+	own := ""
+	switch {
+	case c.only.has(Ingest):
+		own = c.Ingest.NATSNKey
+	case c.only.has(Sink):
+		own = c.Sink.NATSNKey
+	}
+	if own == "" {
+		return
+	}
+	c.NATS.NKey = own
+	c.NATS.Creds, c.NATS.User, c.NATS.Password, c.NATS.Token = "", "", "", ""
 }
 
 // checkFile requires the file named by k, when set, to exist and be a file.

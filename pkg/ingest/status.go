@@ -30,7 +30,7 @@ func Status(ctx context.Context, cfg *config.Config, w io.Writer) error {
 		// No ingest is serving the embedded server: read its files directly.
 		nc := cfg.NATS
 		nc.Listen = "127.0.0.1:0"
-		b, err = bus.Open(ctx, nc, cfg.Storage, "ingest-status", log, true)
+		b, err = bus.Open(ctx, nc, cfg.Storage, "ingest-status", log, true, bus.WithSinkConsumers(cfg.Sink))
 	}
 	if err != nil {
 		return err
