@@ -83,6 +83,9 @@ type ConfigureOptions struct {
 	Force bool
 	// Lock adds lock create/update to the generated Teleport role.
 	Lock bool
+	// NATSCredentials only adds NATS credentials to an existing OutDir and
+	// its TOML (configure --nats-credentials).
+	NATSCredentials bool
 }
 
 // TeleportConfig is the [teleport] section.
