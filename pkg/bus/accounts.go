@@ -25,7 +25,7 @@ var accountsRoles = []struct {
 	{RoleSink, "SINK", "NATS_SINK_PASSWORD",
 		"fluentd-sink: reads through its two durable consumers (create/update,\n# info, pull, ack), publishes dead letters, may create a missing stream\n# (never change one) and read the state bucket's caught-up key only.\n# It cannot publish events."},
 	{RoleReader, "READER", "NATS_READER_PASSWORD",
-		"Other consumers (SIEM feed, archiver, `nats sub`): read the audit and\n# session streams through consumers of their own, live-subscribe to\n# audit.> and session.>, and publish nothing onto the bus. They cannot\n# touch the sink's or the lock watcher's consumers, or the state bucket."},
+		"Other consumers (SIEM feed, archiver, `nats sub`): read the audit,\n# session and dead-letter streams through consumers of their own,\n# live-subscribe to audit.>, session.> and deadletter.>, and publish\n# nothing onto the bus. They cannot touch the sink's or the lock\n# watcher's consumers, or the state bucket."},
 }
 
 // AccountsConf renders deploy/nats/accounts.conf, the cluster's users and

@@ -21,8 +21,8 @@ const (
 	// RoleSink reads through its two durable consumers, publishes only
 	// deadletter.> and may read the state bucket's caught-up key.
 	RoleSink Role = "fluentd-sink"
-	// RoleReader reads audit.> and session.> through consumers of its own
-	// and changes nothing else.
+	// RoleReader reads audit.>, session.> and the dead letters through
+	// consumers of its own and changes nothing else.
 	RoleReader Role = "reader"
 )
 
@@ -87,7 +87,7 @@ func Permissions(role Role, n AuthNames) *server.Permissions {
 		pub = sinkPublish(n)
 	case RoleReader:
 		pub, deny = readerPublish(n)
-		sub = append(sub, AuditPrefix+".>", SessionPrefix+".>")
+		sub = append(sub, AuditPrefix+".>", SessionPrefix+".>", DeadLetterPrefix+".>")
 	default:
 		return nil
 	}
@@ -174,8 +174,10 @@ func ownConsumer(stream, durable string) []string {
 }
 
 func readerPublish(n AuthNames) (allow, deny []string) {
-	allow = []string{jsAPI + "INFO", jsAPI + "STREAM.NAMES"}
-	for _, s := range []string{n.AuditStream, n.SessionStream} {
+	allow = []string{jsAPI + "INFO", jsAPI + "STREAM.NAMES", jsAPI + "STREAM.LIST"}
+	// The dead letters are audit events Fluentd refused: reading them is
+	// how they are inspected and replayed (docs/troubleshooting.md).
+	for _, s := range []string{n.AuditStream, n.SessionStream, n.DeadLetterStream} {
 		allow = append(allow,
 			jsAPI+"STREAM.INFO."+s,
 			jsAPI+"STREAM.MSG.GET."+s,
