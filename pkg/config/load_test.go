@@ -155,7 +155,7 @@ func TestBadInputs(t *testing.T) {
 		{name: "nats url scheme", cmd: Sink, toml: sinkOK + "[nats]\nurl = \"nats://a:4222,http://b:4222\"\n",
 			want: `config {f}: key "nats.url": scheme must be nats, tls, ws or wss, got "http"`},
 		{name: "nats creds missing", cmd: Sink, toml: sinkOK + "[nats]\ncreds = \"{d}/missing.creds\"\n",
-			want: `config {f}: key "nats.creds": file "{d}/missing.creds" does not exist`},
+			want: `config {f}: key "nats.creds": file "{d}/missing.creds" does not exist: write the NATS credentials with configure --nats-credentials {d}, or correct the path`},
 		{name: "ingest seed open to others", toml: ingestOK + "[ingest]\nnats-nkey = \"{d}/loose.nk\"\n",
 			want: `config {f}: key "ingest.nats-nkey": file "{d}/loose.nk" is open to group or others (mode 0644), it must be readable by its owner only: run chmod 600 {d}/loose.nk`},
 		{name: "sink seed open to others by flag", cmd: Sink, toml: sinkOK, args: []string{"--sink-nats-nkey", "{d}/loose.nk"},
@@ -163,7 +163,7 @@ func TestBadInputs(t *testing.T) {
 		{name: "nats nkey open to others", cmd: Sink, toml: sinkOK + "[nats]\nnkey = \"{d}/loose.nk\"\n",
 			want: `config {f}: key "nats.nkey": file "{d}/loose.nk" is open to group or others (mode 0644), it must be readable by its owner only: run chmod 600 {d}/loose.nk`},
 		{name: "sink seed missing", cmd: Sink, toml: sinkOK + "[sink]\nnats-nkey = \"{d}/missing.nk\"\n",
-			want: `config {f}: key "sink.nats-nkey": file "{d}/missing.nk" does not exist`},
+			want: `config {f}: key "sink.nats-nkey": file "{d}/missing.nk" does not exist: write the NATS credentials with configure --nats-credentials {d}, or correct the path`},
 		{name: "users file without ingest credentials", toml: ingestOK + "[nats]\nusers = \"{d}/users.toml\"\n",
 			want: `config {f}: key "nats.users": the embedded server admits only the users of this file, and ingest has no credentials: set "ingest.nats-nkey" to the ingest seed file (configure --nats-credentials writes it)`},
 		{name: "users file and token", toml: ingestOK + "[nats]\nusers = \"{d}/users.toml\"\ntoken = \"t0k3n\"\n[ingest]\nnats-nkey = \"{d}/ingest.nk\"\n",
@@ -251,8 +251,17 @@ func TestCommandCredentials(t *testing.T) {
 			t.Errorf("%s: nkey %q user %q password set %v; want nkey %q and no user", cmd, cfg.NATS.NKey, cfg.NATS.User, cfg.NATS.Password != "", want)
 		}
 	}
+	// A [nats] credential given by flag overrules the file's own key.
+	sinkFile := f.write(t, "e.toml", sinkOK+"[sink]\nnats-nkey = \"{d}/sink.nk\"\n")
+	cfg, err := loadArgs(t, Sink, "--config", sinkFile, "--nats-token", "t0k3n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NATS.Token != "t0k3n" || cfg.NATS.NKey != "" {
+		t.Errorf("--nats-token with [sink] nats-nkey in the file: token %v nkey %q, want the flag's token", cfg.NATS.Token != "", cfg.NATS.NKey)
+	}
 	path = f.write(t, "d.toml", ingestOK+sinkOK+"[nats]\nuser = \"u\"\npassword = \"p\"\n[ingest]\nnats-nkey = \"{d}/ingest.nk\"\n")
-	cfg, err := LoadFile(path, Sink)
+	cfg, err = LoadFile(path, Sink)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -77,19 +78,25 @@ func (c *Config) checkNATSUsers() error {
 
 // useCommandCredentials makes the command's own NKey ([ingest] or [sink]
 // nats-nkey) the NATS client credential, in place of the [nats] ones: one
-// file serves both commands, each with its own role.
+// file serves both commands, each with its own role. [nats] credentials
+// given with more precedence (a flag or variable over the file) win.
 func (c *Config) useCommandCredentials() {
 	own := ""
 	switch {
 	case c.only.has(Ingest):
-		own = c.Ingest.NATSNKey
+		own = "ingest.nats-nkey"
 	case c.only.has(Sink):
-		own = c.Sink.NATSNKey
+		own = "sink.nats-nkey"
 	}
-	if own == "" {
+	if own == "" || !c.set(own) {
 		return
 	}
-	c.NATS.NKey = own
+	for _, n := range []string{"nats.creds", "nats.nkey", "nats.user", "nats.token"} {
+		if c.set(n) && c.sources[n].kind > c.sources[own].kind {
+			return
+		}
+	}
+	c.NATS.NKey = byName[own].format(c)
 	c.NATS.Creds, c.NATS.User, c.NATS.Password, c.NATS.Token = "", "", "", ""
 }
 
@@ -101,6 +108,8 @@ func (c *Config) checkFile(k *key) error {
 	}
 	st, err := os.Stat(p)
 	switch {
+	case errors.Is(err, os.ErrNotExist) && (k.secretFile || k.name == "nats.users"):
+		return c.errAt(k, "file %q does not exist: write the NATS credentials with configure --nats-credentials %s, or correct the path", p, c.configDir())
 	case errors.Is(err, os.ErrNotExist):
 		return c.errAt(k, "file %q does not exist", p)
 	case err != nil:
@@ -109,6 +118,15 @@ func (c *Config) checkFile(k *key) error {
 		return c.errAt(k, "%q is a directory, not a file", p)
 	}
 	return nil
+}
+
+// configDir is the directory of the TOML file, where configure writes the
+// credentials; "<dir>" without one.
+func (c *Config) configDir() string {
+	if c.File == "" {
+		return "<dir>"
+	}
+	return filepath.Dir(c.File)
 }
 
 // set reports whether the key has a non-empty value.

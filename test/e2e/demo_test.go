@@ -10,7 +10,8 @@ import (
 
 // TestDemo runs what `make demo` runs, smaller, and reads its table as a
 // new user would: every event delivered, nothing duplicated or
-// dead-lettered, nothing left running.
+// dead-lettered, the bus closed (no client without credentials, no forged
+// event), nothing left running.
 func TestDemo(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "demo")
 	cmd := exec.Command(filepath.Join(binDir, "demo"), "--bin", binDir, "--dir", dir, "--events", "3000", "--sessions", "12")
@@ -40,6 +41,9 @@ func TestDemo(t *testing.T) {
 	}
 	if got := row("deadletter.>"); got != "0" {
 		t.Errorf("dead letters %s, want 0", got)
+	}
+	if got := row("no credentials / forged publish"); got != "refused / refused" {
+		t.Errorf("closed bus: %s, want refused / refused", got)
 	}
 	if !strings.Contains(table, "delivered in") {
 		t.Errorf("demo output lacks the summary line:\n%s", table)

@@ -108,7 +108,8 @@ func TestSecurityNATSAuthRequired(t *testing.T) {
 		t.Fatal(err)
 	}
 	const token = "nats-token-7f3a9c1e"
-	ing, err := p.StartIngest(ctx, "ingest", "--nats-token", token)
+	// The token form, for an installation without a users file.
+	ing, err := p.StartIngest(ctx, "ingest", "--nats-users", "", "--nats-token", token)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -99,8 +99,9 @@ func CheckRoles(ctx context.Context, t *testing.T, rc RoleClients) {
 		t.Fatalf("ingest: state bucket: %v", err)
 	}
 	const otherKey = "roles-check-other"
-	if _, err := kv.Put(ctx, "caught-up", []byte("roles-check")); err != nil {
-		t.Fatalf("ingest: put caught-up: %v", err)
+	// The caught-up mark, unless ingest wrote one already.
+	if _, err := kv.Create(ctx, "caught-up", []byte("roles-check")); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		t.Fatalf("ingest: create caught-up: %v", err)
 	}
 	if _, err := kv.Put(ctx, otherKey, []byte("secret-cursor")); err != nil {
 		t.Fatalf("ingest: put %s: %v", otherKey, err)
@@ -145,7 +146,7 @@ func checkSink(ctx context.Context, t *testing.T, rc RoleClients, n bus.AuthName
 	if err != nil {
 		t.Fatalf("sink: bind the state bucket: %v", err)
 	}
-	if e, err := kv.Get(ctx, "caught-up"); err != nil || string(e.Value()) != "roles-check" {
+	if e, err := kv.Get(ctx, "caught-up"); err != nil || len(e.Value()) == 0 {
 		t.Errorf("sink: get caught-up: %v", err)
 	}
 
