@@ -142,6 +142,9 @@ func Connect(ctx context.Context, cfg config.NATSConfig, name string, log zerolo
 		if isAuthError(err) {
 			return nil, fmt.Errorf("connect to NATS at %s: NATS refused the credentials%s: %w", shown, credentialHint(cfg), err)
 		}
+		if errors.Is(err, nats.ErrNkeysNotSupported) {
+			return nil, fmt.Errorf("connect to NATS at %s: the server takes no NKeys, so the nkey seed file %q cannot log in: give the credentials it expects ([nats] token, user or creds) or start it with the users of deploy/nats: %w", shown, cfg.NKey, err)
+		}
 		return nil, fmt.Errorf("connect to NATS at %s: %w", shown, err)
 	}
 	log.Debug().Str("url", nc.ConnectedUrlRedacted()).Str("name", name).Msg("connected to NATS")

@@ -40,7 +40,7 @@ func TestClosedBusEmbedded(t *testing.T) {
 		}
 	}
 
-	status, err := runCLI(r.ctx, time.Minute, "ingest", []string{"--config", r.p.Config, "--nats-listen", r.p.NATSListen, "status"}, nil, "")
+	status, err := runCLI(r.ctx, time.Minute, "ingest", append(r.p.IngestArgs(), "status"), nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -139,7 +139,8 @@ func TestSecurityNATSAuthRequired(t *testing.T) {
 	}
 	nc.Close()
 
-	sinkArgs := withFlags(p.SinkArgs(), "--fluentd-url", "https://127.0.0.1:1/test.log", "--fluentd-session-url", "https://127.0.0.1:1/session")
+	sinkArgs := withFlags(p.SinkArgs(), "--fluentd-url", "https://127.0.0.1:1/test.log", "--fluentd-session-url", "https://127.0.0.1:1/session",
+		"--sink-nats-nkey", "")
 	r, err := runCLI(ctx, 30*time.Second, "fluentd-sink", sinkArgs, nil, "")
 	if err != nil {
 		t.Fatal(err)
