@@ -258,9 +258,9 @@ func credentialHint(cfg config.NATSConfig) string {
 	case cfg.Creds != "":
 		return fmt.Sprintf(" of credentials file %q", cfg.Creds)
 	case cfg.User != "":
-		return fmt.Sprintf(" of user %q (wrong password?)", cfg.User)
+		return fmt.Sprintf(" of user %q (check its password)", cfg.User)
 	case cfg.Token != "":
-		return " (wrong token?)"
+		return " (check the token)"
 	}
 	return " (none were given and the server requires them: set [ingest] or [sink] nats-nkey, or [nats] nkey, creds or user)"
 }
