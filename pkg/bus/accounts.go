@@ -52,19 +52,44 @@ func AccountsConf() []byte {
 
 authorization {
 `, n.AuditStream, n.SessionStream, n.StateBucket, n.StateBucket)
-	for i, r := range accountsRoles {
-		if i > 0 {
-			b.WriteString("\n")
-		}
-		fmt.Fprintf(&b, "  # %s\n", strings.ReplaceAll(r.comment, "\n#", "\n  #"))
-		writePermissions(&b, r.variable, Permissions(r.role, n))
-	}
+	writeRoles(&b, n)
 	b.WriteString("\n  users = [\n")
 	for _, r := range accountsRoles {
 		fmt.Fprintf(&b, "    { user: %s, password: $%s, permissions: $%s }\n", r.role, r.env, r.variable)
 	}
 	b.WriteString("  ]\n}\n")
 	return b.Bytes()
+}
+
+// NKeyAuthorization renders an authorization block for a nats-server of
+// your own (nats-server -c) that admits the users of a users file with the
+// permissions of their roles, as the embedded server does: the same
+// configure credentials then work against it.
+func NKeyAuthorization(users []User, n AuthNames) []byte {
+	var b bytes.Buffer
+	b.WriteString("authorization {\n")
+	writeRoles(&b, n)
+	b.WriteString("\n  users = [\n")
+	for _, u := range users {
+		for _, r := range accountsRoles {
+			if r.role == u.Role {
+				fmt.Fprintf(&b, "    { nkey: %s, permissions: $%s }\n", u.NKey, r.variable)
+			}
+		}
+	}
+	b.WriteString("  ]\n}\n")
+	return b.Bytes()
+}
+
+// writeRoles writes each role's permissions as a variable of the block.
+func writeRoles(b *bytes.Buffer, n AuthNames) {
+	for i, r := range accountsRoles {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		fmt.Fprintf(b, "  # %s\n", strings.ReplaceAll(r.comment, "\n#", "\n  #"))
+		writePermissions(b, r.variable, Permissions(r.role, n))
+	}
 }
 
 func writePermissions(b *bytes.Buffer, variable string, p *server.Permissions) {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -253,5 +254,71 @@ func TestAccountsConfIsUpToDate(t *testing.T) {
 	}
 	if string(got) != string(bus.AccountsConf()) {
 		t.Fatal("deploy/nats/accounts.conf differs from bus.AccountsConf(); regenerate it: go generate ./pkg/bus")
+	}
+}
+
+// TestConfFilesGrantWhatPermissionsSays parses deploy/nats/accounts.conf
+// and an NKeyAuthorization block with nats-server's own parser and checks
+// that every user gets exactly its role's Permissions: the cluster, a
+// standalone server and the embedded one enforce the same roles.
+func TestConfFilesGrantWhatPermissionsSays(t *testing.T) {
+	names := bus.NamesFor(config.Default().NATS, config.Default().Sink)
+	dir := t.TempDir()
+	for _, env := range []string{"NATS_INGEST_PASSWORD", "NATS_SINK_PASSWORD", "NATS_READER_PASSWORD"} {
+		t.Setenv(env, "pw-"+env)
+	}
+	accounts, err := os.ReadFile("../../deploy/nats/accounts.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := parseConf(t, filepath.Join(dir, "accounts.conf"), accounts)
+	if len(opts.Users) != len(bus.Roles) {
+		t.Fatalf("accounts.conf has %d users, want %d", len(opts.Users), len(bus.Roles))
+	}
+	for _, u := range opts.Users {
+		checkPerms(t, "accounts.conf user "+u.Username, u.Permissions, bus.Permissions(bus.Role(u.Username), names))
+	}
+
+	var users []bus.User
+	for _, r := range bus.Roles {
+		_, pub, err := bus.NewUserKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		users = append(users, bus.User{Role: r, NKey: pub})
+	}
+	opts = parseConf(t, filepath.Join(dir, "nkeys.conf"), bus.NKeyAuthorization(users, names))
+	if len(opts.Nkeys) != len(users) {
+		t.Fatalf("NKeyAuthorization has %d users, want %d", len(opts.Nkeys), len(users))
+	}
+	for i, u := range opts.Nkeys {
+		if u.Nkey != users[i].NKey {
+			t.Errorf("user %d: nkey %s, want %s", i, u.Nkey, users[i].NKey)
+		}
+		checkPerms(t, "nkey user "+string(users[i].Role), u.Permissions, bus.Permissions(users[i].Role, names))
+	}
+}
+
+func parseConf(t *testing.T, path string, data []byte) *server.Options {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(path)
+	if err != nil {
+		t.Fatalf("nats-server cannot parse %s: %v", filepath.Base(path), err)
+	}
+	return opts
+}
+
+func checkPerms(t *testing.T, who string, got, want *server.Permissions) {
+	t.Helper()
+	if got == nil || want == nil {
+		t.Fatalf("%s: permissions %v, want %v", who, got, want)
+	}
+	same := func(a, b []string) bool { return strings.Join(a, "\n") == strings.Join(b, "\n") }
+	if !same(got.Publish.Allow, want.Publish.Allow) || !same(got.Publish.Deny, want.Publish.Deny) ||
+		!same(got.Subscribe.Allow, want.Subscribe.Allow) {
+		t.Errorf("%s: the file grants\n%+v %+v\nbus.Permissions says\n%+v %+v", who, *got.Publish, *got.Subscribe, *want.Publish, *want.Subscribe)
 	}
 }

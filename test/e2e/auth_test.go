@@ -18,19 +18,33 @@ import (
 // TestClosedBusEmbedded runs the pipeline as configure sets it up — the
 // embedded server closed, ingest and the sink each with its own key — and
 // checks that it delivers everything as before, without a permissions
-// violation, that `ingest status` works with ingest's key, and then what
+// violation and without a seed in the debug logs, that `ingest status` works with ingest's key, and then what
 // every role of the running server may do (harness.CheckRoles: no
 // credentials refused, the sink cannot publish an audit event or delete
 // anything, the reader reads and cannot publish or delete, a forged
 // publish leaves the stream as it was).
 func TestClosedBusEmbedded(t *testing.T) {
 	r := newE2ERun(t, runSpec{events: 2000, sessions: 10, days: 2, timeout: 5 * time.Minute})
-	ing := r.ingest("ingest")
-	snk := r.sink("fluentd-sink")
+	// Debug logging: the configuration dump and nats-server's lines too.
+	ing := r.ingest("ingest", "--debug")
+	snk := r.sink("fluentd-sink", "--debug")
 	r.waitDelivered(ing, snk)
 	r.checkFluentd(0)
 	r.checkStreams()
+	var seeds []string
+	for _, role := range bus.Roles {
+		seed, err := os.ReadFile(r.p.NATSSeed(role))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seeds = append(seeds, strings.TrimSpace(string(seed)))
+	}
 	for _, p := range []*harness.Proc{ing, snk} {
+		for _, seed := range seeds {
+			if strings.Contains(p.Tail(1000000), seed) {
+				t.Errorf("%s logged an NKey seed", p.Name)
+			}
+		}
 		log := strings.ToLower(p.Tail(100000))
 		if strings.Contains(log, "permissions violation") {
 			t.Errorf("%s hit a permissions violation:\n%s", p.Name, p.Tail(20))

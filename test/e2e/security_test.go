@@ -234,7 +234,7 @@ func TestSecurityNoSecretsInLogs(t *testing.T) {
 	if err := p.StartFluentd(ctx); err != nil {
 		t.Fatal(err)
 	}
-	ing, err := p.StartIngest(ctx, "ingest", "--debug", "--nats-token", token, "--start-time", from.Format(time.RFC3339))
+	ing, err := p.StartIngest(ctx, "ingest", "--debug", "--nats-users", "", "--nats-token", token, "--start-time", from.Format(time.RFC3339))
 	if err != nil {
 		t.Fatal(err)
 	}
