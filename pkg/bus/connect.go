@@ -69,26 +69,8 @@ func Open(ctx context.Context, cfg config.NATSConfig, storage string, name strin
 	connCfg := cfg
 	var emb *Embedded
 	if embed && cfg.URL == "" {
-		var users []User
-		if cfg.Users != "" {
-			var err error
-			if users, err = LoadUsers(cfg.Users); err != nil {
-				return nil, err
-			}
-		}
 		var err error
-		emb, err = StartEmbedded(ctx, EmbeddedOptions{
-			Listen:     cfg.Listen,
-			StoreDir:   storage,
-			Users:      users,
-			Names:      NamesFor(cfg, o.sink),
-			Token:      cfg.Token,
-			User:       cfg.User,
-			Password:   cfg.Password,
-			MaxPayload: maxPayloadFor(cfg.MaxMsgSize),
-			Log:        log,
-		})
-		if err != nil {
+		if emb, err = startEmbedded(ctx, cfg, storage, o, log); err != nil {
 			return nil, err
 		}
 		connCfg.URL = emb.ClientURL()
@@ -106,6 +88,29 @@ func Open(ctx context.Context, cfg config.NATSConfig, storage string, name strin
 		return nil, fmt.Errorf("open JetStream: %w", err)
 	}
 	return &Bus{Conn: nc, JS: js, Embedded: emb, Cfg: cfg, log: log}, nil
+}
+
+// startEmbedded starts the embedded server of Open, with the users of
+// cfg.Users (read here, so a missing or loose file stops the start).
+func startEmbedded(ctx context.Context, cfg config.NATSConfig, storage string, o openOptions, log zerolog.Logger) (*Embedded, error) {
+	var users []User
+	if cfg.Users != "" {
+		var err error
+		if users, err = LoadUsers(cfg.Users); err != nil {
+			return nil, err
+		}
+	}
+	return StartEmbedded(ctx, EmbeddedOptions{
+		Listen:     cfg.Listen,
+		StoreDir:   storage,
+		Users:      users,
+		Names:      NamesFor(cfg, o.sink),
+		Token:      cfg.Token,
+		User:       cfg.User,
+		Password:   cfg.Password,
+		MaxPayload: maxPayloadFor(cfg.MaxMsgSize),
+		Log:        log,
+	})
 }
 
 // Close closes the connection and stops the embedded server, if any, waiting
