@@ -19,7 +19,7 @@ import (
 
 func main() {
 	config.Main(config.NewApp(config.Configure, "configure",
-		"Write mTLS certificates, the Teleport role, fluent.conf and the TOML configuration", run))
+		"Write mTLS certificates, NATS credentials, the Teleport role, fluent.conf and the TOML configuration", run))
 }
 
 func run(ctx context.Context, cfg *config.Config, _ zerolog.Logger) error {
@@ -27,6 +27,10 @@ func run(ctx context.Context, cfg *config.Config, _ zerolog.Logger) error {
 	ips := make([]net.IP, 0, len(o.IPs))
 	for _, s := range o.IPs {
 		ips = append(ips, net.ParseIP(s)) // validated by config.Load
+	}
+	if o.NATSCredentials {
+		_, err := configure.AddNATSCredentials(ctx, configure.Options{OutDir: o.OutDir, Force: o.Force, Out: os.Stdout})
+		return err
 	}
 	_, err := configure.Run(ctx, configure.Options{
 		OutDir:           o.OutDir,

@@ -39,28 +39,38 @@ type Bus struct {
 	kv   jetstream.KeyValue
 }
 
+// OpenOption adjusts Open.
+type OpenOption func(*openOptions)
+
+type openOptions struct {
+	sink config.SinkConfig
+}
+
+// WithSinkConsumers names the sink's durable consumers ([sink]
+// audit-consumer and session-consumer) for the embedded server's
+// permissions; without it the defaults are assumed.
+func WithSinkConsumers(sc config.SinkConfig) OpenOption {
+	return func(o *openOptions) { o.sink = sc }
+}
+
 // Open connects to the bus. With embed set and no [nats] url it first starts
 // the embedded server, storing JetStream under storage and listening on
 // cfg.Listen; otherwise it connects to cfg.URL (or, when that is empty, to
-// the embedded server another process runs on cfg.Listen). It does not
-// create streams: call EnsureStreams for that.
-func Open(ctx context.Context, cfg config.NATSConfig, storage string, name string, log zerolog.Logger, embed bool) (*Bus, error) {
+// the embedded server another process runs on cfg.Listen). With [nats]
+// users set, the embedded server admits only the users of that file, each
+// with its role's Permissions, and refuses unauthenticated clients. It
+// does not create streams: call EnsureStreams for that.
+func Open(ctx context.Context, cfg config.NATSConfig, storage string, name string, log zerolog.Logger, embed bool, opts ...OpenOption) (*Bus, error) {
+	var o openOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	cfg = WithDefaults(cfg)
 	connCfg := cfg
 	var emb *Embedded
 	if embed && cfg.URL == "" {
 		var err error
-		emb, err = StartEmbedded(ctx, EmbeddedOptions{
-			Listen:     cfg.Listen,
-			StoreDir:   storage,
-			Token:      cfg.Token,
-			User:       cfg.User,
-			Password:   cfg.Password,
-			MaxPayload: maxPayloadFor(cfg.MaxMsgSize),
-			Log:        log,
-			Owner:      name,
-		})
-		if err != nil {
+		if emb, err = startEmbedded(ctx, cfg, storage, name, o, log); err != nil {
 			return nil, err
 		}
 		connCfg.URL = emb.ClientURL()
@@ -78,6 +88,30 @@ func Open(ctx context.Context, cfg config.NATSConfig, storage string, name strin
 		return nil, fmt.Errorf("open JetStream: %w", err)
 	}
 	return &Bus{Conn: nc, JS: js, Embedded: emb, Cfg: cfg, log: log}, nil
+}
+
+// startEmbedded starts the embedded server of Open, with the users of
+// cfg.Users (read here, so a missing or loose file stops the start).
+func startEmbedded(ctx context.Context, cfg config.NATSConfig, storage, owner string, o openOptions, log zerolog.Logger) (*Embedded, error) {
+	var users []User
+	if cfg.Users != "" {
+		var err error
+		if users, err = LoadUsers(cfg.Users); err != nil {
+			return nil, err
+		}
+	}
+	return StartEmbedded(ctx, EmbeddedOptions{
+		Listen:     cfg.Listen,
+		StoreDir:   storage,
+		Users:      users,
+		Names:      NamesFor(cfg, o.sink),
+		Token:      cfg.Token,
+		User:       cfg.User,
+		Password:   cfg.Password,
+		MaxPayload: maxPayloadFor(cfg.MaxMsgSize),
+		Log:        log,
+		Owner:      owner,
+	})
 }
 
 // Close closes the connection and stops the embedded server, if any, waiting
@@ -112,7 +146,10 @@ func Connect(ctx context.Context, cfg config.NATSConfig, name string, log zerolo
 	nc, err := nats.Connect(strings.Join(servers, ","), opts...)
 	if err != nil {
 		if isAuthError(err) {
-			return nil, fmt.Errorf("connect to NATS at %s: NATS refused the credentials: %w", shown, err)
+			return nil, fmt.Errorf("connect to NATS at %s: NATS refused the credentials%s: %w", shown, credentialHint(cfg), err)
+		}
+		if errors.Is(err, nats.ErrNkeysNotSupported) {
+			return nil, fmt.Errorf("connect to NATS at %s: the server takes no NKeys, so the nkey seed file %q cannot log in: give the credentials it expects ([nats] token, user or creds) or start it with the users of deploy/nats: %w", shown, cfg.NKey, err)
 		}
 		return nil, fmt.Errorf("connect to NATS at %s: %w", shown, err)
 	}
@@ -147,12 +184,18 @@ func connectOptions(cfg config.NATSConfig, name string, log zerolog.Logger) ([]n
 		}),
 	}
 	if cfg.Creds != "" {
+		if err := config.CheckSecretFile("NATS credentials file", cfg.Creds); err != nil {
+			return nil, err
+		}
 		opts = append(opts, nats.UserCredentials(cfg.Creds))
 	}
 	if cfg.NKey != "" {
+		if err := config.CheckSecretFile("NATS nkey seed file", cfg.NKey); err != nil {
+			return nil, err
+		}
 		o, err := nats.NkeyOptionFromSeed(cfg.NKey)
 		if err != nil {
-			return nil, fmt.Errorf("read NATS nkey seed file %q: %w", cfg.NKey, err)
+			return nil, fmt.Errorf("NATS nkey seed file %q holds no user seed (%v): write it again with configure --nats-credentials <dir> --force", cfg.NKey, err)
 		}
 		opts = append(opts, o)
 	}
@@ -210,6 +253,22 @@ func redactURLs(urls []string) string {
 		shown[i] = u.String()
 	}
 	return strings.Join(shown, ",")
+}
+
+// credentialHint says, for a refused connection, which credential was
+// presented and what to do about it.
+func credentialHint(cfg config.NATSConfig) string {
+	switch {
+	case cfg.NKey != "":
+		return fmt.Sprintf(" of nkey seed file %q (its public key is not in the server's users file: use the seed file configure wrote for this command's role, or run configure --nats-credentials <dir> --force and restart ingest)", cfg.NKey)
+	case cfg.Creds != "":
+		return fmt.Sprintf(" of credentials file %q", cfg.Creds)
+	case cfg.User != "":
+		return fmt.Sprintf(" of user %q (check its password)", cfg.User)
+	case cfg.Token != "":
+		return " (check the token)"
+	}
+	return " (none were given and the server requires them: set [ingest] or [sink] nats-nkey, or [nats] nkey, creds or user)"
 }
 
 func isAuthError(err error) bool {

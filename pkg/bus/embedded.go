@@ -34,6 +34,11 @@ type EmbeddedOptions struct {
 	// StoreDir is the state directory (the `storage` key). JetStream keeps its
 	// files in <StoreDir>/jetstream.
 	StoreDir string
+	// Users, when set, are the only clients admitted, each with its role's
+	// Permissions computed from Names; unauthenticated connections are
+	// refused. They exclude Token, User and Password.
+	Users []User
+	Names AuthNames
 	// Token, or User and Password, make clients authenticate. Never logged.
 	Token    string
 	User     string
@@ -87,6 +92,9 @@ func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (*Embedded, error)
 	if opts.Token != "" && (opts.User != "" || opts.Password != "") {
 		return nil, errors.New("start embedded NATS server: set either a token or a user and password, not both")
 	}
+	if len(opts.Users) > 0 && (opts.Token != "" || opts.User != "") {
+		return nil, errors.New("start embedded NATS server: [nats] users excludes [nats] token and user: the server takes one way to authenticate")
+	}
 	if (opts.User == "") != (opts.Password == "") {
 		return nil, errors.New("start embedded NATS server: a user needs a password and a password needs a user")
 	}
@@ -126,6 +134,9 @@ func startLocked(listen, host string, port int, dir string, opts EmbeddedOptions
 		Username:           opts.User,
 		Password:           opts.Password,
 		MaxPayload:         opts.MaxPayload,
+	}
+	if len(opts.Users) > 0 {
+		sopts.Nkeys = nkeyUsers(opts.Users, opts.Names)
 	}
 	if opts.HTTPPort > 0 {
 		sopts.HTTPHost = host

@@ -2,7 +2,10 @@
 // spells a subject, a header or a stream name. Ingest publishes through it;
 // the Fluentd sink and any other consumer (a SIEM feed, an archiver, the
 // lock watcher) read through it. The contract it implements is in DESIGN.md
-// ("The bus contract"); changing it breaks other people's consumers.
+// ("The bus contract"); changing it breaks other people's consumers. It
+// also says who may do what on the bus: the roles and their permissions
+// (auth.go), the users file of the embedded server (users.go) and the
+// cluster's accounts.conf rendered from the same roles (accounts.go).
 package bus
 
 import "strings"

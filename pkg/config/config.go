@@ -86,6 +86,9 @@ type ConfigureOptions struct {
 	Lock bool
 	// Forward writes an in_forward configuration instead of in_http.
 	Forward bool
+	// NATSCredentials only adds NATS credentials to an existing OutDir and
+	// its TOML (configure --nats-credentials).
+	NATSCredentials bool
 }
 
 // TeleportConfig is the [teleport] section.
@@ -149,6 +152,9 @@ type NATSConfig struct {
 	CA       string
 	Cert     string
 	Key      string
+	// Users is the embedded server's users file (written by configure): the
+	// public NKeys it admits and their roles. Empty leaves it open.
+	Users string
 	// Listen is the embedded server's client address (default 127.0.0.1:4222).
 	Listen          string
 	AuditStream     string
@@ -163,6 +169,9 @@ type NATSConfig struct {
 
 // IngestConfig is the [ingest] section.
 type IngestConfig struct {
+	// NATSNKey is the NKey seed file ingest authenticates with (the ingest
+	// role); when set it replaces the [nats] client credentials.
+	NATSNKey            string
 	MaxInFlight         int
 	SessionConcurrency  int
 	LeaseTTL            time.Duration
@@ -178,6 +187,9 @@ type IngestConfig struct {
 
 // SinkConfig is the [sink] section.
 type SinkConfig struct {
+	// NATSNKey is the NKey seed file the sink authenticates with (the
+	// fluentd-sink role); when set it replaces the [nats] client credentials.
+	NATSNKey        string
 	AuditConsumer   string
 	SessionConsumer string
 	FilterSubjects  []string

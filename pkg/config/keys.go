@@ -26,6 +26,9 @@ type key struct {
 	secret bool
 	// path values name a file that must exist.
 	path bool
+	// secretFile values name a file holding a credential: it must also be
+	// readable by its owner only (CheckSecretFile).
+	secretFile bool
 	// cliOnly keys are flags of configure, not accepted in the file.
 	cliOnly bool
 	// field points into the Config: *string, *[]string, *int, *int64,
@@ -155,11 +158,11 @@ var keys = []*key{
 	{name: "nats.url", flag: "nats-url", cmds: forReaders,
 		usage: "NATS server URL(s), comma-separated; empty: ingest runs an embedded server and the sink connects to nats.listen",
 		field: func(c *Config) any { return &c.NATS.URL }, check: checkNATSURL},
-	{name: "nats.creds", flag: "nats-creds", cmds: forReaders, path: true,
+	{name: "nats.creds", flag: "nats-creds", cmds: forReaders, path: true, secretFile: true,
 		usage: "NATS credentials file (JWT + NKey)",
 		field: func(c *Config) any { return &c.NATS.Creds }},
-	{name: "nats.nkey", flag: "nats-nkey", cmds: forReaders, path: true,
-		usage: "NATS NKey seed file",
+	{name: "nats.nkey", flag: "nats-nkey", cmds: forReaders, path: true, secretFile: true,
+		usage: "NATS NKey seed file (mode 0600); ingest.nats-nkey and sink.nats-nkey take precedence",
 		field: func(c *Config) any { return &c.NATS.NKey }},
 	{name: "nats.user", flag: "nats-user", cmds: forReaders,
 		usage: "NATS user name (with nats.password); for the embedded server, the user it requires",
@@ -179,6 +182,9 @@ var keys = []*key{
 	{name: "nats.key", flag: "nats-key", cmds: forReaders, path: true,
 		usage: "Client key file for NATS TLS (with nats.cert)",
 		field: func(c *Config) any { return &c.NATS.Key }},
+	{name: "nats.users", flag: "nats-users", cmds: forIngest, path: true,
+		usage: "Embedded server's users file (configure writes it): the NKeys it admits, each with its role's permissions; empty leaves the bus open to every local process",
+		field: func(c *Config) any { return &c.NATS.Users }},
 	{name: "nats.listen", flag: "nats-listen", cmds: forReaders,
 		usage: "Embedded server's client address, host:port (used when nats.url is empty)",
 		field: func(c *Config) any { return &c.NATS.Listen }, check: checkHostPort(false)},
@@ -208,6 +214,9 @@ var keys = []*key{
 		field: func(c *Config) any { return &c.NATS.DuplicateWindow }, check: positive},
 
 	// [ingest]
+	{name: "ingest.nats-nkey", flag: "ingest-nats-nkey", cmds: forIngest, path: true, secretFile: true,
+		usage: "NKey seed file (mode 0600) ingest and ingest status connect to NATS with (the ingest role); replaces the [nats] credentials",
+		field: func(c *Config) any { return &c.Ingest.NATSNKey }},
 	{name: "ingest.max-in-flight", flag: "ingest-max-in-flight", cmds: forIngest,
 		usage: "Publishes awaiting their PubAck at once",
 		field: func(c *Config) any { return &c.Ingest.MaxInFlight }, check: intRange(1, 100_000)},
@@ -231,6 +240,9 @@ var keys = []*key{
 		field: func(c *Config) any { return &c.Ingest.MetricsAddr }, check: checkListenAddr},
 
 	// [sink]
+	{name: "sink.nats-nkey", flag: "sink-nats-nkey", cmds: forSink, path: true, secretFile: true,
+		usage: "NKey seed file (mode 0600) the sink connects to NATS with (the fluentd-sink role); replaces the [nats] credentials",
+		field: func(c *Config) any { return &c.Sink.NATSNKey }},
 	{name: "sink.audit-consumer", flag: "sink-audit-consumer", cmds: forSink,
 		usage: "Durable consumer name on the audit stream (shared by all sink replicas)",
 		field: func(c *Config) any { return &c.Sink.AuditConsumer }, check: checkName},
@@ -375,6 +387,9 @@ var keys = []*key{
 	{name: "configure.force", flag: "force", cliOnly: true, cmds: forConfigure,
 		usage: "Overwrite existing files",
 		field: func(c *Config) any { return &c.Configure.Force }},
+	{name: "configure.nats-credentials", flag: "nats-credentials", cliOnly: true, cmds: forConfigure,
+		usage: "Only add NATS credentials (an NKey seed per role and the embedded server's users file) to an existing <out-dir> and its TOML, closing the bus; certificates are left alone",
+		field: func(c *Config) any { return &c.Configure.NATSCredentials }},
 	{name: "configure.lock", flag: "lock", cliOnly: true, cmds: forConfigure,
 		usage: "Let the Teleport role create and update locks (for lock.enabled)",
 		field: func(c *Config) any { return &c.Configure.Lock }},

@@ -120,6 +120,7 @@ func load(c *cli.Context, cmd Command, required bool) (*Config, error) {
 	if err := cfg.validate(1<<cmd, true, required); err != nil {
 		return nil, err
 	}
+	cfg.useCommandCredentials()
 	return &cfg, nil
 }
 
@@ -136,6 +137,7 @@ func LoadFile(path string, cmd Command) (*Config, error) {
 	if err := cfg.validate(1<<cmd, true, true); err != nil {
 		return nil, err
 	}
+	cfg.useCommandCredentials()
 	return &cfg, nil
 }
 

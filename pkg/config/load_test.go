@@ -55,10 +55,18 @@ type fixture struct {
 func newFixture(t *testing.T) fixture {
 	t.Helper()
 	f := fixture{dir: t.TempDir()}
-	for _, n := range []string{"identity", "ca.crt", "client.crt", "client.key", "tls.crt", "tls.key", "user.creds", "pass"} {
+	for _, n := range []string{"identity", "ca.crt", "client.crt", "client.key", "tls.crt", "tls.key", "user.creds", "pass", "ingest.nk", "sink.nk", "users.toml"} {
 		if err := os.WriteFile(filepath.Join(f.dir, n), []byte("x"), 0o600); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// A seed file anyone on the host can read.
+	loose := filepath.Join(f.dir, "loose.nk")
+	if err := os.WriteFile(loose, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(loose, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	return f
 }
@@ -147,7 +155,19 @@ func TestBadInputs(t *testing.T) {
 		{name: "nats url scheme", cmd: Sink, toml: sinkOK + "[nats]\nurl = \"nats://a:4222,http://b:4222\"\n",
 			want: `config {f}: key "nats.url": scheme must be nats, tls, ws or wss, got "http"`},
 		{name: "nats creds missing", cmd: Sink, toml: sinkOK + "[nats]\ncreds = \"{d}/missing.creds\"\n",
-			want: `config {f}: key "nats.creds": file "{d}/missing.creds" does not exist`},
+			want: `config {f}: key "nats.creds": file "{d}/missing.creds" does not exist: write the NATS credentials with configure --nats-credentials {d}, or correct the path`},
+		{name: "ingest seed open to others", toml: ingestOK + "[ingest]\nnats-nkey = \"{d}/loose.nk\"\n",
+			want: `config {f}: key "ingest.nats-nkey": file "{d}/loose.nk" is open to group or others (mode 0644), it must be readable by its owner only: run chmod 600 {d}/loose.nk`},
+		{name: "sink seed open to others by flag", cmd: Sink, toml: sinkOK, args: []string{"--sink-nats-nkey", "{d}/loose.nk"},
+			want: `flag --sink-nats-nkey: file "{d}/loose.nk" is open to group or others (mode 0644), it must be readable by its owner only: run chmod 600 {d}/loose.nk`},
+		{name: "nats nkey open to others", cmd: Sink, toml: sinkOK + "[nats]\nnkey = \"{d}/loose.nk\"\n",
+			want: `config {f}: key "nats.nkey": file "{d}/loose.nk" is open to group or others (mode 0644), it must be readable by its owner only: run chmod 600 {d}/loose.nk`},
+		{name: "sink seed missing", cmd: Sink, toml: sinkOK + "[sink]\nnats-nkey = \"{d}/missing.nk\"\n",
+			want: `config {f}: key "sink.nats-nkey": file "{d}/missing.nk" does not exist: write the NATS credentials with configure --nats-credentials {d}, or correct the path`},
+		{name: "users file without ingest credentials", toml: ingestOK + "[nats]\nusers = \"{d}/users.toml\"\n",
+			want: `config {f}: key "nats.users": the embedded server admits only the users of this file, and ingest has no credentials: set "ingest.nats-nkey" to the ingest seed file (configure --nats-credentials writes it)`},
+		{name: "users file and token", toml: ingestOK + "[nats]\nusers = \"{d}/users.toml\"\ntoken = \"t0k3n\"\n[ingest]\nnats-nkey = \"{d}/ingest.nk\"\n",
+			want: `config {f}: key "nats.token": conflicts with "nats.users": the embedded server admits the users of that file only`},
 		{name: "nats creds and token", cmd: Sink, toml: sinkOK + "[nats]\ncreds = \"{d}/user.creds\"\ntoken = \"t0k3n\"\n",
 			want: `config {f}: key "nats.token": conflicts with "nats.creds": choose one way to authenticate to NATS`},
 		{name: "passphrase twice", cmd: Sink, toml: sinkOK + "key-passphrase = \"pw\"\nkey-passphrase-file = \"{d}/pass\"\n",
@@ -213,6 +233,40 @@ func TestBadInputs(t *testing.T) {
 	}
 	if len(tests) < 20 {
 		t.Fatalf("only %d bad inputs", len(tests))
+	}
+}
+
+// TestCommandCredentials: one TOML serves both commands, each connecting
+// with its own seed file instead of the [nats] credentials; without its
+// own key a command uses the [nats] ones.
+func TestCommandCredentials(t *testing.T) {
+	f := newFixture(t)
+	path := f.write(t, "c.toml", ingestOK+sinkOK+"[nats]\nuser = \"u\"\npassword = \"p\"\n[ingest]\nnats-nkey = \"{d}/ingest.nk\"\n[sink]\nnats-nkey = \"{d}/sink.nk\"\n")
+	for cmd, want := range map[Command]string{Ingest: f.path("ingest.nk"), Sink: f.path("sink.nk")} {
+		cfg, err := LoadFile(path, cmd)
+		if err != nil {
+			t.Fatalf("%s: %v", cmd, err)
+		}
+		if cfg.NATS.NKey != want || cfg.NATS.User != "" || cfg.NATS.Password != "" {
+			t.Errorf("%s: nkey %q user %q password set %v; want nkey %q and no user", cmd, cfg.NATS.NKey, cfg.NATS.User, cfg.NATS.Password != "", want)
+		}
+	}
+	// A [nats] credential given by flag overrules the file's own key.
+	sinkFile := f.write(t, "e.toml", sinkOK+"[sink]\nnats-nkey = \"{d}/sink.nk\"\n")
+	cfg, err := loadArgs(t, Sink, "--config", sinkFile, "--nats-token", "t0k3n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NATS.Token != "t0k3n" || cfg.NATS.NKey != "" {
+		t.Errorf("--nats-token with [sink] nats-nkey in the file: token %v nkey %q, want the flag's token", cfg.NATS.Token != "", cfg.NATS.NKey)
+	}
+	path = f.write(t, "d.toml", ingestOK+sinkOK+"[nats]\nuser = \"u\"\npassword = \"p\"\n[ingest]\nnats-nkey = \"{d}/ingest.nk\"\n")
+	cfg, err = LoadFile(path, Sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NATS.NKey != "" || cfg.NATS.User != "u" || cfg.NATS.Password != "p" {
+		t.Errorf("sink without its own key: nkey %q user %q, want the [nats] user", cfg.NATS.NKey, cfg.NATS.User)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +30,11 @@ func (c *Config) validate(set cmdSet, checkFiles, required bool) error {
 				return err
 			}
 		}
+		if checkFiles && k.secretFile && k.format(c) != "" {
+			if err := CheckSecretFile("file", k.format(c)); err != nil {
+				return c.errAt(k, "%s", err)
+			}
+		}
 	}
 	if set&forIngest != 0 {
 		if err := c.checkTeleportCredentials(required); err != nil {
@@ -45,7 +51,53 @@ func (c *Config) validate(set cmdSet, checkFiles, required bool) error {
 			return err
 		}
 	}
+	if set&forIngest != 0 {
+		if err := c.checkNATSUsers(); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// checkNATSUsers: an embedded server with a users file admits nobody else,
+// ingest included, and takes no token or user besides.
+func (c *Config) checkNATSUsers() error {
+	if !c.set("nats.users") || c.set("nats.url") {
+		return nil
+	}
+	for _, n := range []string{"nats.token", "nats.user"} {
+		if c.set(n) {
+			return c.errAt(byName[n], "conflicts with \"nats.users\": the embedded server admits the users of that file only")
+		}
+	}
+	if !c.set("ingest.nats-nkey") && !c.set("nats.nkey") && !c.set("nats.creds") {
+		return c.errAt(byName["nats.users"], "the embedded server admits only the users of this file, and ingest has no credentials: set \"ingest.nats-nkey\" to the ingest seed file (configure --nats-credentials writes it)")
+	}
+	return nil
+}
+
+// useCommandCredentials makes the command's own NKey ([ingest] or [sink]
+// nats-nkey) the NATS client credential, in place of the [nats] ones: one
+// file serves both commands, each with its own role. [nats] credentials
+// given with more precedence (a flag or variable over the file) win.
+func (c *Config) useCommandCredentials() {
+	own := ""
+	switch {
+	case c.only.has(Ingest):
+		own = "ingest.nats-nkey"
+	case c.only.has(Sink):
+		own = "sink.nats-nkey"
+	}
+	if own == "" || !c.set(own) {
+		return
+	}
+	for _, n := range []string{"nats.creds", "nats.nkey", "nats.user", "nats.token"} {
+		if c.set(n) && c.sources[n].kind > c.sources[own].kind {
+			return
+		}
+	}
+	c.NATS.NKey = byName[own].format(c)
+	c.NATS.Creds, c.NATS.User, c.NATS.Password, c.NATS.Token = "", "", "", ""
 }
 
 // checkFile requires the file named by k, when set, to exist and be a file.
@@ -56,6 +108,8 @@ func (c *Config) checkFile(k *key) error {
 	}
 	st, err := os.Stat(p)
 	switch {
+	case errors.Is(err, os.ErrNotExist) && (k.secretFile || k.name == "nats.users"):
+		return c.errAt(k, "file %q does not exist: write the NATS credentials with configure --nats-credentials %s, or correct the path", p, c.configDir())
 	case errors.Is(err, os.ErrNotExist):
 		return c.errAt(k, "file %q does not exist", p)
 	case err != nil:
@@ -64,6 +118,15 @@ func (c *Config) checkFile(k *key) error {
 		return c.errAt(k, "%q is a directory, not a file", p)
 	}
 	return nil
+}
+
+// configDir is the directory of the TOML file, where configure writes the
+// credentials; "<dir>" without one.
+func (c *Config) configDir() string {
+	if c.File == "" {
+		return "<dir>"
+	}
+	return filepath.Dir(c.File)
 }
 
 // set reports whether the key has a non-empty value.

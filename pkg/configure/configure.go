@@ -1,6 +1,8 @@
 // Package configure is the library behind the `configure` command: it makes
 // the mTLS material for the sink → Fluentd link (CA, server and client
-// certificates), the Teleport role and user the ingest signs in as, a
+// certificates), NATS credentials for the bus's roles (an NKey seed per
+// role and the embedded server's users file, natscreds.go), the Teleport
+// role and user the ingest signs in as, a
 // fluent.conf for Fluentd's in_http on TLS, and a teleport-event-handler.toml
 // that all three commands read. It writes files in the layout of the older
 // teleport-event-handler `configure`, so its users find them where they expect.
@@ -235,6 +237,7 @@ func fileNames(o Options) []string {
 	if o.EncryptClientKey {
 		names = append(names, o.ClientName+".key.pass")
 	}
+	names = append(names, natsFileNames()...)
 	if o.Forward {
 		names = append(names, SharedKeyFile)
 	}
@@ -314,6 +317,11 @@ func generate(ctx context.Context, o Options, dir string, serverPass []byte) ([]
 	} else {
 		outs = append(outs, output{o.ClientName + ".key", client.KeyPEM, 0o600})
 	}
+	natsOuts, err := natsCredentials()
+	if err != nil {
+		return nil, err
+	}
+	outs = append(outs, natsOuts...)
 	if o.Forward {
 		return appendForward(outs, o, p, serverPass)
 	}

@@ -130,6 +130,7 @@ func appendForward(outs []output, o Options, p paths, serverPass []byte) ([]outp
 	return append(outs,
 		output{SharedKeyFile, append(key, '\n'), 0o600},
 		output{RoleFile, renderRole(o.Lock), 0o600},
+		output{UserFile, renderUser(), 0o600},
 		output{FluentConfFile, conf, 0o600},
 		output{TOMLFile, toml, 0o600},
 	), nil

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 )
 
 // paths are the absolute locations the generated configs point at.
@@ -192,7 +194,10 @@ identity = %[5]s
 # use a cluster instead.
 url = ""
 listen = %[6]s
-# creds = "/path/to/user.creds"
+# The embedded server admits only the NKeys of this file, each with its
+# role's permissions (ingest, fluentd-sink, reader). Other readers connect
+# with nats-reader.nk: nats --nkey %[8]s ...
+users = %[7]s
 # audit-stream = "TELEPORT_AUDIT"
 # session-stream = "TELEPORT_SESSIONS"
 # state-bucket = "teleport_event_bus"
@@ -202,6 +207,8 @@ listen = %[6]s
 [ingest]
 # /metrics, /healthz and /readyz; "" turns them off.
 # metrics-addr = "127.0.0.1:9090"
+# NKey seed ingest (and ingest status) connects to NATS with.
+nats-nkey = %[9]s
 # max-in-flight = 256
 # lease-ttl = "10s"
 # missing-recording-ttl = "48h"
@@ -209,13 +216,17 @@ listen = %[6]s
 [sink]
 # Each sink takes the first free port of the range (and logs it).
 # metrics-addr = "127.0.0.1:9091-9099"
+# NKey seed the sink connects to NATS with.
+nats-nkey = %[10]s
 # audit-consumer = "fluentd-sink-audit"
 # session-consumer = "fluentd-sink-sessions"
 # batch-size = 100
 # max-deliver = 10
 # ack-wait = "30s"
 `, tomlString(p.fluentdBase()+"/test.log"), tomlString(p.fluentdBase()+"/session"),
-		tomlString(p.o.TeleportAddr), RoleName, tomlString(p.identity()), tomlString(defaultNATSListen))
+		tomlString(p.o.TeleportAddr), RoleName, tomlString(p.identity()), tomlString(defaultNATSListen),
+		tomlString(p.file(NATSUsersFile)), p.file(NATSSeedFile(bus.RoleReader)),
+		tomlString(p.file(NATSSeedFile(bus.RoleIngest))), tomlString(p.file(NATSSeedFile(bus.RoleSink))))
 	if p.o.Lock {
 		b.WriteString(`
 [lock]

@@ -5,6 +5,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 )
 
 // printSummary tells the user what was written and what to run next. It
@@ -45,7 +47,12 @@ Next steps:
   4. Start the ingest (embedded NATS server) and the sink:
        ingest --config %[6]s
        fluentd-sink --config %[6]s
-`, filepath.Join(res.Dir, RoleFile), RoleName, p.identity(), identityTTL(o), filepath.Join(res.Dir, FluentConfFile), filepath.Join(res.Dir, TOMLFile), filepath.Join(res.Dir, UserFile))
+
+The embedded NATS server admits only the keys in %[13]s: ingest and the
+sink use their own (%[8]s, %[9]s); other readers use %[10]s:
+       nats --server nats://%[11]s --nkey %[12]s stream info TELEPORT_AUDIT
+`, filepath.Join(res.Dir, RoleFile), RoleName, p.identity(), identityTTL(o), filepath.Join(res.Dir, FluentConfFile), filepath.Join(res.Dir, TOMLFile),
+		filepath.Join(res.Dir, UserFile), NATSSeedFile(bus.RoleIngest), NATSSeedFile(bus.RoleSink), NATSSeedFile(bus.RoleReader), defaultNATSListen, p.file(NATSSeedFile(bus.RoleReader)), NATSUsersFile)
 	return w.err
 }
 

@@ -10,6 +10,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -69,7 +70,8 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) (err error
 		}
 		return err
 	}
-	b, err := bus.Open(ctx, cfg.NATS, cfg.Storage, "ingest", log, true)
+	warnOpenBus(cfg, log)
+	b, err := bus.Open(ctx, cfg.NATS, cfg.Storage, "ingest", log, true, bus.WithSinkConsumers(cfg.Sink))
 	if err != nil {
 		return stopped(err)
 	}
@@ -102,6 +104,22 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) (err error
 		}
 		log.Warn().Err(err).Msg("stopped reading; standing by")
 	}
+}
+
+// warnOpenBus says, at start, when the embedded server will admit anyone:
+// no users file, token or user is configured (a TOML from before
+// configure wrote NATS credentials).
+func warnOpenBus(cfg *config.Config, log zerolog.Logger) {
+	n := cfg.NATS
+	if n.URL != "" || n.Users != "" || n.Token != "" || n.User != "" {
+		return
+	}
+	dir := "<directory of the TOML>"
+	if cfg.File != "" {
+		dir = filepath.Dir(cfg.File)
+	}
+	log.Warn().Str("listen", bus.WithDefaults(n).Listen).
+		Msgf("the embedded NATS server is open: any local process can publish, read or delete the audit trail; close it with `configure --nats-credentials %s`, then restart ingest and fluentd-sink", dir)
 }
 
 // prepare creates or updates the streams and opens the state bucket,

@@ -62,7 +62,7 @@ func openForStatus(ctx context.Context, cfg *config.Config) (*bus.Bus, error) {
 	// directly, which StartEmbedded does only after taking its lock.
 	nc := cfg.NATS
 	nc.Listen = "127.0.0.1:0"
-	b, err := bus.Open(ctx, nc, cfg.Storage, "ingest-status", log, true)
+	b, err := bus.Open(ctx, nc, cfg.Storage, "ingest-status", log, true, bus.WithSinkConsumers(cfg.Sink))
 	var locked *bus.StoreLockedError
 	if errors.As(err, &locked) {
 		return nil, fmt.Errorf("storage directory %q is locked by %s, but no NATS server answers for it (%w): status read nothing there; check that process and [nats] listen",

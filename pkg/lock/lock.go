@@ -25,7 +25,8 @@ import (
 )
 
 // DefaultDurable is the name of the watcher's durable consumer.
-const DefaultDurable = "teleport-event-bus-lock"
+// The NATS roles let only ingest use it.
+const DefaultDurable = bus.LockConsumer
 
 // Defaults of Options.
 const (

@@ -81,7 +81,7 @@ func runLive(ctx context.Context, bin, dir string, o options, r *report) (err er
 	if err != nil {
 		return err
 	}
-	insp, err := connect(ctx, p.NATSListen, ingest)
+	insp, err := connect(ctx, p.NATSListen, p.NATSSeed(bus.RoleReader), ingest)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/test/harness"
 )
 
@@ -115,7 +116,7 @@ func runBackfillAndSerial(ctx context.Context, bin, dir string, o options, r *re
 	if err != nil {
 		return err
 	}
-	insp, err := connect(ctx, p.NATSListen, ingest)
+	insp, err := connect(ctx, p.NATSListen, p.NATSSeed(bus.RoleReader), ingest)
 	if err != nil {
 		return err
 	}
@@ -250,11 +251,11 @@ func usage(name string, p *harness.Proc, ours bool) procRSS {
 }
 
 // connect waits until the embedded NATS server of ingest answers.
-func connect(ctx context.Context, listen string, ingest *harness.Proc) (*harness.Inspector, error) {
+func connect(ctx context.Context, listen, nkey string, ingest *harness.Proc) (*harness.Inspector, error) {
 	var insp *harness.Inspector
 	err := poll(ctx, 100*time.Millisecond, time.Minute, []*harness.Proc{ingest}, func(time.Time) (bool, string, error) {
 		var err error
-		insp, err = harness.NewInspector(ctx, "", listen)
+		insp, err = harness.NewInspector(ctx, "", listen, nkey)
 		if err != nil {
 			return false, err.Error(), nil
 		}

@@ -18,8 +18,10 @@ import (
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 )
 
-// TestConsumerExample builds docs/examples/consumer, runs it against an
-// embedded server holding a few events, and checks what it printed.
+// TestConsumerExample builds docs/examples/consumer, runs it against a
+// closed embedded server holding a few events, logged in with the reader's
+// key as the docs show, and checks what it printed; without the key it is
+// refused.
 func TestConsumerExample(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -30,9 +32,32 @@ func TestConsumerExample(t *testing.T) {
 		t.Fatalf("go build ./docs/examples/consumer: %v\n%s", err, out)
 	}
 
+	dir := t.TempDir()
+	var users []bus.User
+	seeds := map[bus.Role]string{}
+	for _, r := range []bus.Role{bus.RoleIngest, bus.RoleReader} {
+		seed, pub, err := bus.NewUserKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seeds[r] = filepath.Join(dir, "nats-"+string(r)+".nk")
+		if err := os.WriteFile(seeds[r], seed, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		users = append(users, bus.User{Role: r, NKey: pub})
+	}
+	usersData, err := bus.RenderUsers(users)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := config.Default().NATS
 	cfg.Listen = "127.0.0.1:0"
-	b, err := bus.Open(ctx, cfg, t.TempDir(), "test", zerolog.Nop(), true)
+	cfg.Users = filepath.Join(dir, "nats-users.toml")
+	cfg.NKey = seeds[bus.RoleIngest]
+	if err := os.WriteFile(cfg.Users, usersData, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, err := bus.Open(ctx, cfg, filepath.Join(dir, "storage"), "test", zerolog.Nop(), true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,8 +69,12 @@ func TestConsumerExample(t *testing.T) {
 	events[1].Type, events[1].ID = "session.start", "ev-start"
 	publishAll(ctx, t, b, events)
 
+	anon := exec.CommandContext(ctx, bin, "-url", b.Embedded.ClientURL(), "-n", "1")
+	if out, err := anon.CombinedOutput(); err == nil || !strings.Contains(string(out), "NATS refused the credentials") {
+		t.Fatalf("consumer without the reader's key: %v\n%s", err, out)
+	}
 	run := func() string {
-		cmd := exec.CommandContext(ctx, bin, "-url", b.Embedded.ClientURL(), "-filter", "audit.user.login", "-n", "2")
+		cmd := exec.CommandContext(ctx, bin, "-url", b.Embedded.ClientURL(), "-nkey", seeds[bus.RoleReader], "-filter", "audit.user.login", "-n", "2")
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		if err := cmd.Run(); err != nil {

@@ -343,7 +343,7 @@ func TestBadInput(t *testing.T) {
 			code: exitUsage, words: []string{"--nats-cert", "nats.key"}},
 		{name: "sink/batch size 0", bin: "fluentd-sink", args: sink("--sink-batch-size", "0"),
 			code: exitUsage, words: []string{"--sink-batch-size", "0"}},
-		{name: "sink/NATS auth refused", bin: "fluentd-sink", args: sink("--nats-token", ""),
+		{name: "sink/NATS auth refused", bin: "fluentd-sink", args: sink("--nats-token", "", "--sink-nats-nkey", ""),
 			code: exitRuntime, words: []string{natsURL, "refused the credentials"}},
 		{name: "sink/unknown flag", bin: "fluentd-sink", args: sink("--bogus"),
 			code: exitUsage, words: []string{"flag provided but not defined", "bogus"}},

@@ -300,6 +300,7 @@ func TestSinkLeavesStreamSettingsAlone(t *testing.T) {
 	}
 	cfg := config.Default().NATS
 	cfg.Listen = p.NATSListen
+	cfg.NKey = p.NATSSeed(bus.RoleReader)
 	b, err := bus.Open(ctx, cfg, "", "e2e-stream-settings", zerolog.Nop(), false)
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,8 @@ import (
 
 // TestDemo runs what `make demo` runs, smaller, and reads its table as a
 // new user would: every event delivered, nothing duplicated or
-// dead-lettered, nothing left running.
+// dead-lettered, the bus closed (no client without credentials, no forged
+// event), nothing left running.
 func TestDemo(t *testing.T) {
 	for _, forward := range []bool{false, true} {
 		t.Run(fmt.Sprintf("forward=%v", forward), func(t *testing.T) { testDemo(t, forward) })
@@ -54,6 +55,9 @@ func testDemo(t *testing.T, forward bool) {
 	}
 	if forward && !strings.Contains(table, "in_forward") {
 		t.Errorf("demo --forward does not say it uses in_forward:\n%s", table)
+	}
+	if got := row("no credentials / forged publish"); got != "refused / refused" {
+		t.Errorf("closed bus: %s, want refused / refused", got)
 	}
 	if !strings.Contains(table, "delivered in") {
 		t.Errorf("demo output lacks the summary line:\n%s", table)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/test/harness"
 )
 
@@ -32,6 +33,7 @@ func TestAnotherConsumerReceivesEveryAuditEvent(t *testing.T) {
 	out := filepath.Join(r.p.Dir, "audit-tail.ids")
 	args := []string{
 		"--nats-listen", r.p.NATSListen,
+		"--nats-nkey", r.p.NATSSeed(bus.RoleReader),
 		"--durable", "e2e-audit-tail",
 		"--batch", fmt.Sprint(fetch),
 		"--out", out,

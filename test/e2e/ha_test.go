@@ -3,10 +3,14 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/configure"
 	"github.com/teleport-event-bus/teleport-event-bus/test/harness"
 )
 
@@ -71,14 +75,26 @@ func TestStandbyIngestTakesOver(t *testing.T) {
 }
 
 // startNATSServer starts bin/nats-server with JetStream on a free loopback
-// port and returns its URL. It is stopped with the pipeline.
+// port and returns its URL. It admits the users configure wrote, with their
+// roles' permissions (bus.NKeyAuthorization), like the embedded server. It
+// is stopped with the pipeline.
 func (r *e2eRun) startNATSServer() string {
 	r.t.Helper()
 	port, err := harness.FreePort()
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	args := []string{"-js", "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-sd", filepath.Join(r.p.Dir, "nats")}
+	users, err := bus.LoadUsers(filepath.Join(r.p.Conf, configure.NATSUsersFile))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	conf := filepath.Join(r.p.Dir, "nats-server.conf")
+	text := fmt.Sprintf("listen: 127.0.0.1:%d\njetstream { store_dir: %q }\n%s", port, filepath.Join(r.p.Dir, "nats"),
+		bus.NKeyAuthorization(users, bus.NamesFor(config.Default().NATS, config.Default().Sink)))
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		r.t.Fatal(err)
+	}
+	args := []string{"-c", conf}
 	proc, err := harness.Start(r.ctx, harness.Spec{
 		Name: "nats-server", Bin: filepath.Join(binDir, "nats-server"), Args: args, LogDir: r.p.LogDir,
 	})

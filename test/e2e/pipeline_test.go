@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/test/harness"
 )
 
@@ -197,7 +198,7 @@ func (r *e2eRun) inspector() *harness.Inspector {
 		return r.insp
 	}
 	err := harness.WaitFor(r.ctx, "the NATS server", func(ctx context.Context) (bool, string, error) {
-		insp, err := harness.NewInspector(ctx, r.natsURL, r.p.NATSListen)
+		insp, err := harness.NewInspector(ctx, r.natsURL, r.p.NATSListen, r.p.NATSSeed(bus.RoleReader))
 		if err != nil {
 			return false, "", err
 		}

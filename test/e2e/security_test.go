@@ -110,7 +110,8 @@ func TestSecurityNATSAuthRequired(t *testing.T) {
 		t.Fatal(err)
 	}
 	const token = "nats-token-7f3a9c1e"
-	ing, err := p.StartIngest(ctx, "ingest", "--nats-token", token)
+	// The token form, for an installation without a users file.
+	ing, err := p.StartIngest(ctx, "ingest", "--nats-users", "", "--nats-token", token)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +141,8 @@ func TestSecurityNATSAuthRequired(t *testing.T) {
 	}
 	nc.Close()
 
-	sinkArgs := withFlags(p.SinkArgs(), "--fluentd-url", "https://127.0.0.1:1/test.log", "--fluentd-session-url", "https://127.0.0.1:1/session")
+	sinkArgs := withFlags(p.SinkArgs(), "--fluentd-url", "https://127.0.0.1:1/test.log", "--fluentd-session-url", "https://127.0.0.1:1/session",
+		"--sink-nats-nkey", "")
 	r, err := runCLI(ctx, 30*time.Second, "fluentd-sink", sinkArgs, nil, "")
 	if err != nil {
 		t.Fatal(err)
@@ -234,7 +236,7 @@ func TestSecurityNoSecretsInLogs(t *testing.T) {
 	if err := p.StartFluentd(ctx); err != nil {
 		t.Fatal(err)
 	}
-	ing, err := p.StartIngest(ctx, "ingest", "--debug", "--nats-token", token, "--start-time", from.Format(time.RFC3339))
+	ing, err := p.StartIngest(ctx, "ingest", "--debug", "--nats-users", "", "--nats-token", token, "--start-time", from.Format(time.RFC3339))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -125,6 +125,31 @@ var troubleshootingCases = []troubleshootingCase{
 		args: func(s *tsSetup) []string { return s.ingest("--ingest-metrics-addr", s.busy) }},
 	{msgs: []string{"only one process may serve a store; stop it first, or give this one another storage"}, bin: "ingest", code: exitRuntime,
 		args: func(s *tsSetup) []string { return s.ingest("--storage", s.p.Storage) }}, // the running ingest's store
+	{msgs: []string{"is open to group or others", "it must be readable by its owner only: run chmod 600"}, bin: "ingest", code: exitUsage,
+		args: func(s *tsSetup) []string {
+			seed, err := os.ReadFile(s.p.NATSSeed(bus.RoleIngest))
+			if err != nil {
+				panic(err) // the test's own directory
+			}
+			return s.ingest("--ingest-nats-nkey", s.writeMode("readable.nk", string(seed), 0o644))
+		}},
+	{msgs: []string{"does not exist: write the NATS credentials with configure --nats-credentials"}, bin: "ingest", code: exitUsage,
+		args: func(s *tsSetup) []string { return s.ingest("--nats-users", filepath.Join(s.p.Dir, "no-such-users.toml")) }},
+	{msgs: []string{"NATS refused the credentials", "of nkey seed file", "its public key is not in the server's users file"},
+		bin: "fluentd-sink", code: exitRuntime,
+		args: func(s *tsSetup) []string { // another installation's key, against the running ingest's server
+			seed, _, err := bus.NewUserKey()
+			if err != nil {
+				panic(err)
+			}
+			return s.sink("--sink-nats-nkey", s.writeMode("other-install.nk", string(seed), 0o600))
+		}},
+	{msgs: []string{"none were given and the server requires them: set [ingest] or [sink] nats-nkey, or [nats] nkey, creds or user"},
+		bin: "fluentd-sink", code: exitRuntime,
+		args: func(s *tsSetup) []string { return s.sink("--sink-nats-nkey", "") }},
+	{msgs: []string{"the embedded NATS server is open: any local process can publish, read or delete the audit trail; close it with"},
+		bin: "ingest", code: running,
+		args: func(s *tsSetup) []string { return s.ingest("--nats-users", "", "--ingest-nats-nkey", "") }},
 	{msgs: []string{"but no NATS server answers for it", "status read nothing there; check that process and [nats] listen"},
 		bin: "ingest", code: exitRuntime,
 		args: func(s *tsSetup) []string {
@@ -176,9 +201,17 @@ func (s *tsSetup) sink(extra ...string) []string {
 }
 
 func (s *tsSetup) write(name, body string) string {
+	return s.writeMode(name, body, 0o600)
+}
+
+// writeMode writes a file of the test's own with the given permissions.
+func (s *tsSetup) writeMode(name, body string, mode os.FileMode) string {
 	path := filepath.Join(s.p.Dir, name)
-	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(body), mode); err != nil {
 		panic(err) // the test's own directory
+	}
+	if err := os.Chmod(path, mode); err != nil { // WriteFile's mode passes the umask
+		panic(err)
 	}
 	return path
 }

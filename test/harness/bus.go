@@ -32,10 +32,11 @@ type Inspector struct {
 }
 
 // NewInspector connects to the NATS server at listen (the embedded one) or
-// at the URLs in url.
-func NewInspector(ctx context.Context, url, listen string) (*Inspector, error) {
+// at the URLs in url, with the NKey seed file nkey ("" for none; the
+// reader's seed, Pipeline.NATSSeed(bus.RoleReader), on a closed bus).
+func NewInspector(ctx context.Context, url, listen, nkey string) (*Inspector, error) {
 	cfg := config.Default().NATS
-	cfg.URL, cfg.Listen = url, listen
+	cfg.URL, cfg.Listen, cfg.NKey = url, listen, nkey
 	return NewInspectorFor(ctx, cfg)
 }
 

@@ -15,15 +15,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/certs"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 )
 
-// The users of deploy/nats/accounts.conf, by role.
+// The users of deploy/nats/accounts.conf, named after their roles.
 const (
-	NATSUserIngest = "ingest"
-	NATSUserSink   = "fluentd-sink"
-	NATSUserReader = "reader"
+	NATSUserIngest = string(bus.RoleIngest)
+	NATSUserSink   = string(bus.RoleSink)
+	NATSUserReader = string(bus.RoleReader)
 )
 
 // natsPasswordEnv is the environment variable accounts.conf reads each

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/configure"
 	"github.com/teleport-event-bus/teleport-event-bus/test/fluentdsim"
 	"github.com/teleport-event-bus/teleport-event-bus/test/teleportsim"
 )
@@ -79,6 +81,12 @@ func NewPipeline(ctx context.Context, bin, dir string) (*Pipeline, error) {
 		return nil, fmt.Errorf("configure exited %d\n%s", code, cfg.Tail(20))
 	}
 	return p, nil
+}
+
+// NATSSeed is the NKey seed file configure wrote for role: the embedded
+// server of the pipeline's ingest admits only these keys.
+func (p *Pipeline) NATSSeed(role bus.Role) string {
+	return filepath.Join(p.Conf, configure.NATSSeedFile(role))
 }
 
 // Run starts a binary and waits for it to exit; the returned Proc has the

@@ -1,7 +1,14 @@
 // Command consumer is a minimal reader of the teleport-event-bus streams:
 // it reads audit events through its own durable JetStream consumer and
 // prints one line per event. Several copies with the same -durable share
-// the work; a restart continues where the consumer's acks left off.
+// the work; a restart continues where the consumer's acks left off. It
+// logs in as the reader role: on the embedded server with the reader's
+// NKey seed file configure wrote,
+//
+//	go run ./docs/examples/consumer -url nats://127.0.0.1:4222 -nkey /etc/teleport-event-bus/nats-reader.nk \
+//	    -filter 'audit.user.login'
+//
+// and on the cluster of deploy/nats as the user reader:
 //
 //	go run ./docs/examples/consumer -url tls://nats-1:4222 -user reader \
 //	    -password "$NATS_READER_PASSWORD" -ca ca.crt -cert client.crt -key client.key \
@@ -33,6 +40,7 @@ func main() {
 		limit   = flag.Int("n", 0, "exit after this many events (0: run until interrupted)")
 	)
 	flag.StringVar(&cfg.URL, "url", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
+	flag.StringVar(&cfg.NKey, "nkey", "", "NKey seed file of the reader role (configure's nats-reader.nk)")
 	flag.StringVar(&cfg.User, "user", "", "NATS user")
 	flag.StringVar(&cfg.Password, "password", os.Getenv("NATS_PASSWORD"), "NATS password (default $NATS_PASSWORD)")
 	flag.StringVar(&cfg.CA, "ca", "", "CA file of the NATS servers")

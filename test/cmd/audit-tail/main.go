@@ -6,7 +6,10 @@
 // was written. The end-to-end tests run it beside fluentd-sink to show the
 // fan-out: both receive every audit event.
 //
-//	audit-tail --nats-listen 127.0.0.1:4222 --out ids.txt --exit-on-idle 5s
+//	audit-tail --nats-listen 127.0.0.1:4222 --nats-nkey nats-reader.nk --out ids.txt --exit-on-idle 5s
+//
+// On a closed bus it connects with the reader role's NKey seed file, the
+// one configure writes as nats-reader.nk.
 //
 // With --exit-on-idle it exits 0 once the stream holds messages, the
 // consumer has none left to deliver or awaiting an ack, and nothing arrived
@@ -37,6 +40,7 @@ const program = "audit-tail"
 
 type options struct {
 	url, listen     string
+	nkey            string
 	stream, durable string
 	filter          string
 	out             string
@@ -62,6 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.url, "nats-url", "", "NATS server URL(s), comma-separated; empty: the embedded server of ingest on --nats-listen")
 	fs.StringVar(&o.listen, "nats-listen", bus.DefaultListen, "address of ingest's embedded NATS server (used when --nats-url is empty)")
+	fs.StringVar(&o.nkey, "nats-nkey", "", "NKey seed file of the reader role (configure's nats-reader.nk); empty: no credentials")
 	fs.StringVar(&o.stream, "stream", config.Default().NATS.AuditStream, "audit stream name ([nats] audit-stream)")
 	fs.StringVar(&o.durable, "durable", program, "durable consumer name")
 	fs.StringVar(&o.filter, "filter", bus.AuditPrefix+".>", "subject filter")
@@ -91,7 +96,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // up and idle.
 func tail(ctx context.Context, o options, out io.Writer, log zerolog.Logger) error {
 	cfg := config.Default().NATS
-	cfg.URL, cfg.Listen = o.url, o.listen
+	cfg.URL, cfg.Listen, cfg.NKey = o.url, o.listen, o.nkey
 	b, err := bus.Open(ctx, cfg, "", program, log, false)
 	if err != nil {
 		return err

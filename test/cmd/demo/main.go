@@ -21,8 +21,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 	"golang.org/x/term"
 
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 	"github.com/teleport-event-bus/teleport-event-bus/test/harness"
 )
 
@@ -77,7 +81,7 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 
-	step(out, "configure: certificates, Teleport role, fluent.conf, TOML → %s", filepath.Join(dir, "conf"))
+	step(out, "configure: certificates, NATS credentials, Teleport role, fluent.conf, TOML → %s", filepath.Join(dir, "conf"))
 	p, err := harness.NewPipeline(ctx, bin, dir)
 	if err != nil {
 		return err
@@ -155,11 +159,58 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	for _, n := range ids {
 		streamDups += n - 1
 	}
-	printTable(out, o, tp.Events, len(sessions), tp.MissingRecordings, want, final, streamDups, took)
+	closed, err := checkClosed(ctx, p, insp)
+	if err != nil {
+		return fail(err)
+	}
+	printTable(out, o, tp.Events, len(sessions), tp.MissingRecordings, want, final, streamDups, took, closed)
 	if final.fluentd.DuplicatesTotal != 0 || streamDups != 0 || final.bus.DeadLetters != 0 {
 		return errors.New("delivery was not clean: see the table")
 	}
+	if closed != "refused / refused" {
+		return errors.New("the bus is not closed: see the table")
+	}
 	return nil
+}
+
+// checkClosed tries what the issue's forger did on the demo's bus: connect
+// without credentials, and publish an audit event with the reader's key.
+// Each is "refused" when the server refused it and the audit stream kept
+// its count, "ACCEPTED" otherwise.
+func checkClosed(ctx context.Context, p *harness.Pipeline, insp *harness.Inspector) (string, error) {
+	before, err := insp.Counts(ctx)
+	if err != nil {
+		return "", err
+	}
+	anon := "refused"
+	cfg := config.Default().NATS
+	cfg.Listen = p.NATSListen
+	if nc, err := bus.Connect(ctx, cfg, "demo-anonymous", zerolog.Nop()); err == nil {
+		nc.Close()
+		anon = "ACCEPTED"
+	}
+	cfg.NKey = p.NATSSeed(bus.RoleReader)
+	nc, err := bus.Connect(ctx, cfg, "demo-reader", zerolog.Nop())
+	if err != nil {
+		return "", fmt.Errorf("connect with the reader's key: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return "", err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	_, perr := js.Publish(pctx, bus.AuditSubject("user.login"), []byte(`{"event":"user.login","uid":"forged-1","user":"attacker"}`))
+	cancel()
+	after, err := insp.Counts(ctx)
+	if err != nil {
+		return "", err
+	}
+	forged := "refused"
+	if perr == nil || after.AuditTotal != before.AuditTotal {
+		forged = "ACCEPTED"
+	}
+	return anon + " / " + forged, nil
 }
 
 type want struct{ audit, session uint64 }
@@ -177,7 +228,7 @@ type fluentdStats struct {
 // connect waits for the embedded NATS server of ingest to answer.
 func connect(ctx context.Context, p *harness.Pipeline, ingest *harness.Proc) (*harness.Inspector, error) {
 	for {
-		insp, err := harness.NewInspector(ctx, "", p.NATSListen)
+		insp, err := harness.NewInspector(ctx, "", p.NATSListen, p.NATSSeed(bus.RoleReader))
 		if err == nil {
 			return insp, nil
 		}
@@ -250,7 +301,7 @@ func watch(ctx context.Context, out io.Writer, p *harness.Pipeline, insp *harnes
 	}
 }
 
-func printTable(out io.Writer, o options, events, sessions, missing int, w want, s snapshot, streamDups int, took time.Duration) {
+func printTable(out io.Writer, o options, events, sessions, missing int, w want, s snapshot, streamDups int, took time.Duration, closed string) {
 	fmt.Fprintf(out, "\nteleport-event-bus demo: delivered in %s\n\n", took.Round(100*time.Millisecond))
 	tw := tabwriter.NewWriter(out, 0, 0, 3, ' ', 0)
 	row := func(stage, what string, n any) { fmt.Fprintf(tw, "  %s\t%s\t%10v\n", stage, what, n) }
@@ -272,6 +323,7 @@ func printTable(out io.Writer, o options, events, sessions, missing int, w want,
 	row("", "session.*.log", s.fluentd.session)
 	row("duplicates", "at Fluentd / in the stream", fmt.Sprintf("%d / %d", s.fluentd.DuplicatesTotal, streamDups))
 	row("dead letters", "deadletter.>", s.bus.DeadLetters)
+	row("closed bus", "no credentials / forged publish", closed)
 	row("time taken", "ingest start → last delivery", took.Round(100*time.Millisecond))
 	tw.Flush()
 	fmt.Fprintln(out)
