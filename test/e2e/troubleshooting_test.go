@@ -134,7 +134,9 @@ var troubleshootingCases = []troubleshootingCase{
 			return s.ingest("--ingest-nats-nkey", s.writeMode("readable.nk", string(seed), 0o644))
 		}},
 	{msgs: []string{"does not exist: write the NATS credentials with configure --nats-credentials"}, bin: "ingest", code: exitUsage,
-		args: func(s *tsSetup) []string { return s.ingest("--nats-users", filepath.Join(s.p.Dir, "no-such-users.toml")) }},
+		args: func(s *tsSetup) []string {
+			return s.ingest("--nats-users", filepath.Join(s.p.Dir, "no-such-users.toml"))
+		}},
 	{msgs: []string{"NATS refused the credentials", "of nkey seed file", "its public key is not in the server's users file"},
 		bin: "fluentd-sink", code: exitRuntime,
 		args: func(s *tsSetup) []string { // another installation's key, against the running ingest's server
