@@ -116,8 +116,8 @@ var docRules = []docRule{
 	{match: regexp.MustCompile(`^fluentd -c (\S+)$`),
 		instead: "no Fluentd here: fluentd-sim listens where the fluent.conf says, with its TLS files, passphrase and <match> tags",
 		do:      (*docRun).fluentd},
-	{match: regexp.MustCompile(`^nats --server (\S+) sub '([^']+)'$`),
-		instead: "no nats CLI here: the test subscribes to the same server and subject with nats.go and waits for a live event",
+	{match: regexp.MustCompile(`^nats --server (\S+) --nkey (\S+) sub '([^']+)'$`),
+		instead: "no nats CLI here: the test subscribes to the same server and subject with nats.go, with the same NKey seed file, and waits for a live event",
 		do:      (*docRun).natsSub},
 	{match: regexp.MustCompile(`^(?:sudo )?make ([a-z-]+)(?: .*)?$`),
 		instead: "make is CI's own entry point (the binaries of this test are what make build makes): the Makefile must have the target",
@@ -389,18 +389,26 @@ func (r *docRun) fluentd(l docLine, m []string) error {
 
 // natsSub subscribes as `nats sub` would and waits for one message.
 func (r *docRun) natsSub(l docLine, m []string) error {
-	nc, err := nats.Connect(m[1])
+	server, seed, subject := m[1], m[2], m[3]
+	if !filepath.IsAbs(seed) {
+		seed = filepath.Join(r.dir, seed)
+	}
+	opt, err := nats.NkeyOptionFromSeed(seed)
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(server, opt)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	sub, err := nc.SubscribeSync(m[2])
+	sub, err := nc.SubscribeSync(subject)
 	if err != nil {
 		return err
 	}
 	msg, err := sub.NextMsg(90 * time.Second)
 	if err != nil {
-		return fmt.Errorf("no message on %s within 90s: %v", m[2], err)
+		return fmt.Errorf("no message on %s within 90s: %v", subject, err)
 	}
 	if !strings.HasPrefix(msg.Subject, "audit.user.") {
 		return fmt.Errorf("got subject %s", msg.Subject)

@@ -144,11 +144,11 @@ var troubleshootingCases = []troubleshootingCase{
 			if err != nil {
 				panic(err)
 			}
-			return s.sink("--sink-nats-nkey", s.writeMode("other-install.nk", string(seed), 0o600))
+			return withFlags(s.p.SinkArgs(), "--sink-nats-nkey", s.writeMode("other-install.nk", string(seed), 0o600))
 		}},
 	{msgs: []string{"none were given and the server requires them: set [ingest] or [sink] nats-nkey, or [nats] nkey, creds or user"},
 		bin: "fluentd-sink", code: exitRuntime,
-		args: func(s *tsSetup) []string { return s.sink("--sink-nats-nkey", "") }},
+		args: func(s *tsSetup) []string { return withFlags(s.p.SinkArgs(), "--sink-nats-nkey", "") }},
 	{msgs: []string{"the embedded NATS server is open: any local process can publish, read or delete the audit trail; close it with"},
 		bin: "ingest", code: running,
 		args: func(s *tsSetup) []string { return s.ingest("--nats-users", "", "--ingest-nats-nkey", "") }},
@@ -167,6 +167,7 @@ type tsSetup struct {
 	natsURL      string      // a nats-server requiring token
 	token        string
 	busy         string // host:port another socket holds
+	openListen   string // an ingest's embedded server without credentials
 	silent       string // host:port nothing listens on
 	fixedStorage string // storage whose start-time is 2020-01-01
 	plainURL     string // a Fluentd double without TLS
@@ -195,9 +196,13 @@ func (s *tsSetup) ingestNoIdentity(extra ...string) []string {
 // sink is a working sink command line reading the pipeline's streams
 // through a consumer of its own (so it has every event to deliver), with
 // extra's flags replacing or adding to it.
+//
+// It reads from the open bus of a second ingest: on the pipeline's closed
+// bus the sink role may use only the configured consumers.
 func (s *tsSetup) sink(extra ...string) []string {
 	s.sinks++
-	base := withFlags(s.p.SinkArgs(), "--sink-audit-consumer", fmt.Sprintf("ts-audit-%d", s.sinks),
+	base := withFlags(s.p.SinkArgs(), "--nats-listen", s.openListen, "--sink-nats-nkey", "",
+		"--sink-audit-consumer", fmt.Sprintf("ts-audit-%d", s.sinks),
 		"--sink-session-consumer", fmt.Sprintf("ts-sessions-%d", s.sinks), "--sink-shutdown-timeout", "2s")
 	return withFlags(base, extra...)
 }
@@ -375,6 +380,23 @@ func newTroubleshootingSetup(t *testing.T) *tsSetup {
 		t.Fatal(err)
 	}
 	if _, err := ing.WaitForLine(ctx, "caught up, now following live events"); err != nil {
+		t.Fatal(err)
+	}
+	// A second ingest on a bus without credentials fills the streams the
+	// sinks of the Fluentd cases read through consumers of their own.
+	openPort, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.openListen = fmt.Sprintf("127.0.0.1:%d", openPort)
+	open, err := harness.Start(ctx, harness.Spec{Name: "ingest-open", Bin: filepath.Join(binDir, "ingest"), LogDir: p.LogDir,
+		Args: s.ingest("--nats-listen", s.openListen, "--nats-users", "", "--ingest-nats-nkey", "",
+			"--start-time", time.Now().Add(-48*time.Hour).UTC().Format(time.RFC3339))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(open.Kill)
+	if _, err := open.WaitForLine(ctx, "caught up, now following live events"); err != nil {
 		t.Fatal(err)
 	}
 	s.fixedStorage = filepath.Join(p.Dir, "storage-fixed")
