@@ -55,7 +55,7 @@ func (a *authService) events(from, to time.Time, eventTypes []string, limit int3
 	if err != nil {
 		return nil, err
 	}
-	items, lastKey, err := page(a.s.st, q, func(h hit) (*apievents.OneOf, int, error) {
+	items, lastKey, err := page(a.s.st, q, a.s.opts.Search, func(h hit) (*apievents.OneOf, int, error) {
 		ev := a.s.st.render(h)
 		o, err := apievents.ToOneOf(ev)
 		if err != nil {

@@ -71,6 +71,12 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("simulated teleport: listen on %s: %w", opts.Addr, err)
 	}
+	if opts.Search == SearchFileLog {
+		if s.st.files, err = buildFileLog(ctx, s.st); err != nil {
+			_ = lis.Close()
+			return nil, fmt.Errorf("simulated teleport: %w", err)
+		}
+	}
 	if opts.Prerender {
 		if err := s.st.prerender(ctx); err != nil {
 			_ = lis.Close()
