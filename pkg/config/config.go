@@ -147,6 +147,9 @@ type IngestConfig struct {
 	LeaseTTL            time.Duration
 	MissingRecordingTTL time.Duration
 	ProgressInterval    time.Duration
+	// PageSize is the limit of each SearchUnstructuredEvents call (the
+	// search path); 0 means MaxPageSize.
+	PageSize int
 }
 
 // SinkConfig is the [sink] section.
@@ -163,6 +166,14 @@ type SinkConfig struct {
 	InFlight        int
 	ShutdownTimeout time.Duration
 	Gzip            bool
+}
+
+// Given reports whether the key named name (its canonical TOML name) was
+// set by the file, the environment or a flag rather than left at its
+// default.
+func (c *Config) Given(name string) bool {
+	src, ok := c.sources[name]
+	return ok && src.kind != srcDefault
 }
 
 // LockConfig carries the lock-* keys of teleport-event-handler.

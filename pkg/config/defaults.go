@@ -12,6 +12,10 @@ const (
 	DefaultDuplicateWindow = 2 * time.Minute
 	// DefaultMaxMsgSize matches nats-server's default max_payload (1 MiB).
 	DefaultMaxMsgSize = 1 << 20
+	// MaxPageSize is the largest page Teleport serves a search, and the
+	// default ingest.page-size: a search page costs the server the same
+	// whatever its size (see docs/migrating.md).
+	MaxPageSize = 10_000
 )
 
 // Default is the configuration before any file, environment variable or
@@ -42,6 +46,7 @@ func Default() Config {
 		},
 		Ingest: IngestConfig{
 			MaxInFlight:         256,
+			PageSize:            MaxPageSize,
 			SessionConcurrency:  0,
 			LeaseTTL:            10 * time.Second,
 			MissingRecordingTTL: 48 * time.Hour,
