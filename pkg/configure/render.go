@@ -145,8 +145,8 @@ func renderTOML(p paths) []byte {
 storage = %[1]s
 # Poll interval once caught up.
 timeout = "5s"
-# Events per page on the search path.
-batch = 20
+# batch (the older tool's page size) is not used: ingest pages with
+# [ingest] page-size.
 namespace = "default"
 # types = ["user.login", "session.upload"]
 # skip-event-types = []
@@ -185,6 +185,7 @@ listen = %[6]s
 
 [ingest]
 # max-in-flight = 256
+# page-size = 10000
 # lease-ttl = "10s"
 # missing-recording-ttl = "48h"
 
