@@ -188,7 +188,7 @@ type fileEvent struct {
 // search answers a query the file log's way and returns the page's
 // records, cut at q.limit events and MaxPageBytes of JSON (a page holds
 // at least one event), and whether the page is full (so a LastKey is due).
-func (fl *fileLog) search(st *store, q query) ([]hit, bool, error) {
+func (fl *fileLog) search(ctx context.Context, st *store, q query) ([]hit, bool, error) {
 	kt, kid, err := decodeKey(q.startKey)
 	if err != nil {
 		return nil, false, err
@@ -205,6 +205,11 @@ func (fl *fileLog) search(st *store, q query) ([]hit, bool, error) {
 	var all []fileEvent
 	for _, f := range files {
 		for i, line := range f.lines {
+			// Teleport reads on after its caller has gone; the double stops,
+			// so a killed client does not leave it busy for the next one.
+			if i%1024 == 0 && ctx.Err() != nil {
+				return nil, false, ctx.Err()
+			}
 			var fields map[string]any
 			if err := json.Unmarshal(line, &fields); err != nil {
 				return nil, false, fmt.Errorf("parse file log line: %w", err)

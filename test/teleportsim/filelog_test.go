@@ -126,7 +126,7 @@ func TestFileLogPageCaps(t *testing.T) {
 	}
 	pages, seen := 0, 0
 	for {
-		hits, full, err := s.st.files.search(s.st, q)
+		hits, full, err := s.st.files.search(t.Context(), s.st, q)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -199,7 +199,7 @@ func BenchmarkFileLogPage(b *testing.B) {
 				b.Fatal(err)
 			}
 			for b.Loop() {
-				if hits, _, err := st.files.search(st, q); err != nil || len(hits) != 20 {
+				if hits, _, err := st.files.search(b.Context(), st, q); err != nil || len(hits) != 20 {
 					b.Fatalf("%d hits, %v", len(hits), err)
 				}
 			}

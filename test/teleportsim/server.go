@@ -8,7 +8,10 @@
 // sessions with recordings, export chunks and late "straggler" chunks),
 // behaves like Teleport v17 or, in Older mode, like v13–v16, injects faults
 // on demand, and answers questions about what it holds so tests can compare
-// what arrived with what exists.
+// what arrived with what exists. Searches are answered from an index, or
+// (SearchFileLog, the default in Older mode; filelog.go) at the cost of
+// Teleport's file audit log, which parses every event of the days searched
+// on every call.
 package teleportsim
 
 import (
