@@ -29,9 +29,9 @@ type auditHandler func(ctx context.Context, e teleport.Event, tr *tracker[string
 //
 // The backlog from the saved position to now is cut into time windows of
 // window-size. Up to `concurrency` windows are read side by side, each
-// from its own saved position (a file-log Teleport reads different days
-// from different files, so they cost it no more together than apart);
-// the window that holds now (the live one) is read like any other, in
+// from its own saved position (a file-log Teleport answers requests for
+// different days from different files, and can serve them at once on
+// several cores); the window that holds now (the live one) is read like any other, in
 // order, and the next pass goes on from its position. Within a window the
 // next page is already being fetched while the current one is published:
 // at most three pages of a window are in memory (one fetched, one
