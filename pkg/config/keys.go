@@ -291,7 +291,7 @@ var keys = []*key{
 		usage: "Exit 0 once caught up and everything is acknowledged",
 		field: func(c *Config) any { return &c.ExitOnLastEvent }},
 	{name: "concurrency", flag: "concurrency", legacy: true, cmds: forIngest,
-		usage: "Export chunks, session recordings and search windows of different days read in parallel",
+		usage: "Export chunks and session recordings read in parallel",
 		field: func(c *Config) any { return &c.Concurrency }, check: intRange(1, 1024)},
 	{name: "window-size", flag: "window-size", legacy: true, cmds: forIngest,
 		usage: "Time window of one audit log query (legacy read path)",

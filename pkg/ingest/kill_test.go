@@ -66,8 +66,8 @@ func startChild(t testing.TB, cfg *config.Config, extra ...string) (*exec.Cmd, <
 }
 
 // TestKillDashNineExactlyOnce kills ingest mid-backfill, on the bulk
-// export path and on the search path (a file-log Teleport, small pages,
-// three days read side by side).
+// export path and on the search path (a file-log Teleport, small pages
+// fetched ahead, five daily windows).
 func TestKillDashNineExactlyOnce(t *testing.T) {
 	t.Parallel()
 	for _, older := range []bool{false, true} {

@@ -72,7 +72,7 @@ func until(done <-chan error, deadline time.Duration, cond func() bool) bool {
 
 // TestRestartAfterCancelExactlyOnce stops ingest at many points of a
 // backfill, on the bulk export path and on the search path (a file-log
-// Teleport, small pages, three days read side by side).
+// Teleport, small pages fetched ahead, six daily windows).
 func TestRestartAfterCancelExactlyOnce(t *testing.T) {
 	t.Parallel()
 	for _, older := range []bool{false, true} {

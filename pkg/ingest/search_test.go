@@ -118,7 +118,7 @@ func (p *published) got() []string {
 	return slices.Clone(p.ids)
 }
 
-func testSearcher(t *testing.T, src pageSource, h auditHandler, st *state, start time.Time, pageSize, parallel int) *searcher {
+func testSearcher(t *testing.T, src pageSource, h auditHandler, st *state, start time.Time, pageSize int) *searcher {
 	t.Helper()
 	pos, err := loadSearchPositions(st, start, "")
 	if err != nil {
@@ -126,7 +126,7 @@ func testSearcher(t *testing.T, src pageSource, h auditHandler, st *state, start
 	}
 	return &searcher{
 		src: src, handle: h, pos: pos, prog: newProgress(zerolog.Nop(), newMetrics(nil)),
-		start: start, window: 24 * time.Hour, pageSize: pageSize, parallel: parallel,
+		start: start, window: 24 * time.Hour, pageSize: pageSize,
 	}
 }
 
@@ -173,7 +173,7 @@ func TestSearchFetchesTheNextPageWhilePublishing(t *testing.T) {
 			done(nil)
 		}()
 	}
-	s := testSearcher(t, l, pub.handle, memState(t), t0, 10, 1)
+	s := testSearcher(t, l, pub.handle, memState(t), t0, 10)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	if err := s.pass(ctx, now); err != nil {
@@ -195,7 +195,7 @@ func TestSearchReadsAtMostThreePagesOfAWindow(t *testing.T) {
 		}
 	}
 	pub := &published{ack: func(string, func(error)) {}} // never acknowledged
-	s := testSearcher(t, l, pub.handle, memState(t), t0, 10, 1)
+	s := testSearcher(t, l, pub.handle, memState(t), t0, 10)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- s.pass(ctx, now) }()
@@ -229,7 +229,7 @@ func TestSearchShortPagesLoseNothing(t *testing.T) {
 	l := newPagedLog(t0, 500, 10*time.Second)
 	l.short = 7
 	pub := &published{}
-	s := testSearcher(t, l, pub.handle, memState(t), t0, 10_000, 2)
+	s := testSearcher(t, l, pub.handle, memState(t), t0, 10_000)
 	if err := s.pass(t.Context(), now); err != nil {
 		t.Fatalf("pass: %v", err)
 	}
@@ -251,7 +251,7 @@ func TestSearchStuckKeyIsAnError(t *testing.T) {
 	now := time.Now().UTC()
 	src := &stuckLog{}
 	pub := &published{}
-	s := testSearcher(t, src, pub.handle, memState(t), now.Add(-time.Hour), 100, 1)
+	s := testSearcher(t, src, pub.handle, memState(t), now.Add(-time.Hour), 100)
 	err := s.pass(t.Context(), now)
 	if !errors.Is(err, errKeyStuck) {
 		t.Fatalf("pass: %v; want %v", err, errKeyStuck)
@@ -261,38 +261,18 @@ func TestSearchStuckKeyIsAnError(t *testing.T) {
 	}
 }
 
-// TestSearchWindowsSideBySide: windows of different days are read at the
-// same time (the first day's events are acknowledged only once the third
-// day has been asked for), each saves its own position, and the first
-// unfinished window moves over the finished ones.
-func TestSearchWindowsSideBySide(t *testing.T) {
+// TestSearchWindowsInOrder: a backlog of three days is read window after
+// window, each event once (the one at a window's end only in the next),
+// the saved position ends at the live window, and a second pass reads
+// nothing again.
+func TestSearchWindowsInOrder(t *testing.T) {
 	now := time.Now().UTC()
 	t0 := now.Add(-72*time.Hour + time.Minute)
-	l := newPagedLog(t0, 720, 6*time.Minute) // 3 days
-	day3 := t0.Add(48 * time.Hour)
-	asked := make(chan struct{})
-	var once sync.Once
-	l.onCall = func(from time.Time, _ string) {
-		if from.Equal(day3) {
-			once.Do(func() { close(asked) })
-		}
-	}
+	l := newPagedLog(t0, 720, 6*time.Minute) // 3 days; events at both ends of windows
 	pub := &published{}
-	pub.ack = func(id string, done func(error)) {
-		if id < "ev-00240" { // the first day's events
-			go func() {
-				<-asked
-				done(nil)
-			}()
-			return
-		}
-		done(nil)
-	}
 	st := memState(t)
-	s := testSearcher(t, l, pub.handle, st, t0, 50, 3)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	if err := s.pass(ctx, now); err != nil {
+	s := testSearcher(t, l, pub.handle, st, t0, 50)
+	if err := s.pass(t.Context(), now); err != nil {
 		t.Fatalf("pass: %v", err)
 	}
 	wantAll(t, l, pub.got())
@@ -300,13 +280,11 @@ func TestSearchWindowsSideBySide(t *testing.T) {
 	if _, err := st.get(keySearch, &saved); err != nil {
 		t.Fatal(err)
 	}
-	if !saved.WindowStart.Equal(day3) || len(saved.Ahead) != 0 {
-		t.Errorf("saved %+v; want the live window (from %s) first and nothing ahead", saved, day3)
+	if live := t0.Add(48 * time.Hour); !saved.WindowStart.Equal(live) || saved.LastID != "ev-00719" {
+		t.Errorf("saved %+v; want the live window (from %s) after its last event", saved, live)
 	}
-
-	// A second pass reads only what is new.
 	before := len(pub.got())
-	if err := s.pass(ctx, now.Add(time.Second)); err != nil {
+	if err := s.pass(t.Context(), now.Add(time.Second)); err != nil {
 		t.Fatalf("second pass: %v", err)
 	}
 	if n := len(pub.got()) - before; n != 0 {
@@ -314,14 +292,13 @@ func TestSearchWindowsSideBySide(t *testing.T) {
 	}
 }
 
-// TestSearchStateOfTheCurrentVersionLoads: a searchState written before
-// windows were read side by side resumes where it says, and a state with
-// windows ahead resumes each of them.
+// TestSearchStateOfTheCurrentVersionLoads: a searchState written by the
+// version before pipelining resumes where it says.
 func TestSearchStateOfTheCurrentVersionLoads(t *testing.T) {
 	now := time.Now().UTC().Truncate(time.Second)
 	t0 := now.Add(-72 * time.Hour)
 	l := newPagedLog(t0, 720, 6*time.Minute)
-	day2, day3 := t0.Add(24*time.Hour).Format(time.RFC3339Nano), t0.Add(48*time.Hour).Format(time.RFC3339Nano)
+	day2 := t0.Add(24 * time.Hour).Format(time.RFC3339Nano)
 	for _, tc := range []struct {
 		name string
 		raw  string
@@ -330,9 +307,6 @@ func TestSearchStateOfTheCurrentVersionLoads(t *testing.T) {
 		// As the version before this one wrote it: the second day's
 		// window, 30 events into it (page key "30", last id the 36th).
 		{"older", fmt.Sprintf(`{"window_start":%q,"cursor":"30","last_id":"ev-00275"}`, day2), [][2]int{{276, 720}}},
-		// With the third day read ahead to its 106th event.
-		{"ahead", fmt.Sprintf(`{"window_start":%q,"cursor":"30","last_id":"ev-00275","ahead":[{"start":%q,"end":%q,"cursor":"100","last_id":"ev-00585"}]}`,
-			day2, day3, t0.Add(72*time.Hour).Format(time.RFC3339Nano)), [][2]int{{276, 480}, {586, 720}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := memState(t)
@@ -344,7 +318,7 @@ func TestSearchStateOfTheCurrentVersionLoads(t *testing.T) {
 				t.Fatal(err)
 			}
 			pub := &published{}
-			s := testSearcher(t, l, pub.handle, st, t0, 10, 3)
+			s := testSearcher(t, l, pub.handle, st, t0, 10)
 			if err := s.pass(t.Context(), now); err != nil {
 				t.Fatalf("pass: %v", err)
 			}
@@ -360,52 +334,6 @@ func TestSearchStateOfTheCurrentVersionLoads(t *testing.T) {
 				t.Fatalf("resumed with %d events (first %v); want the %d after the saved position", len(got), got[:min(1, len(got))], len(want))
 			}
 		})
-	}
-}
-
-// TestSearchPositionsAdvance: finished windows ahead are folded into the
-// first unfinished one as it finishes, and a window started but not yet
-// saved leaves a gap that plan fills again.
-func TestSearchPositionsAdvance(t *testing.T) {
-	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
-	day := 24 * time.Hour
-	p, err := loadSearchPositions(memState(t), t0, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := t0.Add(4*day + time.Hour)
-	plan := p.plan(day, now)
-	if len(plan) != 5 || !plan[4].end.After(now) {
-		t.Fatalf("plan of 4 days and an hour: %d windows %+v", len(plan), plan)
-	}
-	ctx := t.Context()
-	// Day 3 finishes, day 4 is part read, day 2 has not saved yet.
-	for _, w := range []window{
-		{start: t0.Add(2 * day), end: t0.Add(3 * day), done: true},
-		{start: t0.Add(3 * day), end: t0.Add(4 * day), cursor: "k4"},
-	} {
-		if err := p.save(ctx, w); err != nil {
-			t.Fatal(err)
-		}
-	}
-	plan = p.plan(day, now)
-	if len(plan) != 5 || !plan[1].start.Equal(t0.Add(day)) || plan[1].done || !plan[2].done || plan[3].cursor != "k4" {
-		t.Fatalf("plan with day 3 done and day 4 at k4: %+v", plan)
-	}
-	// Day 1 finishes: day 2 (not saved) becomes the first unfinished.
-	if err := p.save(ctx, window{start: t0, end: t0.Add(day), done: true}); err != nil {
-		t.Fatal(err)
-	}
-	if got := p.windowStart(); !got.Equal(t0.Add(day)) || p.ahead() != 2 {
-		t.Fatalf("after day 1: first unfinished %s with %d ahead", got, p.ahead())
-	}
-	// Day 2 finishes: day 3 is done too, so day 4 is first, at k4.
-	if err := p.save(ctx, window{start: t0.Add(day), end: t0.Add(2 * day), done: true}); err != nil {
-		t.Fatal(err)
-	}
-	plan = p.plan(day, now)
-	if !plan[0].start.Equal(t0.Add(3*day)) || plan[0].cursor != "k4" || p.ahead() != 0 || len(plan) != 2 {
-		t.Fatalf("after day 2: plan %+v, %d ahead", plan, p.ahead())
 	}
 }
 

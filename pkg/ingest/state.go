@@ -143,26 +143,12 @@ type (
 		Chunks int   `json:"chunks"`
 		Events int64 `json:"events"`
 	}
-	// searchState is the position of the search-paging path: everything
-	// before WindowStart is read; the window starting there is read up to
-	// the page key Cursor and the event LastID in that page. Ahead holds
-	// the later windows read side by side with it (concurrency), each
-	// with its own position, in time order; a state written before they
-	// existed has none and means the same as before.
+	// searchState is the position of the search-paging path: the window
+	// start, the page key and the id of the last event handled in it.
 	searchState struct {
-		WindowStart time.Time     `json:"window_start"`
-		Cursor      string        `json:"cursor,omitempty"`
-		LastID      string        `json:"last_id,omitempty"`
-		Ahead       []windowState `json:"ahead,omitempty"`
-	}
-	// windowState is the position in one search window [Start, End) read
-	// ahead of the first unfinished one.
-	windowState struct {
-		Start  time.Time `json:"start"`
-		End    time.Time `json:"end"`
-		Cursor string    `json:"cursor,omitempty"`
-		LastID string    `json:"last_id,omitempty"`
-		Done   bool      `json:"done,omitempty"`
+		WindowStart time.Time `json:"window_start"`
+		Cursor      string    `json:"cursor,omitempty"`
+		LastID      string    `json:"last_id,omitempty"`
 	}
 	// sessionState is one recording's progress: the next index to
 	// publish, and when the job started or ended.

@@ -97,13 +97,6 @@ func printState(st *state, w io.Writer, now time.Time) error {
 	if ok, _ := st.get(keySearch, &ss); ok {
 		fmt.Fprintf(w, "Search paging at window %s (page key %q, last id %q)\n",
 			ss.WindowStart.UTC().Format(time.RFC3339), ss.Cursor, ss.LastID)
-		for _, a := range ss.Ahead {
-			state := "reading"
-			if a.Done {
-				state = "done"
-			}
-			fmt.Fprintf(w, "  window %s..%s read ahead: %s\n", a.Start.UTC().Format(time.RFC3339), a.End.UTC().Format(time.RFC3339), state)
-		}
 	}
 	if err := printDates(st, w); err != nil {
 		return err
