@@ -11,7 +11,7 @@ GOFLAGS_BUILD := -trimpath -ldflags '$(LDFLAGS)'
 COMMANDS := ingest fluentd-sink configure
 SIMS     := teleport-sim fluentd-sim nats-server demo
 
-.PHONY: all build test vet fmt-check unit bench bench-ingest bench-sink demo clean release install image gen-example-mtls
+.PHONY: all build test vet fmt-check unit bench bench-ingest bench-sink bench-search demo clean release install image gen-example-mtls
 
 all: build
 
@@ -47,6 +47,10 @@ bench-ingest:
 
 bench-sink:
 	$(GO) test -run '^$$' -bench BenchmarkSink -benchtime 1x -timeout 30m ./pkg/sink/
+
+## bench-search: the search path against a file-log Teleport double, one run (BENCH_SEARCH_EVENTS per day, default 100,000; BENCH_SEARCH_SLICE, default 60s)
+bench-search:
+	$(GO) test -run '^$$' -bench BenchmarkSearch -benchtime 1x -timeout 60m ./pkg/ingest/
 
 ## release: static binaries for PLATFORMS packed into dist/*-bin.tar.gz with SHA256SUMS
 PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64

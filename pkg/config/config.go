@@ -183,6 +183,9 @@ type IngestConfig struct {
 	// MetricsAddr is where ingest serves /metrics, /healthz and /readyz:
 	// host:port, or host:first-last for the first free port ("" = off).
 	MetricsAddr string
+	// PageSize is the limit of each SearchUnstructuredEvents call (the
+	// search path); 0 means MaxPageSize.
+	PageSize int
 }
 
 // SinkConfig is the [sink] section.
@@ -205,6 +208,14 @@ type SinkConfig struct {
 	// MetricsAddr is where the sink serves /metrics, /healthz and /readyz:
 	// host:port, or host:first-last for the first free port ("" = off).
 	MetricsAddr string
+}
+
+// Given reports whether the key named name (its canonical TOML name) was
+// set by the file, the environment or a flag rather than left at its
+// default.
+func (c *Config) Given(name string) bool {
+	src, ok := c.sources[name]
+	return ok && src.kind != srcDefault
 }
 
 // LockConfig carries the lock-* keys of teleport-event-handler.

@@ -17,6 +17,10 @@ const (
 	// host without settings; loopback only until the user opens them.
 	DefaultIngestMetricsAddr = "127.0.0.1:9090"
 	DefaultSinkMetricsAddr   = "127.0.0.1:9091-9099"
+	// MaxPageSize is the largest page Teleport serves a search, and the
+	// default ingest.page-size: a search page costs the server the same
+	// whatever its size (see docs/migrating.md).
+	MaxPageSize = 10_000
 )
 
 // Default is the configuration before any file, environment variable or
@@ -47,6 +51,7 @@ func Default() Config {
 		},
 		Ingest: IngestConfig{
 			MaxInFlight:         256,
+			PageSize:            MaxPageSize,
 			SessionConcurrency:  0,
 			LeaseTTL:            10 * time.Second,
 			MissingRecordingTTL: 48 * time.Hour,

@@ -163,8 +163,8 @@ func renderTOML(p paths) []byte {
 storage = %[1]s
 # Poll interval once caught up.
 timeout = "5s"
-# Events per page on the search path.
-batch = 20
+# batch (the older tool's page size) is not used: ingest pages with
+# [ingest] page-size.
 namespace = "default"
 # types = ["user.login", "session.upload"]
 # skip-event-types = []
@@ -210,6 +210,7 @@ users = %[7]s
 # NKey seed ingest (and ingest status) connects to NATS with.
 nats-nkey = %[9]s
 # max-in-flight = 256
+# page-size = 10000
 # lease-ttl = "10s"
 # missing-recording-ttl = "48h"
 

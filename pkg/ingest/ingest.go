@@ -54,6 +54,7 @@ const pruneEvery = time.Hour
 // positions when it dies. With dry-run it reads and logs, publishing
 // nothing and changing no state (no bus is needed).
 func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) (err error) {
+	noteBatch(cfg, log)
 	if cfg.DryRun {
 		return runDry(ctx, cfg, log)
 	}
@@ -120,6 +121,18 @@ func warnOpenBus(cfg *config.Config, log zerolog.Logger) {
 	}
 	log.Warn().Str("listen", bus.WithDefaults(n).Listen).
 		Msgf("the embedded NATS server is open: any local process can publish, read or delete the audit trail; close it with `configure --nats-credentials %s`, then restart ingest and fluentd-sink", dir)
+}
+
+// noteBatch says once, at start, that batch (from an older
+// teleport-event-handler.toml, whose users often have batch = 20) does not
+// set the page size: a search page costs Teleport the same whatever its
+// size, so ingest pages with ingest.page-size.
+func noteBatch(cfg *config.Config, log zerolog.Logger) {
+	if !cfg.Given("batch") {
+		return
+	}
+	log.Info().Int("batch", cfg.Batch).Int("page_size", pageSize(cfg)).
+		Msg("batch is not the page size: audit log searches page with ingest.page-size (default: the server's maximum, 10000)")
 }
 
 // prepare creates or updates the streams and opens the state bucket,
@@ -308,15 +321,19 @@ func (in *ingester) run(ctx context.Context) error {
 // paging if the server lacks it (or --cursor or an earlier run chose it).
 // Transient errors are retried with backoff, forever.
 func (in *ingester) read(ctx context.Context) error {
-	x, s := &exporter{in: in}, &searcher{in: in}
+	x := &exporter{in: in}
+	s, err := newSearcher(in)
+	if err != nil {
+		return err
+	}
 	var st searchState
 	useSearch, _ := in.st.get(keySearch, &st)
 	switch {
 	case in.cfg.Cursor != "":
 		useSearch = true
-		in.log.Info().Str("cursor", in.cfg.Cursor).Msg("reading the audit log with SearchUnstructuredEvents from the given cursor")
+		in.log.Info().Str("cursor", in.cfg.Cursor).Int("page_size", s.pageSize).Msg("reading the audit log with SearchUnstructuredEvents from the given cursor")
 	case useSearch:
-		in.log.Info().Msg("reading the audit log with SearchUnstructuredEvents paging (chosen by an earlier run)")
+		in.log.Info().Int("page_size", s.pageSize).Msg("reading the audit log with SearchUnstructuredEvents paging (chosen by an earlier run)")
 	default:
 		in.log.Info().Time("start_time", in.start).Msg("reading the audit log with the bulk export API")
 	}
@@ -351,7 +368,7 @@ func (in *ingester) read(ctx context.Context) error {
 			return ctx.Err()
 		case errors.Is(err, errBulkUnsupported):
 			useSearch = true
-			in.log.Warn().Err(err).Msg("server lacks the bulk export API (Teleport older than v17): reading the audit log with SearchUnstructuredEvents paging")
+			in.log.Warn().Err(err).Int("page_size", s.pageSize).Msg("server lacks the bulk export API (Teleport older than v17): reading the audit log with SearchUnstructuredEvents paging")
 		case retryable(err):
 			in.m.readErrors.Inc()
 			in.checkIdentity()

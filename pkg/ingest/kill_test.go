@@ -65,10 +65,23 @@ func startChild(t testing.TB, cfg *config.Config, extra ...string) (*exec.Cmd, <
 	return cmd, done
 }
 
+// TestKillDashNineExactlyOnce kills ingest mid-backfill, on the bulk
+// export path and on the search path (a file-log Teleport, small pages
+// fetched ahead, five daily windows).
 func TestKillDashNineExactlyOnce(t *testing.T) {
 	t.Parallel()
+	for _, older := range []bool{false, true} {
+		t.Run(map[bool]string{false: "bulk", true: "search"}[older], func(t *testing.T) {
+			t.Parallel()
+			testKillDashNine(t, older)
+		})
+	}
+}
+
+func testKillDashNine(t *testing.T, older bool) {
 	now := time.Now().UTC()
-	e := newEnv(t, teleportsim.Options{Seed: 14, Events: 2000, Sessions: 8, From: now.Add(-5 * 24 * time.Hour), To: now})
+	e := newEnv(t, teleportsim.Options{Seed: 14, Events: 2000, Sessions: 8, From: now.Add(-5 * 24 * time.Hour), To: now, Older: older})
+	e.cfg.Ingest.PageSize = 40
 	e.cfg.Concurrency = 3
 	e.cfg.Ingest.MaxInFlight = 64
 	e.cfg.Ingest.LeaseTTL = time.Second

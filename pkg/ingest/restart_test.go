@@ -70,12 +70,25 @@ func until(done <-chan error, deadline time.Duration, cond func() bool) bool {
 	return false
 }
 
+// TestRestartAfterCancelExactlyOnce stops ingest at many points of a
+// backfill, on the bulk export path and on the search path (a file-log
+// Teleport, small pages fetched ahead, six daily windows).
 func TestRestartAfterCancelExactlyOnce(t *testing.T) {
 	t.Parallel()
+	for _, older := range []bool{false, true} {
+		t.Run(map[bool]string{false: "bulk", true: "search"}[older], func(t *testing.T) {
+			t.Parallel()
+			testRestartAfterCancel(t, older)
+		})
+	}
+}
+
+func testRestartAfterCancel(t *testing.T, older bool) {
 	now := time.Now().UTC()
-	e := newEnv(t, teleportsim.Options{Seed: 9, Events: 3000, Sessions: 12, From: now.Add(-6 * 24 * time.Hour), To: now})
+	e := newEnv(t, teleportsim.Options{Seed: 9, Events: 3000, Sessions: 12, From: now.Add(-6 * 24 * time.Hour), To: now, Older: older})
 	e.cfg.Concurrency = 3
 	e.cfg.Ingest.MaxInFlight = 64
+	e.cfg.Ingest.PageSize = 40
 	b := e.shared()
 	total := uint64(len(e.sim.AllEventIDs()))
 	stops := 0

@@ -1,6 +1,9 @@
 package ingest
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
 // tracker finds the position that is safe to save: the position of the
 // last event such that it and every event before it is acknowledged by
@@ -15,6 +18,7 @@ type tracker[P any] struct {
 	safe        P
 	dirty       bool
 	err         error
+	idle        chan struct{} // closed when outstanding drops to 0; nil unless waited on
 }
 
 // newTracker starts at the position already saved.
@@ -37,6 +41,10 @@ func (t *tracker[P]) acked(pos P, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.outstanding--
+	if t.outstanding == 0 && t.idle != nil {
+		close(t.idle)
+		t.idle = nil
+	}
 	if t.err != nil {
 		return
 	}
@@ -75,4 +83,25 @@ func (t *tracker[P]) failed() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.err
+}
+
+// settled waits until every event published so far has its result, or
+// ctx ends.
+func (t *tracker[P]) settled(ctx context.Context) error {
+	t.mu.Lock()
+	if t.outstanding == 0 {
+		t.mu.Unlock()
+		return nil
+	}
+	if t.idle == nil {
+		t.idle = make(chan struct{})
+	}
+	idle := t.idle
+	t.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

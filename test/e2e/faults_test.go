@@ -231,7 +231,7 @@ func TestOlderTeleportCutSessionStreams(t *testing.T) {
 		teleport: []string{"--older", "--cut-after", "10"},
 		timeout:  sized(4*time.Minute, 60*time.Minute),
 	})
-	ing := r.ingest("ingest", "--batch", "500")
+	ing := r.ingest("ingest", "--ingest-page-size", "500")
 	snk := r.sink("fluentd-sink")
 	took := r.waitDelivered(ing, snk)
 	t.Logf("delivered in %s", took.Round(100*time.Millisecond))

@@ -43,12 +43,12 @@ type auditLogService struct {
 }
 
 // GetUnstructuredEvents answers SearchUnstructuredEvents.
-func (a *auditLogService) GetUnstructuredEvents(_ context.Context, req *auditlogpb.GetUnstructuredEventsRequest) (*auditlogpb.EventsUnstructured, error) {
+func (a *auditLogService) GetUnstructuredEvents(ctx context.Context, req *auditlogpb.GetUnstructuredEventsRequest) (*auditlogpb.EventsUnstructured, error) {
 	q, err := newQuery(req.GetStartDate().AsTime(), req.GetEndDate().AsTime(), req.GetEventTypes(), req.GetLimit(), types.EventOrder(req.GetOrder()), req.GetStartKey())
 	if err != nil {
 		return nil, err
 	}
-	items, lastKey, err := page(a.s.st, q, func(h hit) (*auditlogpb.EventUnstructured, int, error) {
+	items, lastKey, err := page(ctx, a.s.st, q, a.s.opts.Search, func(h hit) (*auditlogpb.EventUnstructured, int, error) {
 		// Decoding the cached encoding takes half the CPU of rendering
 		// the event again.
 		b, err := a.s.st.encoded(h)
@@ -170,8 +170,12 @@ func newQuery(from, to time.Time, eventTypes []string, limit int32, order types.
 
 // page runs a search and converts its events, cutting the page at
 // MaxPageBytes. The LastKey is empty only when the search ran out of events
-// before the page was full.
-func page[T any](st *store, q query, conv func(hit) (T, int, error)) ([]T, string, error) {
+// before the page was full. In SearchFileLog mode the file log answers, at
+// its cost, and cuts the page at MaxPageBytes of JSON itself.
+func page[T any](ctx context.Context, st *store, q query, mode SearchMode, conv func(hit) (T, int, error)) ([]T, string, error) {
+	if mode == SearchFileLog {
+		return filePage(ctx, st, q, conv)
+	}
 	hits, err := st.search(q)
 	if err != nil {
 		return nil, "", status.Error(codes.InvalidArgument, err.Error())
@@ -190,6 +194,29 @@ func page[T any](st *store, q query, conv func(hit) (T, int, error)) ([]T, strin
 		size += n
 	}
 	if len(hits) == q.limit {
+		return out, encodeKey(hits[len(hits)-1]), nil
+	}
+	return out, "", nil
+}
+
+// filePage answers a search from the file log.
+func filePage[T any](ctx context.Context, st *store, q query, conv func(hit) (T, int, error)) ([]T, string, error) {
+	hits, full, err := st.files.search(ctx, st, q)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, "", status.FromContextError(ctx.Err()).Err()
+		}
+		return nil, "", status.Error(codes.Internal, err.Error())
+	}
+	out := make([]T, 0, len(hits))
+	for _, h := range hits {
+		item, _, err := conv(h)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, item)
+	}
+	if full && len(hits) > 0 {
 		return out, encodeKey(hits[len(hits)-1]), nil
 	}
 	return out, "", nil

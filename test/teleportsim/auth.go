@@ -41,21 +41,21 @@ func (a *authService) Ping(ctx context.Context, _ *proto.PingRequest) (*proto.Pi
 }
 
 // GetEvents answers SearchEvents with structured events.
-func (a *authService) GetEvents(_ context.Context, req *proto.GetEventsRequest) (*proto.Events, error) {
-	return a.events(req.StartDate, req.EndDate, req.EventTypes, req.Limit, types.EventOrder(req.Order), req.StartKey)
+func (a *authService) GetEvents(ctx context.Context, req *proto.GetEventsRequest) (*proto.Events, error) {
+	return a.events(ctx, req.StartDate, req.EndDate, req.EventTypes, req.Limit, types.EventOrder(req.Order), req.StartKey)
 }
 
 // GetSessionEvents answers SearchSessionEvents: the session.end events.
-func (a *authService) GetSessionEvents(_ context.Context, req *proto.GetSessionEventsRequest) (*proto.Events, error) {
-	return a.events(req.StartDate, req.EndDate, []string{"session.end"}, req.Limit, types.EventOrder(req.Order), req.StartKey)
+func (a *authService) GetSessionEvents(ctx context.Context, req *proto.GetSessionEventsRequest) (*proto.Events, error) {
+	return a.events(ctx, req.StartDate, req.EndDate, []string{"session.end"}, req.Limit, types.EventOrder(req.Order), req.StartKey)
 }
 
-func (a *authService) events(from, to time.Time, eventTypes []string, limit int32, order types.EventOrder, startKey string) (*proto.Events, error) {
+func (a *authService) events(ctx context.Context, from, to time.Time, eventTypes []string, limit int32, order types.EventOrder, startKey string) (*proto.Events, error) {
 	q, err := newQuery(from, to, eventTypes, limit, order, startKey)
 	if err != nil {
 		return nil, err
 	}
-	items, lastKey, err := page(a.s.st, q, func(h hit) (*apievents.OneOf, int, error) {
+	items, lastKey, err := page(ctx, a.s.st, q, a.s.opts.Search, func(h hit) (*apievents.OneOf, int, error) {
 		ev := a.s.st.render(h)
 		o, err := apievents.ToOneOf(ev)
 		if err != nil {

@@ -10,9 +10,15 @@ import (
 
 // Stats is what the control endpoint's /stats reports.
 type Stats struct {
-	Addr              string         `json:"addr"`
-	ClusterName       string         `json:"cluster_name"`
-	Older             bool           `json:"older"`
+	Addr        string `json:"addr"`
+	ClusterName string `json:"cluster_name"`
+	Older       bool   `json:"older"`
+	// Search is how searches are answered: "indexed" or "file-log".
+	Search string `json:"search"`
+	// Searches and LinesParsed count the searches the file log answered
+	// and the lines it JSON-parsed for them: the real server's cost.
+	Searches          int64          `json:"searches"`
+	LinesParsed       int64          `json:"lines_parsed"`
 	Events            int            `json:"events"`
 	ByType            map[string]int `json:"by_type"`
 	Sessions          int            `json:"sessions"`
@@ -61,10 +67,17 @@ func (s *Server) Stats() Stats {
 	for _, n := range byType {
 		events += n
 	}
+	var searches, parsed int64
+	if fl := s.st.files; fl != nil {
+		searches, parsed = fl.calls.Load(), fl.parsed.Load()
+	}
 	return Stats{
+		Searches:          searches,
+		LinesParsed:       parsed,
 		Addr:              s.Addr(),
 		ClusterName:       s.opts.ClusterName,
 		Older:             s.opts.Older,
+		Search:            s.opts.Search.String(),
 		Events:            events,
 		ByType:            byType,
 		Sessions:          len(sessions),

@@ -58,6 +58,10 @@ type Options struct {
 	// Older makes the server behave like Teleport v13–v16: the bulk export
 	// RPCs and StreamUnstructuredSessionEvents answer Unimplemented.
 	Older bool
+	// Search is how searches are answered: SearchAuto (the zero value)
+	// answers from the file log, at the real file log's cost, when Older
+	// is set, and from an index otherwise.
+	Search SearchMode
 
 	// LiveRate is the number of audit events per second appended while the
 	// server runs (0 = none). Live events are visible to searches at once
@@ -171,6 +175,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.LiveRate < 0 {
 		errs = append(errs, fmt.Errorf("live rate %v is negative", o.LiveRate))
 	}
+	if o.Search < SearchAuto || o.Search > SearchFileLog {
+		errs = append(errs, fmt.Errorf("search mode %d is unknown", o.Search))
+	}
 	if o.LiveChunkAge < 0 {
 		errs = append(errs, fmt.Errorf("live chunk age %s is negative", o.LiveChunkAge))
 	}
@@ -179,6 +186,12 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return o, fmt.Errorf("simulated teleport options: %w", err)
+	}
+	if o.Search == SearchAuto {
+		o.Search = SearchIndexed
+		if o.Older {
+			o.Search = SearchFileLog
+		}
 	}
 	o.From, o.To = o.From.UTC(), o.To.UTC()
 	if o.Sessions > o.Events/3 {

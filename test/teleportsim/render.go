@@ -219,12 +219,21 @@ func (rd renderer) sessionUpload(p sessionParts, s session, uid string) *apieven
 
 // render renders any audit record.
 func (st *store) render(h hit) apievents.AuditEvent {
+	var s session
+	if h.rec.sess >= 0 {
+		s = st.session(h.rec.sess)
+	}
+	return st.renderWith(h, s)
+}
+
+// renderWith renders an audit record whose session (if it has one) is s;
+// it takes no lock, so it serves callers that hold mu.
+func (st *store) renderWith(h hit, s session) apievents.AuditEvent {
 	rd := st.renderer()
 	uid := st.eventUID(h.id)
 	if h.rec.sess < 0 {
 		return rd.audit(h.id, h.rec, uid)
 	}
-	s := st.session(h.rec.sess)
 	p := rd.sessionParts(h.rec.sess, st.sessionID(h.rec.sess))
 	switch h.rec.kind {
 	case kindSessionStart:

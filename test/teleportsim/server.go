@@ -8,7 +8,10 @@
 // sessions with recordings, export chunks and late "straggler" chunks),
 // behaves like Teleport v17 or, in Older mode, like v13–v16, injects faults
 // on demand, and answers questions about what it holds so tests can compare
-// what arrived with what exists.
+// what arrived with what exists. Searches are answered from an index, or
+// (SearchFileLog, the default in Older mode; filelog.go) at the cost of
+// Teleport's file audit log, which parses every event of the days searched
+// on every call.
 package teleportsim
 
 import (
@@ -70,6 +73,12 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	lis, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("simulated teleport: listen on %s: %w", opts.Addr, err)
+	}
+	if opts.Search == SearchFileLog {
+		if s.st.files, err = buildFileLog(ctx, s.st); err != nil {
+			_ = lis.Close()
+			return nil, fmt.Errorf("simulated teleport: %w", err)
+		}
 	}
 	if opts.Prerender {
 		if err := s.st.prerender(ctx); err != nil {

@@ -127,6 +127,10 @@ type store struct {
 	rng      *rand.Rand // for live events and stragglers
 
 	enc encodings // has its own lock
+
+	// files is the file log searches read in SearchFileLog mode (nil
+	// otherwise); set before serving, it has its own lock.
+	files *fileLog
 }
 
 func newRand(seed uint64, stream ...uint64) *rand.Rand {
@@ -293,8 +297,14 @@ func (st *store) insert(rec record, dc *dateChunks, chunk int) uint32 {
 	dc.events[chunk] = append(dc.events[chunk], id)
 	st.counts[rec.kind]++
 	st.noteSessionRecord(id)
+	if st.files != nil {
+		st.files.write(dayOf(rec.t), id, func() ([]byte, error) { return st.lineLocked(hit{id, rec}) })
+	}
 	return id
 }
+
+// dayOf is the UTC day number of a unix-millisecond time.
+func dayOf(ms int64) int64 { return ms / dayMs }
 
 // appendLive adds n events at now, into the open live chunk of their date,
 // and seals live chunks older than age. One event in 20 starts a session

@@ -78,6 +78,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.opts.UploadLag, "upload-lag", 0, "delay after session.upload before a recording is readable")
 	fs.Float64Var(&c.opts.MissingRecordingRate, "missing-recordings", 0.1, "fraction of sessions without a recording")
 	fs.BoolVar(&c.opts.Older, "older", false, "behave like Teleport v13-v16: no bulk export, no unstructured session stream")
+	fileLog := fs.Bool("file-log", false, "answer searches as Teleport's file audit log does, parsing and sorting every event of the days searched on each call (default: on with --older)")
 	fs.Float64Var(&c.opts.LiveRate, "live-rate", 0, "audit events per second appended while running")
 	fs.DurationVar(&c.opts.LiveChunkAge, "live-chunk-age", time.Second, "how long a live export chunk collects events before it is listed")
 	fs.BoolVar(&c.opts.Prerender, "prerender", false, "render every backfill event on all cores before serving, so serving costs little CPU")
@@ -92,6 +93,14 @@ func parse(args []string, stderr io.Writer) (config, error) {
 		}
 		return c, errUsage
 	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "file-log" {
+			c.opts.Search = teleportsim.SearchIndexed
+			if *fileLog {
+				c.opts.Search = teleportsim.SearchFileLog
+			}
+		}
+	})
 	var errs []error
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -201,5 +202,47 @@ func getJSON(t *testing.T, url string, v any) {
 	}
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		t.Fatalf("GET %s: %v", url, err)
+	}
+}
+
+// TestFileLogFlag: --older answers searches from the file log unless
+// --file-log=false says otherwise; --file-log turns it on for a current
+// server.
+func TestFileLogFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args  []string
+		older bool
+		want  teleportsim.SearchMode
+	}{
+		{nil, false, teleportsim.SearchAuto},
+		{[]string{"--older"}, true, teleportsim.SearchAuto},
+		{[]string{"--older", "--file-log=false"}, true, teleportsim.SearchIndexed},
+		{[]string{"--file-log"}, false, teleportsim.SearchFileLog},
+	} {
+		c, err := parse(append([]string{"--out", t.TempDir()}, tc.args...), io.Discard)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.args, err)
+		}
+		if c.opts.Search != tc.want || c.opts.Older != tc.older {
+			t.Errorf("%q: search %v, older %v; want %v, %v", tc.args, c.opts.Search, c.opts.Older, tc.want, tc.older)
+		}
+	}
+	// What the auto mode becomes, as /stats reports it.
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--out", dir, "--port", "0", "--events", "50", "--older"}, io.Discard, io.Discard)
+	}()
+	controlAddr := waitFile(t, filepath.Join(dir, "control-addr"), done)
+	var stats teleportsim.Stats
+	getJSON(t, "http://"+controlAddr+"/stats", &stats)
+	if stats.Search != "file-log" {
+		t.Errorf("--older serves searches %q; want file-log", stats.Search)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
 	}
 }
