@@ -39,6 +39,12 @@ type ingester struct {
 	filter   filter
 	start    time.Time
 	pruned   time.Time // when finished session jobs were last pruned
+	// guard checks the streams against the saved positions, skip holds
+	// the events a recovery finds on the bus, loss counts messages removed
+	// unacknowledged (all nil in a dry run).
+	guard *guard
+	skip  *skipSet
+	loss  *lossWatcher
 }
 
 // pruneEvery is how often finished session jobs are looked for.
@@ -67,7 +73,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		return stopped(err)
 	}
 	defer b.Close()
-	kv, err := prepare(ctx, b, log)
+	kv, err := prepare(ctx, b, cfg.File, log)
 	if err != nil {
 		return stopped(err)
 	}
@@ -78,7 +84,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 			if !b.Conn.IsConnected() {
 				return errors.New("not connected to NATS")
 			}
-			return nil
+			return m.pause.ready()
 		}, log)
 		if err != nil {
 			return err
@@ -97,17 +103,19 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	}
 }
 
-// prepare creates or updates the streams and opens the state bucket,
-// trying again while JetStream cannot answer yet (a cluster that is still
-// electing its leaders after a start), with a log line per try. Other
-// errors end it at once.
-func prepare(ctx context.Context, b *bus.Bus, log zerolog.Logger) (jetstream.KeyValue, error) {
+// prepare opens the state bucket, checks that the streams the saved
+// positions belong to are still there as they were (ErrStreamLost: a
+// stream missing, recreated or cut short), and only then creates or
+// updates the streams, so a lost stream is never silently replaced by an
+// empty one. It tries again while JetStream cannot answer yet (a cluster
+// that is still electing its leaders after a start), with a log line per
+// try. Other errors end it at once.
+func prepare(ctx context.Context, b *bus.Bus, cfgFile string, log zerolog.Logger) (jetstream.KeyValue, error) {
 	bo := backoff.Backoff{Policy: backoff.Reconnect}
 	for {
-		err := b.EnsureStreams(ctx)
+		kv, err := b.State(ctx)
 		if err == nil {
-			var kv jetstream.KeyValue
-			if kv, err = b.State(ctx); err == nil {
+			if err = ensureChecked(ctx, b, kv, cfgFile, log); err == nil {
 				return kv, nil
 			}
 		}
@@ -120,6 +128,23 @@ func prepare(ctx context.Context, b *bus.Bus, log zerolog.Logger) (jetstream.Key
 			return nil, err
 		}
 	}
+}
+
+// ensureChecked compares the streams with the saved positions, then
+// creates or updates the streams and records the ones the positions do not
+// know yet.
+func ensureChecked(ctx context.Context, b *bus.Bus, kv jetstream.KeyValue, cfgFile string, log zerolog.Logger) error {
+	st, err := newState(ctx, kv, b.Cfg.StateBucket)
+	if err != nil {
+		return err
+	}
+	if err := checkStreams(ctx, b.StreamInfo, st, b.Cfg, cfgFile); err != nil {
+		return err
+	}
+	if err := b.EnsureStreams(ctx); err != nil {
+		return err
+	}
+	return adoptStreams(ctx, b.StreamInfo, kv, st, b.Cfg, log)
 }
 
 // lead waits for the lease, then reads until ctx ends, the work is done
@@ -169,12 +194,35 @@ func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bu
 	if err != nil {
 		return err
 	}
-	out := &outlet{pub: pub, limit: messageLimit(b), m: m, log: log}
+	g, err := newGuard(ctx, b.StreamInfo, st, b.Cfg, cfg.File, log)
+	if err != nil {
+		return err
+	}
+	st.guard = g
+	if b.Embedded != nil {
+		g.store, g.storage = b.Embedded.StoreError, b.Embedded.StoreDir()
+	}
+	skip, err := loadRecovery(ctx, b, st, log)
+	if err != nil {
+		return err
+	}
+	out := &outlet{pub: pub, limit: messageLimit(b), m: m, log: log, guard: g, skip: skip, storage: embeddedStorage(b)}
 	in, err := newIngester(ctx, cfg, log, src, st, out, m)
 	if err != nil {
 		return err
 	}
+	in.guard, in.skip = g, skip
+	in.loss = &lossWatcher{streams: guardedStreams(b.Cfg), stream: b.StreamInfo, consumers: b.ConsumerInfos, m: m, log: log}
 	return runWithLock(ctx, cfg, log, b, src, m, in.run)
+}
+
+// embeddedStorage is the storage directory of the embedded server, "" with
+// an external one.
+func embeddedStorage(b *bus.Bus) string {
+	if b.Embedded == nil {
+		return ""
+	}
+	return b.Embedded.StoreDir()
 }
 
 // messageLimit is the largest message the audit and session streams take:
@@ -251,6 +299,12 @@ func (in *ingester) run(ctx context.Context) error {
 		return err
 	})
 	g.Go(func() error { return in.prog.run(gctx, in.cfg.Ingest.ProgressInterval) })
+	if in.guard != nil {
+		g.Go(func() error { return in.guard.watch(gctx) })
+	}
+	if in.loss != nil {
+		g.Go(func() error { return in.loss.run(gctx) })
+	}
 	g.Go(func() error {
 		defer cancel()
 		err := in.read(gctx)
@@ -286,6 +340,9 @@ func (in *ingester) read(ctx context.Context) error {
 	for {
 		var err error
 		began := time.Now()
+		if err := in.guard.check(ctx); err != nil {
+			return err
+		}
 		if useSearch {
 			err = s.pass(ctx, time.Now().UTC())
 		} else {
@@ -295,9 +352,15 @@ func (in *ingester) read(ctx context.Context) error {
 		case err == nil:
 			b.Reset()
 			in.prog.caughtUp.Store(true)
+			if err := in.finishRecovery(ctx); err != nil {
+				in.log.Warn().Err(err).Msg("finishing the recovery failed; trying again after the next pass")
+			}
 			in.prune(ctx)
 			if in.cfg.ExitOnLastEvent {
-				return in.drain(ctx)
+				if err := in.drain(ctx); err != nil {
+					return err
+				}
+				return in.finishRecovery(ctx)
 			}
 			// Passes start every poll interval: the time a pass takes does
 			// not add to the delay of new events.
@@ -313,7 +376,11 @@ func (in *ingester) read(ctx context.Context) error {
 			in.m.readErrors.Inc()
 			in.checkIdentity()
 			d := b.Next()
-			in.log.Warn().Err(err).Dur("retry_in", d).Int("attempt", b.Attempt()).Msg("reading the audit log failed, retrying")
+			lvl := zerolog.WarnLevel
+			if noRoom(err) {
+				lvl = zerolog.DebugLevel // the pause is logged once
+			}
+			in.log.WithLevel(lvl).Err(err).Dur("retry_in", d).Int("attempt", b.Attempt()).Msg("reading the audit log failed, retrying")
 			if werr := backoff.Sleep(ctx, d); werr != nil {
 				return werr
 			}
