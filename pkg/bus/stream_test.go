@@ -72,7 +72,10 @@ func TestEnsureStreamsIncompatible(t *testing.T) {
 		t.Fatalf("EnsureStreams over a stream with other subjects: err = %v, want one naming the stream and its subjects", err)
 	}
 	// The existing stream is untouched.
-	info, _ := b.StreamInfo(ctx, DefaultAuditStream)
+	info, err := b.StreamInfo(ctx, DefaultAuditStream)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if info.Config.Subjects[0] != "other.>" {
 		t.Fatalf("existing stream changed: %v", info.Config.Subjects)
 	}

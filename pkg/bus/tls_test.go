@@ -42,7 +42,10 @@ func newTestPKI(t *testing.T, dir string) testPKI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, _ := x509.ParseCertificate(caDER)
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
 	p := testPKI{caFile: filepath.Join(dir, "ca.crt")}
 	writePEM(t, p.caFile, "CERTIFICATE", caDER)
 	issue := func(name string, serial int64, usage x509.ExtKeyUsage) (string, string) {

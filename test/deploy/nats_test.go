@@ -155,7 +155,9 @@ func TestNATSClusterRoles(t *testing.T) {
 			t.Errorf("stream %s has %d replicas, want 3", name, info.Config.Replicas)
 		}
 	}
-	if info, _ := ing.StreamInfo(ctx, ing.Cfg.AuditStream); info.State.Msgs != first {
+	if info, err := ing.StreamInfo(ctx, ing.Cfg.AuditStream); err != nil {
+		t.Fatal(err)
+	} else if info.State.Msgs != first {
 		t.Fatalf("audit stream holds %d messages, want %d", info.State.Msgs, first)
 	}
 
@@ -240,7 +242,9 @@ func TestNATSClusterRoles(t *testing.T) {
 	if _, err := rd.JS.Consumer(short(t, ctx), rd.Cfg.AuditStream, cfg.Sink.AuditConsumer); err == nil {
 		t.Error("reader can use the sink's consumer")
 	}
-	if info, _ := ing.StreamInfo(ctx, ing.Cfg.AuditStream); info.State.Msgs != first {
+	if info, err := ing.StreamInfo(ctx, ing.Cfg.AuditStream); err != nil {
+		t.Fatal(err)
+	} else if info.State.Msgs != first {
 		t.Fatalf("audit stream holds %d messages after the refused publishes, want %d", info.State.Msgs, first)
 	}
 

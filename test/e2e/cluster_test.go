@@ -166,7 +166,10 @@ func TestClusterNodeLoss(t *testing.T) {
 			fmt.Sprintf("bus audit %d (%d at the kill), Fluentd audit %d (%d at the kill), want %d/%d of %d (%v, %v)",
 				c.AuditTotal, busAtKill, a, atKill, busAtKill+busStep, busAtKill+1, wantAudit, cerr, err)
 	})
-	a, _, _ := delivered(ctx)
+	a, _, err := delivered(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("with %s down for %s: %d/%d audit events delivered", cluster.Nodes[victim].Name, time.Since(killedAt).Round(time.Millisecond), a, wantAudit)
 	if err := cluster.Start(ctx, victim); err != nil {
 		t.Fatal(err)
