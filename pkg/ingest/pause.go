@@ -86,17 +86,23 @@ func (p *pauser) refused(log zerolog.Logger, err error, storage, kind string) {
 		log.Error().Err(err).Msg("ingest paused: " + ps.detail + "; positions are kept and publishing is retried until room is made: raise [nats] max-bytes, or let max-age expire old messages")
 	default:
 		ps.detail = "the JetStream store is full (the server's max store limit)"
-		where := "on the NATS servers"
+		what := "free space on the NATS servers or raise their max_file_store"
 		if storage != "" {
-			where = fmt.Sprintf("in storage directory %q", storage)
+			what = fmt.Sprintf("free space in storage directory %q and restart ingest "+
+				"(the embedded server sets its limit when it starts: 75%% of the free space, plus what it holds)", storage)
 		}
-		log.Error().Err(err).Msg("ingest paused: " + ps.detail + "; positions are kept and publishing is retried until space is freed " + where)
+		log.Error().Err(err).Msg("ingest paused: " + ps.detail + "; positions are kept and publishing is retried: " + what)
 	}
 }
 
-// published records a publish to the kind's stream that JetStream stored,
-// which may end its pause (see resumeStored).
-func (p *pauser) published(log zerolog.Logger, kind string) {
+// published records a publish to the kind's stream that JetStream
+// acknowledged, which may end its pause (see resumeStored). A duplicate
+// (an event stored before, published again by a retry from the saved
+// position) proves no room and is ignored.
+func (p *pauser) published(log zerolog.Logger, kind string, duplicate bool) {
+	if duplicate {
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, k := range []string{kind, storeKind} {

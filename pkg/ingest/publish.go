@@ -70,7 +70,7 @@ func (o *outlet) send(ctx context.Context, e bus.Event, done func(error)) error 
 			done(fmt.Errorf("%w: publish %s to %s: %w", errBus, fitted.MsgID(), fitted.Subject(), err))
 			return
 		}
-		o.m.pause.published(o.log, streamKind(fitted.Session))
+		o.m.pause.published(o.log, streamKind(fitted.Session), ack != nil && ack.Duplicate)
 		o.guard.acked(ack)
 		o.count(fitted)
 		done(nil)
