@@ -402,6 +402,7 @@ func TestStatusShowsStreamsProgressSessionsAndLease(t *testing.T) {
 		"AUDIT", "SESSIONS", strconv.Itoa(total),
 		yesterday.Format(time.DateOnly), "Start time: " + e.cfg.StartTime.Format(time.RFC3339),
 		"Session jobs: 4 done, 0 given up, 0 pending", "Lease: free", "closed", "open",
+		"Stream TELEPORT_AUDIT: positions belong to the stream created ", "acknowledged up to sequence " + strconv.Itoa(total),
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("status output lacks %q:\n%s", want, text)

@@ -344,7 +344,7 @@ func TestStreamLimitWhileSinkDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ing.WaitForLine(r.ctx, "before the consumer acknowledged them"); err != nil {
+	if _, err := ing.WaitForLine(r.ctx, "messages removed by the stream's limits before the consumer acknowledged them"); err != nil {
 		t.Fatal(err)
 	}
 }
