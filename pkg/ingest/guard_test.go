@@ -213,3 +213,22 @@ func TestStreamDeletedWhileIngestRunsStopsIt(t *testing.T) {
 	e.cfg.ExitOnLastEvent = true
 	recoverAndCheck(t, e, b)
 }
+
+func TestRecoverRefusesWhileAnIngestHoldsTheLease(t *testing.T) {
+	ctx := context.Background()
+	st, err := newState(ctx, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if err := st.put(ctx, keyLease, leaseValue{Holder: "host/42/x", Expires: now.Add(10 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	err = refuseWhileLeased(st, now)
+	if err == nil || !strings.Contains(err.Error(), "ingest host/42/x holds the lease") || !strings.Contains(err.Error(), "stop every ingest before `ingest recover`") {
+		t.Fatalf("recover under a running ingest: %v", err)
+	}
+	if err := refuseWhileLeased(st, now.Add(time.Minute)); err != nil {
+		t.Fatalf("recover after the lease expired: %v", err)
+	}
+}

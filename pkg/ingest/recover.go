@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -63,10 +64,12 @@ func Recover(ctx context.Context, cfg *config.Config, log zerolog.Logger, w io.W
 		if ok {
 			mark = &m
 		}
-		switch err := compare(ctx, b.StreamInfo, name, mark, 0, pos, cfg.File); {
+		err = compare(ctx, b.StreamInfo, name, mark, 0, pos, cfg.File)
+		var lost *streamLostError
+		switch {
 		case err == nil:
-		case isLost(err):
-			found = append(found, err.(*streamLostError).what)
+		case errors.As(err, &lost):
+			found = append(found, lost.what)
 		default:
 			return err
 		}
@@ -96,12 +99,6 @@ func Recover(ctx context.Context, cfg *config.Config, log zerolog.Logger, w io.W
 		"Start ingest as usual: it reads every date again from the start time and publishes only the events the streams no longer hold.\n",
 		reason, n, start.StartTime.UTC().Format(time.RFC3339))
 	return err
-}
-
-// isLost reports whether err is a streamLostError.
-func isLost(err error) bool {
-	_, ok := err.(*streamLostError)
-	return ok
 }
 
 // refuseWhileLeased is an error while another process holds the ingest
