@@ -20,7 +20,10 @@ const lossEvery = 5 * time.Second
 // it as the stream's first sequence moving past the consumer's ack floor,
 // logs it and counts it in removed_unacknowledged_total{stream,consumer}.
 // It polls, so a message acknowledged in the last seconds before its
-// removal may be counted too: it errs on the side of reporting.
+// removal may be counted too, and a new leader counts a gap again that
+// the server has not closed yet (nats-server moves a consumer's ack floor
+// past removed messages within a minute or two): it errs on the side of
+// reporting.
 type lossWatcher struct {
 	streams   []string
 	stream    func(ctx context.Context, name string) (*jetstream.StreamInfo, error)

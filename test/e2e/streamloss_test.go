@@ -55,17 +55,24 @@ func TestAuditStreamLostBehindIngest(t *testing.T) {
 	r.stopOrExited(snk)
 	r.recoverAndRedeliver(ingestArgs, 1)
 
-	// 2. Cut short while ingest is stopped: the newest message block is
-	// gone from the store, the stream is still there.
+	// 2. Cut short while ingest is stopped: the second half of the newest
+	// message block is gone from the store (and the stream state index
+	// with it), the stream is still there with its first messages.
 	ing, snk = r.stopBoth()
 	blocks := r.auditBlocks()
 	if len(blocks) == 0 {
 		t.Fatal("no message blocks in the audit stream's store")
 	}
-	for _, f := range []string{blocks[len(blocks)-1], filepath.Join(filepath.Dir(blocks[0]), "index.db")} {
-		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			t.Fatal(err)
-		}
+	last := blocks[len(blocks)-1]
+	fi, err := os.Stat(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(last, fi.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(filepath.Dir(last), "index.db")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
 	}
 	ing = r.ingest("ingest", ingestArgs...)
 	r.wantLost(ing, msgCutShort)
