@@ -170,7 +170,10 @@ func TestRemovedUnacknowledgedIsCounted(t *testing.T) {
 	b := e.shared()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s, err := b.JS.CreateStream(ctx, jetstream.StreamConfig{Name: "AGED", Subjects: []string{"aged.>"}, MaxAge: time.Second, Duplicates: time.Second})
+	// Messages live an hour until the test lets max-age remove them, so a
+	// slow machine fetches them all first.
+	cfg := jetstream.StreamConfig{Name: "AGED", Subjects: []string{"aged.>"}, MaxAge: time.Hour, Duplicates: time.Second}
+	s, err := b.JS.CreateStream(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +204,15 @@ func TestRemovedUnacknowledgedIsCounted(t *testing.T) {
 			t.Fatalf("fetched %d messages, want %d", got, n)
 		}
 	}
+	age := func(d time.Duration) {
+		cfg.MaxAge = d
+		if _, err := b.JS.UpdateStream(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
 	expired := func(first uint64) {
+		age(time.Second)
+		defer age(time.Hour)
 		if !until(nil, 30*time.Second, func() bool {
 			info, err := s.Info(ctx)
 			return err == nil && info.State.FirstSeq >= first
