@@ -18,8 +18,14 @@ func main() {
 	app := config.NewApp(config.Ingest, "ingest",
 		"Read Teleport's audit log and session recordings onto NATS JetStream", ingest.Run)
 	app.Commands = append(app.Commands, config.Subcommand(config.Ingest, "status",
-		"Print the streams, consumers, export progress, session jobs and lease holder", status))
+		"Print the streams, consumers, export progress, session jobs and lease holder", status),
+		config.Subcommand(config.Ingest, "recover",
+			"After a stream was lost, recreated or cut short: reset the positions so the next run reads everything again, publishing only what the streams lack", recoverPositions))
 	config.Main(app)
+}
+
+func recoverPositions(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
+	return ingest.Recover(ctx, cfg, log, os.Stdout)
 }
 
 func status(ctx context.Context, cfg *config.Config, _ zerolog.Logger) error {

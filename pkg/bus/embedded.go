@@ -66,6 +66,7 @@ type Embedded struct {
 	srv  *server.Server
 	dir  string
 	lock *StoreLock
+	log  *serverLog
 }
 
 // StartEmbedded locks opts.StoreDir (LockStore), then starts a nats-server
@@ -166,13 +167,21 @@ func startLocked(listen, host string, port int, dir string, opts EmbeddedOptions
 		}
 		return nil, fmt.Errorf("start embedded NATS server on %s: not ready after %s", listen, embeddedReadyTimeout)
 	}
-	return &Embedded{srv: srv, dir: dir}, nil
+	return &Embedded{srv: srv, dir: dir, log: logger}, nil
 }
 
 // ClientURL is the URL clients connect to, with the real port when the
 // server was started on port 0.
 func (e *Embedded) ClientURL() string {
 	return e.srv.ClientURL()
+}
+
+// StoreError is the first error the server logged about writing its store
+// ("" while there was none): a disk that is full or failing. nats-server
+// stops storing into a stream after such an error (and may disable
+// JetStream) until it restarts, even once the disk has room again.
+func (e *Embedded) StoreError() string {
+	return e.log.storeError()
 }
 
 // StoreDir is the absolute state directory.
@@ -259,6 +268,32 @@ type serverLog struct {
 
 	mu        sync.Mutex
 	fatalLine string
+	storeLine string // the first store write error
+}
+
+// storeFailures are parts of nats-server's log lines about a store that
+// cannot be written (lower case).
+var storeFailures = []string{"critical write error", "jetstream out of", "permission denied while writing", "no space left on device"}
+
+func (l *serverLog) storeError() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.storeLine
+}
+
+// noteStoreError remembers msg when it reports a store write failure.
+func (l *serverLog) noteStoreError(msg string) {
+	low := strings.ToLower(msg)
+	for _, p := range storeFailures {
+		if strings.Contains(low, p) {
+			l.mu.Lock()
+			if l.storeLine == "" {
+				l.storeLine = msg
+			}
+			l.mu.Unlock()
+			return
+		}
+	}
 }
 
 func (l *serverLog) fatal() string {
@@ -272,8 +307,17 @@ func (l *serverLog) fatal() string {
 func (l *serverLog) Noticef(format string, v ...any) { l.log.Debug().Msgf(format, v...) }
 func (l *serverLog) Debugf(format string, v ...any)  { l.log.Debug().Msgf(format, v...) }
 func (l *serverLog) Tracef(format string, v ...any)  {}
-func (l *serverLog) Warnf(format string, v ...any)   { l.log.Warn().Msgf(format, v...) }
-func (l *serverLog) Errorf(format string, v ...any)  { l.log.Error().Msgf(format, v...) }
+func (l *serverLog) Warnf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.noteStoreError(msg)
+	l.log.Warn().Msg(msg)
+}
+
+func (l *serverLog) Errorf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.noteStoreError(msg)
+	l.log.Error().Msg(msg)
+}
 
 func (l *serverLog) Fatalf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)

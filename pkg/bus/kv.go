@@ -67,7 +67,18 @@ const (
 	LeaseKey = "ingest.lease"
 	// StartTimeKey holds the start-time fixed on the first run (RFC 3339).
 	StartTimeKey = "ingest.start_time"
+	// RecoveryKey marks a recovery (`ingest recover`) that the next run
+	// finishes: it re-reads from start-time and publishes only the events
+	// the streams no longer hold.
+	RecoveryKey = "ingest.recovery"
 )
+
+// StreamMarkKey is the key of what ingest's positions know about a stream:
+// when it was created and the highest sequence ingest saw acknowledged in
+// it. The positions are only valid while that stream holds that much.
+func StreamMarkKey(stream string) string {
+	return "stream." + KeyToken(stream)
+}
 
 // CursorKey is the key of a named read cursor, e.g. CursorKey("search") for
 // the search-paging path.

@@ -78,7 +78,8 @@ func WithPublisherLog(log zerolog.Logger) PublisherOption {
 // safe within the stream's duplicate window. Messages that failed together
 // (acks that timed out during a stream leader election, a reconnect) are
 // published again together, in one round after one backoff. Other errors
-// (a message over the stream's size limit, say) are reported at once.
+// (a message over the stream's size limit, say, or no room: see NoRoom)
+// are reported at once.
 //
 // Publish may be called from several goroutines. Callbacks must return
 // quickly (each one holds up every later result) and must not call Publish:
@@ -428,6 +429,9 @@ func retryable(err error) bool {
 		errors.Is(err, nats.ErrDisconnected),
 		errors.Is(err, nats.ErrReconnectBufExceeded):
 		return true
+	}
+	if _, full := NoRoom(err); full {
+		return false // no room: reported at once, the caller pauses
 	}
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && apiErr.Code == 503 {

@@ -13,7 +13,7 @@ import (
 
 // EnsureStreams creates the audit, session and dead-letter streams, or
 // brings existing ones to the configured limits (max age, max bytes, max
-// message size, duplicate window, replicas), logging what changed. Running it
+// message size, duplicate window, replicas, discard new), logging what changed. Running it
 // again changes nothing. An existing stream whose subjects, storage or
 // retention differ from what the bus needs, or whose change JetStream
 // refuses, is an error naming the stream and the setting; it is never
@@ -95,6 +95,7 @@ func (b *Bus) ensureStream(ctx context.Context, want jetstream.StreamConfig) err
 	upd.MaxBytes = want.MaxBytes
 	upd.MaxMsgSize = want.MaxMsgSize
 	upd.Duplicates = effectiveDuplicates(want)
+	upd.Discard = want.Discard
 	if _, err := b.JS.UpdateStream(ctx, upd); err != nil {
 		return fmt.Errorf("stream %q exists with other settings and JetStream refused the change (%s): %w",
 			want.Name, strings.Join(changes, "; "), err)
@@ -138,6 +139,9 @@ func limitChanges(have, want jetstream.StreamConfig) []string {
 	}
 	if orUnlimited32(have.MaxMsgSize) != want.MaxMsgSize {
 		out = append(out, fmt.Sprintf("max message size %d → %d", have.MaxMsgSize, want.MaxMsgSize))
+	}
+	if have.Discard != want.Discard {
+		out = append(out, fmt.Sprintf("discard %s → %s", have.Discard, want.Discard))
 	}
 	if d := effectiveDuplicates(want); have.Duplicates != d {
 		out = append(out, fmt.Sprintf("duplicate window %s → %s", have.Duplicates, d))

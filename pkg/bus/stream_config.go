@@ -52,7 +52,11 @@ func DeadLetterStream(cfg config.NATSConfig) string {
 
 // StreamConfigs are the streams the bus needs, in creation order: audit
 // (audit.>), sessions (session.>) and dead letters (deadletter.>), all file
-// storage with the configured limits.
+// storage with the configured limits. A stream at max-bytes refuses new
+// messages (discard new) rather than drop its oldest, which a consumer may
+// not have read yet: the writer pauses until room is made (NoRoom).
+// max-age still removes messages whatever their consumers did; ingest
+// counts those removed before they were acknowledged.
 func StreamConfigs(cfg config.NATSConfig) []jetstream.StreamConfig {
 	cfg = WithDefaults(cfg)
 	base := func(name, subject, desc string) jetstream.StreamConfig {
@@ -61,7 +65,7 @@ func StreamConfigs(cfg config.NATSConfig) []jetstream.StreamConfig {
 			Description: desc,
 			Subjects:    []string{subject},
 			Retention:   jetstream.LimitsPolicy,
-			Discard:     jetstream.DiscardOld,
+			Discard:     jetstream.DiscardNew,
 			Storage:     jetstream.FileStorage,
 			Replicas:    cfg.Replicas,
 			MaxAge:      cfg.MaxAge,

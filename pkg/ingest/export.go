@@ -9,6 +9,7 @@ import (
 	"time"
 
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
+	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -129,7 +130,11 @@ func (x *exporter) exportChunkRetry(ctx context.Context, date time.Time, chunk s
 			b.Reset()
 		}
 		d := b.Next()
-		x.in.log.Warn().Err(err).Str("date", day(date)).Str("chunk", chunk).Dur("retry_in", d).Msg("export chunk failed, retrying")
+		lvl := zerolog.WarnLevel
+		if noRoom(err) {
+			lvl = zerolog.DebugLevel // the pause is logged once
+		}
+		x.in.log.WithLevel(lvl).Err(err).Str("date", day(date)).Str("chunk", chunk).Dur("retry_in", d).Msg("export chunk failed, retrying")
 		if err := backoff.Sleep(ctx, d); err != nil {
 			return err
 		}

@@ -40,6 +40,12 @@ type ingester struct {
 	filter   filter
 	start    time.Time
 	pruned   time.Time // when finished session jobs were last pruned
+	// guard checks the streams against the saved positions, skip holds
+	// the events a recovery finds on the bus, loss counts messages removed
+	// unacknowledged (all nil in a dry run).
+	guard *guard
+	skip  *skipSet
+	loss  *lossWatcher
 }
 
 // pruneEvery is how often finished session jobs are looked for.
@@ -77,7 +83,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) (err error
 		return stopped(err)
 	}
 	defer b.Close()
-	kv, err := prepare(ctx, b, log)
+	kv, err := prepare(ctx, b, cfg.File, log)
 	if err != nil {
 		return stopped(err)
 	}
@@ -88,7 +94,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) (err error
 			if !b.Conn.IsConnected() {
 				return errors.New("not connected to NATS")
 			}
-			return nil
+			return m.pause.ready()
 		}, log)
 		if err != nil {
 			return cfg.MetricsListenError(config.Ingest, err)
@@ -135,17 +141,19 @@ func noteBatch(cfg *config.Config, log zerolog.Logger) {
 		Msg("batch is not the page size: audit log searches page with ingest.page-size (default: the server's maximum, 10000)")
 }
 
-// prepare creates or updates the streams and opens the state bucket,
-// trying again while JetStream cannot answer yet (a cluster that is still
-// electing its leaders after a start), with a log line per try. Other
-// errors end it at once.
-func prepare(ctx context.Context, b *bus.Bus, log zerolog.Logger) (jetstream.KeyValue, error) {
+// prepare opens the state bucket, checks that the streams the saved
+// positions belong to are still there as they were (ErrStreamLost: a
+// stream missing, recreated or cut short), and only then creates or
+// updates the streams, so a lost stream is never silently replaced by an
+// empty one. It tries again while JetStream cannot answer yet (a cluster
+// that is still electing its leaders after a start), with a log line per
+// try. Other errors end it at once.
+func prepare(ctx context.Context, b *bus.Bus, cfgFile string, log zerolog.Logger) (jetstream.KeyValue, error) {
 	bo := backoff.Backoff{Policy: backoff.Reconnect}
 	for {
-		err := b.EnsureStreams(ctx)
+		kv, err := b.State(ctx)
 		if err == nil {
-			var kv jetstream.KeyValue
-			if kv, err = b.State(ctx); err == nil {
+			if err = ensureChecked(ctx, b, kv, cfgFile, log); err == nil {
 				return kv, nil
 			}
 		}
@@ -158,6 +166,23 @@ func prepare(ctx context.Context, b *bus.Bus, log zerolog.Logger) (jetstream.Key
 			return nil, err
 		}
 	}
+}
+
+// ensureChecked compares the streams with the saved positions, then
+// creates or updates the streams and records the ones the positions do not
+// know yet.
+func ensureChecked(ctx context.Context, b *bus.Bus, kv jetstream.KeyValue, cfgFile string, log zerolog.Logger) error {
+	st, err := newState(ctx, kv, b.Cfg.StateBucket)
+	if err != nil {
+		return err
+	}
+	if err := checkStreams(ctx, b.StreamInfo, st, b.Cfg, cfgFile); err != nil {
+		return err
+	}
+	if err := b.EnsureStreams(ctx); err != nil {
+		return err
+	}
+	return adoptStreams(ctx, b.StreamInfo, kv, st, b.Cfg, log)
 }
 
 // lead waits for the lease, then reads until ctx ends, the work is done
@@ -211,11 +236,25 @@ func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bu
 	if err != nil {
 		return err
 	}
-	out := &outlet{pub: pub, limit: messageLimit(b), m: m, log: log}
+	g, err := newGuard(ctx, b.StreamInfo, st, b.Cfg, cfg.File, log)
+	if err != nil {
+		return err
+	}
+	st.guard = g
+	if b.Embedded != nil {
+		g.store, g.storage = b.Embedded.StoreError, b.Embedded.StoreDir()
+	}
+	skip, err := loadRecovery(ctx, b, st, log)
+	if err != nil {
+		return err
+	}
+	out := &outlet{pub: pub, limit: messageLimit(b), m: m, log: log, guard: g, skip: skip, storage: embeddedStorage(b)}
 	in, err := newIngester(ctx, cfg, log, src, st, out, m)
 	if err != nil {
 		return err
 	}
+	in.guard, in.skip = g, skip
+	in.loss = &lossWatcher{streams: guardedStreams(b.Cfg), stream: b.StreamInfo, consumers: b.ConsumerInfos, m: m, log: log}
 	err = runWithLock(ctx, cfg, log, b, src, m, in.run)
 	if ctx.Err() != nil {
 		// Stopped (SIGTERM, or the lease lost): say what the next run
@@ -230,6 +269,15 @@ func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bu
 	}
 	// Caught up with everything acknowledged (in.run drained the outlet).
 	return finish(ctx, cfg, log, b, kv)
+}
+
+// embeddedStorage is the storage directory of the embedded server, "" with
+// an external one.
+func embeddedStorage(b *bus.Bus) string {
+	if b.Embedded == nil {
+		return ""
+	}
+	return b.Embedded.StoreDir()
 }
 
 // messageLimit is the largest message the audit and session streams take:
@@ -306,6 +354,12 @@ func (in *ingester) run(ctx context.Context) error {
 		return err
 	})
 	g.Go(func() error { return in.prog.run(gctx, in.cfg.Ingest.ProgressInterval) })
+	if in.guard != nil {
+		g.Go(func() error { return in.guard.watch(gctx) })
+	}
+	if in.loss != nil {
+		g.Go(func() error { return in.loss.run(gctx) })
+	}
 	g.Go(func() error {
 		defer cancel()
 		err := in.read(gctx)
@@ -345,6 +399,9 @@ func (in *ingester) read(ctx context.Context) error {
 	for {
 		var err error
 		began := time.Now()
+		if err := in.guard.check(ctx); err != nil {
+			return err
+		}
 		if useSearch {
 			err = s.pass(ctx, time.Now().UTC())
 		} else {
@@ -353,10 +410,16 @@ func (in *ingester) read(ctx context.Context) error {
 		switch {
 		case err == nil:
 			b.Reset()
+			if err := in.finishRecovery(ctx); err != nil {
+				in.log.Warn().Err(err).Msg("finishing the recovery failed; trying again after the next pass")
+			}
 			in.prune(ctx)
 			if in.cfg.ExitOnLastEvent {
 				in.prog.caughtUp.Store(true)
-				return in.drain(ctx)
+				if err := in.drain(ctx); err != nil {
+					return err
+				}
+				return in.finishRecovery(ctx)
 			}
 			in.prog.passDone()
 			// Passes start every poll interval: the time a pass takes does
@@ -373,7 +436,11 @@ func (in *ingester) read(ctx context.Context) error {
 			in.m.readErrors.Inc()
 			in.checkIdentity()
 			d := b.Next()
-			in.log.Warn().Err(err).Dur("retry_in", d).Int("attempt", b.Attempt()).Msg("reading the audit log failed, retrying")
+			lvl := zerolog.WarnLevel
+			if noRoom(err) {
+				lvl = zerolog.DebugLevel // the pause is logged once
+			}
+			in.log.WithLevel(lvl).Err(err).Dur("retry_in", d).Int("attempt", b.Attempt()).Msg("reading the audit log failed, retrying")
 			if werr := backoff.Sleep(ctx, d); werr != nil {
 				return werr
 			}

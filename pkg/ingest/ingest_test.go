@@ -408,6 +408,7 @@ func TestStatusShowsStreamsProgressSessionsAndLease(t *testing.T) {
 		yesterday.Format(time.DateOnly), "Start time: " + e.cfg.StartTime.Format(time.RFC3339),
 		"Session jobs: 4 done, 0 given up, 0 pending", "Lease: free", "closed", "open",
 		"Caught up: ", bus.DefaultAuditStream + " to " + strconv.Itoa(total),
+		"Stream TELEPORT_AUDIT: positions belong to the stream created ", "acknowledged up to sequence " + strconv.Itoa(total),
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("status output lacks %q:\n%s", want, text)

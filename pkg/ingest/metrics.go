@@ -18,6 +18,11 @@ type metrics struct {
 	cursorLag       prometheus.Gauge
 	leader          prometheus.Gauge
 	readErrors      prometheus.Counter
+	// pause is set while the bus has no room (paused{reason}).
+	pause *pauser
+	// removedUnacked counts messages a limit removed before a durable
+	// consumer acknowledged them.
+	removedUnacked *prometheus.CounterVec
 	// lock holds the lock watcher's series (teleport_event_bus_lock_*).
 	lock *lock.Metrics
 }
@@ -45,11 +50,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "leader", Help: "1 while this process holds the ingest lease."}),
 		readErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "read_retries_total", Help: "Passes over the audit log retried after a transient error."}),
+		removedUnacked: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "removed_unacknowledged_total", Help: "Messages a stream limit (max-age) removed before a durable consumer acknowledged them, by stream and consumer: events that consumer never got."},
+			[]string{"stream", "consumer"}),
 	}
+	paused := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+		Name: "paused", Help: "1 while publishing is paused because the bus has no room, by reason (max_bytes: a stream is full; store_full: the JetStream store is)."},
+		[]string{"reason"})
+	m.pause = newPauser(paused)
 	m.lock = lock.NewMetrics(reg)
 	if reg != nil {
 		reg.MustRegister(m.published, m.sessionEvents, m.trimmed, m.missing, m.sessionJobs,
-			m.sessionsRunning, m.cursorLag, m.leader, m.readErrors)
+			m.sessionsRunning, m.cursorLag, m.leader, m.readErrors, paused, m.removedUnacked)
 	}
 	return m
 }

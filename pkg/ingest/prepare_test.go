@@ -35,7 +35,7 @@ func TestPrepareWaitsForJetStream(t *testing.T) {
 	js.fails.Store(2)
 	b.JS = js
 	logs := &logtest.Buffer{}
-	kv, err := prepare(context.Background(), b, zerolog.New(logs))
+	kv, err := prepare(context.Background(), b, "", zerolog.New(logs))
 	if err != nil || kv == nil {
 		t.Fatalf("prepare: %v", err)
 	}
@@ -51,7 +51,7 @@ func TestPrepareDoesNotWaitForMissingJetStream(t *testing.T) {
 	js.fails.Store(1000)
 	b.JS = js
 	logs := &logtest.Buffer{}
-	_, err := prepare(context.Background(), b, zerolog.New(logs))
+	_, err := prepare(context.Background(), b, "", zerolog.New(logs))
 	if err == nil || !strings.Contains(err.Error(), "jetstream not enabled") || !strings.Contains(err.Error(), "state bucket") {
 		t.Fatalf("prepare: %v, want the state bucket named and JetStream not enabled", err)
 	}

@@ -31,6 +31,18 @@ type outlet struct {
 	limit int       // largest message the stream accepts (0: no limit)
 	m     *metrics
 	log   zerolog.Logger
+	// guard learns the acknowledged sequences (nil in a dry run).
+	guard *guard
+	// skip holds the events already on the bus during a recovery.
+	skip *skipSet
+	// storage is the embedded server's directory, for the pause message.
+	storage string
+}
+
+// onBus reports whether e is on the bus already (a recovery re-reads it):
+// it is not published again, and counts as handled.
+func (o *outlet) onBus(e bus.Event) bool {
+	return o.skip.has(e.MsgID())
 }
 
 // send publishes e; done gets the result (nil error on success). An error
@@ -52,11 +64,14 @@ func (o *outlet) send(ctx context.Context, e bus.Event, done func(error)) error 
 		done(nil)
 		return nil
 	}
-	err = o.pub.Publish(ctx, fitted, func(_ *jetstream.PubAck, err error) {
+	err = o.pub.Publish(ctx, fitted, func(ack *jetstream.PubAck, err error) {
 		if err != nil {
+			o.m.pause.refused(o.log, err, o.storage, streamKind(fitted.Session))
 			done(fmt.Errorf("%w: publish %s to %s: %w", errBus, fitted.MsgID(), fitted.Subject(), err))
 			return
 		}
+		o.m.pause.published(o.log, streamKind(fitted.Session), ack != nil && ack.Duplicate)
+		o.guard.acked(ack)
 		o.count(fitted)
 		done(nil)
 	})

@@ -251,6 +251,10 @@ func handleAudit[P any](ctx context.Context, in *ingester, u teleport.Event, tr 
 			}
 		}
 	}
+	if in.out.onBus(e) {
+		tr.skipped(pos)
+		return nil
+	}
 	done := tr.published(pos)
 	at := e.Time
 	return in.out.send(ctx, e, func(err error) {

@@ -228,8 +228,8 @@ func (s *sessions) finish(ctx context.Context, j job, err error) {
 	j.next = ss.Next
 	// Several tries fit in the TTL however short it is configured.
 	b := min(missingRetry.Delay(uint64(j.attempt)+1), max(ttl/4, 100*time.Millisecond))
-	if missing {
-		log.Debug().Dur("retry_in", b).Msg("session recording not available yet")
+	if missing || noRoom(err) {
+		log.Debug().Err(err).Dur("retry_in", b).Msg("session recording not available yet, or no room on the bus")
 	} else {
 		log.Warn().Err(err).Dur("retry_in", b).Msg("session recording stream failed, will retry")
 	}
@@ -376,7 +376,7 @@ func (s *sessions) publish(ctx context.Context, sid string, from int64, u *audit
 	if err != nil {
 		return err
 	}
-	if slices.Contains(s.in.cfg.SkipSessionTypes, e.Type) {
+	if slices.Contains(s.in.cfg.SkipSessionTypes, e.Type) || s.in.out.onBus(e) {
 		tr.skipped(idx + 1)
 		return nil
 	}

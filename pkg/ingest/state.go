@@ -20,6 +20,9 @@ import (
 type state struct {
 	kv     jetstream.KeyValue // nil: in-memory only (dry run)
 	bucket string
+	// guard, when set, saves the stream marks before any position they
+	// cover (nil: no marks, as in a dry run).
+	guard *guard
 
 	mu      sync.Mutex
 	entries map[string][]byte
@@ -67,8 +70,14 @@ func (s *state) get(key string, v any) (bool, error) {
 	return true, nil
 }
 
-// put stores v at key, in the bucket and in memory.
+// put stores v at key, in the bucket and in memory. A position is saved
+// only after the stream marks that cover it.
 func (s *state) put(ctx context.Context, key string, v any) error {
+	if s.guard != nil && !isMarkKey(key) {
+		if err := s.guard.persist(ctx); err != nil {
+			return err
+		}
+	}
 	raw, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode state %q: %w", key, err)

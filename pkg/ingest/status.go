@@ -113,6 +113,20 @@ func printState(st *state, w io.Writer, now time.Time) error {
 	} else if ok {
 		fmt.Fprintf(w, "\nStart time: %s\n", start.StartTime.UTC().Format(time.RFC3339))
 	}
+	for _, k := range slices.Sorted(slices.Values(st.keys(bus.StreamMarkKey("")[:len("stream.")]))) {
+		var m streamMark
+		if _, err := st.get(k, &m); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "Stream %s: positions belong to the stream created %s, acknowledged up to sequence %d\n",
+			m.Stream, m.Created.UTC().Format(time.RFC3339Nano), m.Seq)
+	}
+	var rs recoveryState
+	if ok, err := st.get(bus.RecoveryKey, &rs); err != nil {
+		return err
+	} else if ok {
+		fmt.Fprintf(w, "Recovery under way since %s (%s)\n", rs.Started.UTC().Format(time.RFC3339), rs.Reason)
+	}
 	var ss searchState
 	if ok, _ := st.get(keySearch, &ss); ok {
 		fmt.Fprintf(w, "Search paging at window %s (page key %q, last id %q)\n",

@@ -124,6 +124,8 @@ func TestAlertRulesUseExportedMetrics(t *testing.T) {
 		"TeleportEventBusFluentdErrors":       "teleport_event_bus_sink_request_duration_seconds_count",
 		"TeleportEventBusNoIngestLeader":      "teleport_event_bus_ingest_leader",
 		"TeleportEventBusIngestLeaseFlapping": "teleport_event_bus_ingest_leader",
+		"TeleportEventBusIngestPaused":        "teleport_event_bus_ingest_paused",
+		"TeleportEventBusEventsRemovedUnread": "teleport_event_bus_ingest_removed_unacknowledged_total",
 	}
 	for alert, metric := range want {
 		used, ok := alerts[alert]

@@ -132,3 +132,57 @@ func (i *Inspector) AuditStream() string { return i.cfg.AuditStream }
 
 // SessionStream is the session stream's name.
 func (i *Inspector) SessionStream() string { return i.cfg.SessionStream }
+
+// DeleteStream deletes a stream, as an operator (or a mistake) could behind
+// ingest's back.
+func (i *Inspector) DeleteStream(ctx context.Context, name string) error {
+	if err := i.js.DeleteStream(ctx, name); err != nil {
+		return fmt.Errorf("delete stream %s: %w", name, err)
+	}
+	return nil
+}
+
+// StreamInfo is a stream's configuration and state.
+func (i *Inspector) StreamInfo(ctx context.Context, name string) (*jetstream.StreamInfo, error) {
+	s, err := i.js.Stream(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", name, err)
+	}
+	return s.CachedInfo(), nil
+}
+
+// UpdateStream changes a stream's configuration with f.
+func (i *Inspector) UpdateStream(ctx context.Context, name string, f func(*jetstream.StreamConfig)) error {
+	info, err := i.StreamInfo(ctx, name)
+	if err != nil {
+		return err
+	}
+	cfg := info.Config
+	f(&cfg)
+	if _, err := i.js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("update stream %s: %w", name, err)
+	}
+	return nil
+}
+
+// AckFloor is the stream sequence up to which a durable consumer has
+// acknowledged every message.
+func (i *Inspector) AckFloor(ctx context.Context, stream, consumer string) (uint64, error) {
+	c, err := i.js.Consumer(ctx, stream, consumer)
+	if err != nil {
+		return 0, fmt.Errorf("consumer %s on %s: %w", consumer, stream, err)
+	}
+	return c.CachedInfo().AckFloor.Stream, nil
+}
+
+// PublishAudit publishes a test audit event with Nats-Msg-Id id to the
+// audit stream (subject audit.test).
+func (i *Inspector) PublishAudit(ctx context.Context, id string) error {
+	m := nats.NewMsg(bus.AuditPrefix + ".test")
+	m.Header.Set(bus.HeaderMsgID, id)
+	m.Data = []byte(`{"event":"test","uid":"` + id + `"}`)
+	if _, err := i.js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("publish %s: %w", id, err)
+	}
+	return nil
+}
