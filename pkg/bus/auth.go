@@ -133,6 +133,15 @@ func ingestPublish(n AuthNames) []string {
 		jsAPI+"CONSUMER.INFO."+kv+".>",
 		"$JS.FC."+kv+".>",
 	)
+	// Ingest owns its streams: `ingest recover`'s run reads the ids they
+	// hold through ordered consumers of its own (ScanMsgIDs).
+	for _, s := range []string{n.AuditStream, n.SessionStream} {
+		pub = append(pub,
+			jsAPI+"CONSUMER.CREATE."+s+".>",
+			jsAPI+"CONSUMER.INFO."+s+".>",
+			jsAPI+"CONSUMER.DELETE."+s+".>",
+			jsAPI+"CONSUMER.MSG.NEXT."+s+".>")
+	}
 	// The lock watcher's durable consumer on audit.user.login.
 	return append(pub, ownConsumer(n.AuditStream, n.LockConsumer)...)
 }
