@@ -25,12 +25,12 @@ func (e *env) endpoint() func(path string) (int, string) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.cfg.MetricsAddr = ln.Addr().String()
+	e.cfg.Ingest.MetricsAddr = ln.Addr().String()
 	if err := ln.Close(); err != nil {
 		e.t.Fatal(err)
 	}
 	return func(path string) (int, string) {
-		resp, err := http.Get("http://" + e.cfg.MetricsAddr + path)
+		resp, err := http.Get("http://" + e.cfg.Ingest.MetricsAddr + path)
 		if err != nil {
 			return 0, err.Error()
 		}

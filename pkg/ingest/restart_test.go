@@ -3,8 +3,6 @@ package ingest
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -237,12 +235,7 @@ func TestTeleportFaultsLoseNothing(t *testing.T) {
 func TestMetricsAndHealthEndpoints(t *testing.T) {
 	now := time.Now().UTC()
 	e := newEnv(t, teleportsim.Options{Seed: 13, Events: 200, From: now.Add(-2 * time.Hour), To: now})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.cfg.Ingest.MetricsAddr = ln.Addr().String()
-	_ = ln.Close()
+	get := e.endpoint()
 	e.cfg.ExitOnLastEvent = false
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -253,18 +246,6 @@ func TestMetricsAndHealthEndpoints(t *testing.T) {
 			t.Errorf("Run: %v", err)
 		}
 	}()
-	get := func(path string) (int, string) {
-		resp, err := http.Get("http://" + e.cfg.Ingest.MetricsAddr + path)
-		if err != nil {
-			return 0, err.Error()
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			return 0, err.Error()
-		}
-		return resp.StatusCode, string(body)
-	}
 	want := `teleport_event_bus_ingest_events_published_total{type="user.login"}`
 	if !until(done, 20*time.Second, func() bool { _, body := get("/metrics"); return strings.Contains(body, want) }) {
 		_, body := get("/metrics")
