@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/gravitational/teleport/api/types"
-	"gopkg.in/yaml.v2"
+	"gopkg.in/yaml.v3"
 )
 
 // teleportRoleVersions are the role versions each Teleport major accepts in
@@ -196,28 +196,10 @@ func yamlDocs(t *testing.T, path string) []map[string]any {
 		if err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
-		m, ok := jsonReady(d).(map[string]any)
+		m, ok := d.(map[string]any)
 		if !ok {
 			t.Fatalf("%s: a document is %T, want a mapping", path, d)
 		}
 		out = append(out, m)
 	}
-}
-
-// jsonReady turns yaml.v2's map[interface{}]interface{} into maps with
-// string keys.
-func jsonReady(v any) any {
-	switch v := v.(type) {
-	case map[any]any:
-		m := make(map[string]any, len(v))
-		for k, e := range v {
-			m[fmt.Sprint(k)] = jsonReady(e)
-		}
-		return m
-	case []any:
-		for i, e := range v {
-			v[i] = jsonReady(e)
-		}
-	}
-	return v
 }

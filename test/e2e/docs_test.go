@@ -16,7 +16,7 @@ import (
 
 	"github.com/gravitational/teleport/api/types"
 	"github.com/nats-io/nats.go"
-	"gopkg.in/yaml.v2"
+	"gopkg.in/yaml.v3"
 
 	"github.com/teleport-event-bus/teleport-event-bus/test/harness"
 )
@@ -280,7 +280,7 @@ func (r *docRun) tctlCreate(l docLine, m []string) error {
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return fmt.Errorf("%s: %v", m[1], err)
 	}
-	js, err := json.Marshal(jsonReady(doc))
+	js, err := json.Marshal(doc)
 	if err != nil {
 		return err
 	}
@@ -446,22 +446,4 @@ func (r *docRun) releaseCovered(l docLine, _ []string) error {
 		return errors.New("test/release no longer has TestReleaseArchiveInstallsWorkingBinaries")
 	}
 	return nil
-}
-
-// jsonReady turns yaml.v2's map[interface{}]interface{} into maps with
-// string keys.
-func jsonReady(v any) any {
-	switch v := v.(type) {
-	case map[any]any:
-		m := make(map[string]any, len(v))
-		for k, e := range v {
-			m[fmt.Sprint(k)] = jsonReady(e)
-		}
-		return m
-	case []any:
-		for i, e := range v {
-			v[i] = jsonReady(e)
-		}
-	}
-	return v
 }
