@@ -71,22 +71,7 @@ func TestSinkKilledDuringDelivery(t *testing.T) {
 		days:     3,
 		timeout:  sized(5*time.Minute, 60*time.Minute),
 	})
-	// A short ack wait brings back the killed sink's unacknowledged
-	// messages in seconds rather than the default 30 s.
-	sinkArgs := []string{
-		"--sink-batch-size", fmt.Sprint(sinkBatch),
-		"--sink-in-flight", fmt.Sprint(sinkInFlight),
-		"--sink-ack-wait", "5s",
-	}
-	ing := r.ingest("ingest")
-	snk := r.sink("fluentd-sink", sinkArgs...)
-	for i, at := range killMoments(t, kills, len(r.want.AuditIDs)) {
-		r.waitFluentd(int64(at), ing, snk)
-		snk.Kill()
-		t.Logf("kill %d: fluentd-sink killed at %d+ audit events in Fluentd", i+1, at)
-		snk = r.sink("fluentd-sink", sinkArgs...)
-	}
-	r.waitDelivered(ing, snk)
+	r.killSinkDuringDelivery(kills)
 
 	bound := kills * sinkInFlight * sinkBatch
 	dups := r.checkFluentd(bound)
@@ -242,4 +227,25 @@ func TestOlderTeleportCutSessionStreams(t *testing.T) {
 	}
 	r.checkStreams()
 	r.checkFluentd(0)
+}
+
+// killSinkDuringDelivery runs ingest and a sink (small batches, a 5 s ack
+// wait, so a killed sink's unacknowledged messages come back in seconds),
+// kills the sink with SIGKILL at kills random moments of the delivery,
+// restarts it each time, and waits until everything is delivered.
+func (r *e2eRun) killSinkDuringDelivery(kills int) {
+	sinkArgs := []string{
+		"--sink-batch-size", fmt.Sprint(sinkBatch),
+		"--sink-in-flight", fmt.Sprint(sinkInFlight),
+		"--sink-ack-wait", "5s",
+	}
+	ing := r.ingest("ingest")
+	snk := r.sink("fluentd-sink", sinkArgs...)
+	for i, at := range killMoments(r.t, kills, len(r.want.AuditIDs)) {
+		r.waitFluentd(int64(at), ing, snk)
+		snk.Kill()
+		r.t.Logf("kill %d: fluentd-sink killed at %d+ audit events in Fluentd", i+1, at)
+		snk = r.sink("fluentd-sink", sinkArgs...)
+	}
+	r.waitDelivered(ing, snk)
 }

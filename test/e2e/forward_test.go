@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,20 +25,7 @@ func TestForwardSinkKilledDuringDelivery(t *testing.T) {
 		timeout:  sized(5*time.Minute, 60*time.Minute),
 		forward:  true,
 	})
-	sinkArgs := []string{
-		"--sink-batch-size", fmt.Sprint(sinkBatch),
-		"--sink-in-flight", fmt.Sprint(sinkInFlight),
-		"--sink-ack-wait", "5s",
-	}
-	ing := r.ingest("ingest")
-	snk := r.sink("fluentd-sink", sinkArgs...)
-	for i, at := range killMoments(t, forwardKills, len(r.want.AuditIDs)) {
-		r.waitFluentd(int64(at), ing, snk)
-		snk.Kill()
-		t.Logf("kill %d: fluentd-sink killed at %d+ audit events in Fluentd", i+1, at)
-		snk = r.sink("fluentd-sink", sinkArgs...)
-	}
-	r.waitDelivered(ing, snk)
+	r.killSinkDuringDelivery(forwardKills)
 
 	bound := forwardKills * sinkInFlight * sinkBatch
 	dups := r.checkFluentd(bound)
