@@ -28,6 +28,16 @@ const (
 	msgRecovered = "Start ingest as usual: it reads every date again from the start time and publishes only the events the streams no longer hold."
 )
 
+// The tests here change the streams behind ingest's back (delete one, raise
+// a limit, publish unread messages) with the test's own NATS client, which
+// only an open bus allows: on the bus configure closes, no client but
+// ingest may change a stream (TestClosedBusEmbedded). So ingest and the sink
+// run as with a TOML from before NATS credentials.
+var (
+	openIngest = []string{"--nats-users", "", "--ingest-nats-nkey", ""}
+	openSink   = []string{"--sink-nats-nkey", ""}
+)
+
 // TestAuditStreamLostBehindIngest loses the audit stream three ways —
 // deleted with a NATS client while ingest runs, cut short (its newest
 // block file gone) and removed from the store while ingest is stopped —
@@ -42,9 +52,9 @@ func TestAuditStreamLostBehindIngest(t *testing.T) {
 		days:     3,
 		timeout:  sized(10*time.Minute, 60*time.Minute),
 	})
-	ingestArgs := []string{"--ingest-lease-ttl", "3s"}
+	ingestArgs := append([]string{"--ingest-lease-ttl", "3s"}, openIngest...)
 	ing := r.ingest("ingest", ingestArgs...)
-	snk := r.sink("fluentd-sink")
+	snk := r.sink("fluentd-sink", openSink...)
 
 	// 1. Deleted while ingest runs.
 	r.waitBus(uint64(len(r.want.AuditIDs)/3), ing, snk)
@@ -155,7 +165,7 @@ func (r *e2eRun) wantLost(ing *harness.Proc, what string) {
 // messages are new to the sink (delivery to Fluentd is at-least-once).
 func (r *e2eRun) recoverAndRedeliver(ingestArgs []string, recoveries int) {
 	r.t.Helper()
-	rec, err := r.p.Run(r.ctx, "ingest-recover", nil, "ingest", append(r.p.IngestArgs(), "recover")...)
+	rec, err := r.p.Run(r.ctx, "ingest-recover", nil, "ingest", append(append(r.p.IngestArgs(), "recover"), ingestArgs...)...)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -163,7 +173,7 @@ func (r *e2eRun) recoverAndRedeliver(ingestArgs []string, recoveries int) {
 		r.t.Fatalf("ingest recover: exit %d\n%s", code, rec.Tail(20))
 	}
 	ing := r.ingest("ingest", ingestArgs...)
-	snk := r.sink("fluentd-sink")
+	snk := r.sink("fluentd-sink", openSink...)
 	r.waitStreamsComplete(ing, snk)
 	r.waitDelivered(ing, snk)
 	r.checkStreams()
@@ -236,7 +246,7 @@ func TestStreamLimitWhileSinkDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", port)
-	ing := r.ingest("ingest", "--nats-max-bytes", "1000000", "--metrics-addr", metricsAddr)
+	ing := r.ingest("ingest", append([]string{"--nats-max-bytes", "1000000", "--metrics-addr", metricsAddr}, openIngest...)...)
 	get := func(ctx context.Context, path string) (int, string, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+metricsAddr+path, nil)
 		if err != nil {
@@ -291,7 +301,7 @@ func TestStreamLimitWhileSinkDown(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	snk := r.sink("fluentd-sink")
+	snk := r.sink("fluentd-sink", openSink...)
 	r.waitStreamsComplete(ing, snk)
 	r.waitDelivered(ing, snk)
 	if _, err := ing.WaitForLine(r.ctx, "ingest resumed: the bus has room again"); err != nil {
