@@ -410,8 +410,8 @@ func (r *docRun) natsSub(l docLine, m []string) error {
 	if err != nil {
 		return fmt.Errorf("no message on %s within 90s: %v", subject, err)
 	}
-	if !strings.HasPrefix(msg.Subject, "audit.user.") {
-		return fmt.Errorf("got subject %s", msg.Subject)
+	if prefix := strings.TrimSuffix(subject, ">"); !strings.HasPrefix(msg.Subject, prefix) {
+		return fmt.Errorf("subscribed to %s, got subject %s", subject, msg.Subject)
 	}
 	return nil
 }
