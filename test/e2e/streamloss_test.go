@@ -52,6 +52,7 @@ func TestAuditStreamLostBehindIngest(t *testing.T) {
 		days:     3,
 		timeout:  sized(10*time.Minute, 60*time.Minute),
 	})
+	r.openBus = true
 	ingestArgs := append([]string{"--ingest-lease-ttl", "3s"}, openIngest...)
 	ing := r.ingest("ingest", ingestArgs...)
 	snk := r.sink("fluentd-sink", openSink...)
@@ -241,6 +242,7 @@ func TestStreamLimitWhileSinkDown(t *testing.T) {
 		days:     2,
 		timeout:  sized(8*time.Minute, 40*time.Minute),
 	})
+	r.openBus = true
 	port, err := harness.FreePort()
 	if err != nil {
 		t.Fatal(err)
