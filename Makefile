@@ -35,7 +35,7 @@ fmt-check:
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
 unit:
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 ## bench: the whole pipeline as real processes, one table (BENCH_EVENTS, default 1,000,000; see test/bench)
 bench:

@@ -248,7 +248,7 @@ func TestStreamLimitWhileSinkDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", port)
-	ing := r.ingest("ingest", append([]string{"--nats-max-bytes", "1000000", "--metrics-addr", metricsAddr}, openIngest...)...)
+	ing := r.ingest("ingest", append([]string{"--nats-max-bytes", "1000000", "--ingest-metrics-addr", metricsAddr}, openIngest...)...)
 	get := func(ctx context.Context, path string) (int, string, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+metricsAddr+path, nil)
 		if err != nil {
