@@ -97,7 +97,18 @@ func (st *store) prerender(ctx context.Context) error {
 	recs := st.recs[:len(st.recs):len(st.recs)] // append-only: this prefix never changes
 	st.mu.RUnlock()
 
-	wire := make([][]byte, len(recs))
+	wire, err := renderAll(ctx, recs, st.encode)
+	if err != nil {
+		return fmt.Errorf("prerender %d events: %w", len(recs), err)
+	}
+	st.enc.fill(wire)
+	return nil
+}
+
+// renderAll renders every record with render, on every core, in blocks of
+// prerenderBlock ids; the result is indexed by record id.
+func renderAll(ctx context.Context, recs []record, render func(hit) ([]byte, error)) ([][]byte, error) {
+	out := make([][]byte, len(recs))
 	var next atomic.Int64 // first record id no worker has taken
 	g, ctx := errgroup.WithContext(ctx)
 	for range runtime.GOMAXPROCS(0) {
@@ -111,18 +122,14 @@ func (st *store) prerender(ctx context.Context) error {
 					return nil
 				}
 				for id := start; id < min(start+prerenderBlock, len(recs)); id++ {
-					b, err := st.encode(hit{uint32(id), recs[id]})
+					b, err := render(hit{uint32(id), recs[id]})
 					if err != nil {
 						return err
 					}
-					wire[id] = b
+					out[id] = b
 				}
 			}
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return fmt.Errorf("prerender %d events: %w", len(recs), err)
-	}
-	st.enc.fill(wire)
-	return nil
+	return out, g.Wait()
 }

@@ -5,14 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	apievents "github.com/gravitational/teleport/api/types/events"
-	"golang.org/x/sync/errgroup"
 )
 
 // SearchMode says how the server answers GetUnstructuredEvents.
@@ -89,30 +87,8 @@ func buildFileLog(ctx context.Context, st *store) (*fileLog, error) {
 	st.mu.RLock()
 	recs := st.recs[:len(st.recs):len(st.recs)]
 	st.mu.RUnlock()
-	lines := make([][]byte, len(recs))
-	var next atomic.Int64
-	g, ctx := errgroup.WithContext(ctx)
-	for range runtime.GOMAXPROCS(0) {
-		g.Go(func() error {
-			for {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-				start := int(next.Add(prerenderBlock)) - prerenderBlock
-				if start >= len(recs) {
-					return nil
-				}
-				for id := start; id < min(start+prerenderBlock, len(recs)); id++ {
-					b, err := st.line(hit{uint32(id), recs[id]})
-					if err != nil {
-						return err
-					}
-					lines[id] = b
-				}
-			}
-		})
-	}
-	if err := g.Wait(); err != nil {
+	lines, err := renderAll(ctx, recs, st.line)
+	if err != nil {
 		return nil, fmt.Errorf("write the file log of %d events: %w", len(recs), err)
 	}
 	fl := &fileLog{days: map[int64]*dayFile{}}
