@@ -210,7 +210,11 @@ func runSerial(ctx context.Context, p *harness.Pipeline, sink *harness.Proc, o o
 	if err := harness.Post(ctx, "POST", p.FluentdControl+"/reset", ""); err != nil {
 		return err
 	}
+	// The bus is closed: the sink role may only use the two durables ingest
+	// was configured with, so this second consumer runs as the reader role,
+	// which may create consumers of its own (as a SIEM feed would).
 	serial, err := p.StartSink(ctx, "fluentd-sink-serial",
+		"--sink-nats-nkey", p.NATSSeed(bus.RoleReader),
 		"--sink-audit-consumer", "bench-serial", "--sink-session-consumer", "bench-serial-sessions",
 		"--sink-batch-size", "1", "--sink-in-flight", "1")
 	if err != nil {
