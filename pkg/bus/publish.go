@@ -62,6 +62,28 @@ func WithRetries(attempts int, backoff time.Duration) PublisherOption {
 	}
 }
 
+// WithTailCheck makes the Publisher independent of the duplicate window
+// for its own retries. streamOf names the stream a subject is stored in
+// ("" when none of last's), and last holds each stream's last sequence
+// when the Publisher starts. The Publisher then remembers, for every
+// message, the highest sequence acknowledged in its stream when the
+// message was first published (Floor): the message, if stored at all, is
+// stored after it. Before a retry round it reads the stream's headers
+// after that floor (ScanTail) and reports the messages found there as
+// acknowledged duplicates instead of publishing them again, so a message
+// whose PubAck was lost is stored once even when the retry comes after
+// the window. A round whose scan fails publishes nothing and counts as an
+// attempt.
+func WithTailCheck(streamOf func(subject string) string, last map[string]uint64) PublisherOption {
+	return func(p *Publisher) {
+		p.streamOf = streamOf
+		p.floors = map[string]uint64{}
+		for k, v := range last {
+			p.floors[k] = v
+		}
+	}
+}
+
 // WithPublisherLog logs each retry at warn level.
 func WithPublisherLog(log zerolog.Logger) PublisherOption {
 	return func(p *Publisher) { p.log = log }
@@ -103,6 +125,12 @@ type Publisher struct {
 	outstanding int
 	idle        chan struct{} // closed when outstanding drops to 0
 
+	// streamOf and floors are WithTailCheck's: floors holds the highest
+	// sequence acknowledged per stream (floorMu).
+	streamOf func(subject string) string
+	floorMu  sync.Mutex
+	floors   map[string]uint64
+
 	abort     chan struct{} // closed to abandon retries and waiting messages
 	abortOnce sync.Once
 	stopped   chan struct{} // closed when the delivery goroutine has exited
@@ -118,6 +146,8 @@ type pending struct {
 	attempt int                    // attempts published so far
 	ack     *jetstream.PubAck      // the latest attempt's PubAck, once it came
 	failure error                  // the latest attempt's error, once it came
+	stream  string                 // WithTailCheck: the stream it is stored in
+	floor   uint64                 // WithTailCheck: Floor(stream) when first published
 }
 
 // NewPublisher starts a Publisher on js allowing maxInFlight messages
@@ -177,9 +207,34 @@ func (p *Publisher) PublishMsg(ctx context.Context, m *nats.Msg, done PublishDon
 		return ErrPublisherClosed
 	}
 	pd := &pending{msg: m, done: done}
+	if p.streamOf != nil {
+		pd.stream = p.streamOf(m.Subject)
+		pd.floor = p.Floor(pd.stream)
+	}
 	p.send(pd)
 	p.queue <- pd // never blocks: the queue holds at most one entry per slot
 	return nil
+}
+
+// Floor is the highest sequence acknowledged in stream so far (with
+// WithTailCheck; 0 without, or for a stream it does not know): a message
+// published from now on is stored, if at all, after it.
+func (p *Publisher) Floor(stream string) uint64 {
+	p.floorMu.Lock()
+	defer p.floorMu.Unlock()
+	return p.floors[stream]
+}
+
+// raiseFloor records a PubAck for Floor.
+func (p *Publisher) raiseFloor(ack *jetstream.PubAck) {
+	if p.streamOf == nil || ack == nil {
+		return
+	}
+	p.floorMu.Lock()
+	if ack.Sequence > p.floors[ack.Stream] {
+		p.floors[ack.Stream] = ack.Sequence
+	}
+	p.floorMu.Unlock()
 }
 
 // Pending is the number of messages published or waiting to be, whose
@@ -272,6 +327,7 @@ func (p *Publisher) deliver() {
 		if p.final(head) {
 			if head.ack != nil {
 				wait = p.backoff // the stream answers again
+				p.raiseFloor(head.ack)
 			}
 			ack, err := p.result(head)
 			p.report(head, ack, err)
@@ -292,11 +348,75 @@ func (p *Publisher) deliver() {
 		due := p.due(window)
 		p.log.Warn().Err(cause).Str("subject", head.msg.Subject).Str("msg_id", head.msg.Header.Get(HeaderMsgID)).
 			Int("attempt", failed).Int("messages", len(due)).Dur("after", wait).Msg("publish failed, retrying")
+		due = p.recheck(due)
 		for _, pd := range due {
 			p.send(pd)
 		}
 		wait = min(2*wait, maxRetryBackoff)
 	}
+}
+
+// recheck is WithTailCheck's look at the streams before a retry round:
+// the messages of due found in their stream get a duplicate PubAck with
+// the sequence found and are not published again; the others are
+// returned. When a stream cannot be read now, its messages are not
+// published this round: each counts an attempt and keeps its failure.
+func (p *Publisher) recheck(due []*pending) []*pending {
+	if p.streamOf == nil || len(due) == 0 {
+		return due
+	}
+	type group struct {
+		floor uint64
+		want  map[string]*pending
+	}
+	groups := map[string]*group{}
+	for _, pd := range due {
+		if pd.stream == "" {
+			continue
+		}
+		g := groups[pd.stream]
+		if g == nil {
+			g = &group{floor: pd.floor, want: map[string]*pending{}}
+			groups[pd.stream] = g
+		}
+		g.floor = min(g.floor, pd.floor)
+		g.want[pd.msg.Header.Get(HeaderMsgID)] = pd
+	}
+	unread := map[*pending]bool{}
+	for stream, g := range groups {
+		ctx, cancel := context.WithTimeout(context.Background(), p.ackTimeout)
+		found := 0
+		n, err := ScanTail(ctx, p.js, stream, g.floor, func(id string, seq uint64) {
+			if pd, ok := g.want[id]; ok && pd.ack == nil {
+				pd.ack = &jetstream.PubAck{Stream: stream, Sequence: seq, Duplicate: true}
+				pd.failure = nil
+				found++
+			}
+		})
+		cancel()
+		if err != nil {
+			p.log.Warn().Err(err).Str("stream", stream).Int("messages", len(g.want)).
+				Msg("cannot read the stream to see which messages to publish again; not publishing them this round")
+			for _, pd := range g.want {
+				if pd.ack == nil {
+					unread[pd] = true
+					pd.attempt++
+				}
+			}
+			continue
+		}
+		if found > 0 {
+			p.log.Info().Str("stream", stream).Int("found", found).Int("read", n).Uint64("after_seq", g.floor).
+				Msg("messages whose PubAck was lost are in the stream: not published again")
+		}
+	}
+	var out []*pending // in publish order
+	for _, pd := range due {
+		if pd.ack == nil && !unread[pd] {
+			out = append(out, pd)
+		}
+	}
+	return out
 }
 
 // send publishes pd's next attempt.

@@ -558,3 +558,96 @@ func TestPublisherSurvivesServerRestart(t *testing.T) {
 		t.Fatalf("stream holds %d messages after a server restart, want each of 200 once", info.State.Msgs)
 	}
 }
+
+// lossyJS publishes for real but loses the PubAck of the first attempt of
+// the messages in drop, as a connection cut right after the server stored
+// them would; it counts every attempt per Nats-Msg-Id.
+type lossyJS struct {
+	jetstream.JetStream
+	mu       sync.Mutex
+	drop     map[string]bool
+	attempts map[string]int
+}
+
+func (l *lossyJS) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	id := m.Header.Get(HeaderMsgID)
+	l.mu.Lock()
+	l.attempts[id]++
+	lose := l.drop[id] && l.attempts[id] == 1
+	l.mu.Unlock()
+	f, err := l.JetStream.PublishMsgAsync(m, opts...)
+	if err != nil || !lose {
+		return f, err
+	}
+	return &fakeFuture{msg: m, ok: make(chan *jetstream.PubAck), err: make(chan error)}, nil // never answers
+}
+
+// A message stored whose PubAck was lost is retried after the duplicate
+// window: without the tail check the stream stores it twice; with it the
+// Publisher finds it in the stream and reports it as a duplicate with its
+// sequence, publishing it once.
+func TestPublisherRetryBeyondWindowFindsLostAck(t *testing.T) {
+	for _, check := range []bool{false, true} {
+		t.Run(map[bool]string{false: "window only", true: "tail check"}[check], func(t *testing.T) {
+			b := openTestBus(t, config.NATSConfig{DuplicateWindow: time.Second})
+			ctx := testCtx(t)
+			if err := b.EnsureStreams(ctx); err != nil {
+				t.Fatal(err)
+			}
+			lossy := &lossyJS{JetStream: b.JS, drop: map[string]bool{"ev-0002": true}, attempts: map[string]int{}}
+			// The retry comes 200 ms (ack timeout) + 1.5 s (backoff) after
+			// the first attempt: past the 1 s window.
+			opts := []PublisherOption{WithAckTimeout(200 * time.Millisecond), WithRetries(3, 1500*time.Millisecond), WithPublisherLog(testLog(t))}
+			if check {
+				opts = append(opts, WithTailCheck(func(string) string { return DefaultAuditStream }, map[string]uint64{DefaultAuditStream: 0}))
+			}
+			p := NewPublisher(lossy, 8, opts...)
+			defer closePublisher(t, p)
+			var mu sync.Mutex
+			acks := map[string]*jetstream.PubAck{}
+			for i := 1; i <= 3; i++ {
+				id := fmt.Sprintf("ev-%04d", i)
+				err := p.Publish(ctx, auditEvent(i), func(ack *jetstream.PubAck, err error) {
+					if err != nil {
+						t.Errorf("publish %s: %v", id, err)
+						return
+					}
+					mu.Lock()
+					acks[id] = ack
+					mu.Unlock()
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := p.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			info, err := b.StreamInfo(ctx, DefaultAuditStream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !check {
+				// The failure the tail check exists for.
+				if info.State.Msgs != 4 || lossy.attempts["ev-0002"] != 2 {
+					t.Fatalf("window only: stream holds %d messages after %d attempts of ev-0002, want the duplicate (4 after 2)",
+						info.State.Msgs, lossy.attempts["ev-0002"])
+				}
+				return
+			}
+			if info.State.Msgs != 3 {
+				t.Fatalf("stream holds %d messages, want 3: each event once", info.State.Msgs)
+			}
+			if n := lossy.attempts["ev-0002"]; n != 1 {
+				t.Errorf("ev-0002 published %d times, want once (found in the stream instead)", n)
+			}
+			got := acks["ev-0002"]
+			if got == nil || !got.Duplicate || got.Sequence != 2 || got.Stream != DefaultAuditStream {
+				t.Fatalf("ev-0002's result %+v, want a duplicate PubAck with sequence 2 in %s", got, DefaultAuditStream)
+			}
+			if f := p.Floor(DefaultAuditStream); f != 3 {
+				t.Errorf("Floor after acks up to 3: %d", f)
+			}
+		})
+	}
+}

@@ -18,15 +18,33 @@ const scanBatch = 1000
 // when they are older than the duplicate window. A stream that does not
 // exist is an error wrapping jetstream.ErrStreamNotFound.
 func (b *Bus) ScanMsgIDs(ctx context.Context, stream string, fn func(id string)) (int, error) {
-	s, err := b.JS.Stream(ctx, stream)
+	return ScanTail(ctx, b.JS, stream, 0, func(id string, _ uint64) { fn(id) })
+}
+
+// ScanTail calls fn with the Nats-Msg-Id and sequence of every message
+// stream holds after sequence after, oldest first, up to its last message
+// when the scan starts, and returns how many it read. It reads headers only,
+// with an ordered consumer, and creates none when the stream holds nothing
+// after after. This is how a writer learns which of the messages it may
+// have published are on the bus already, whatever the duplicate window: a
+// message published once the stream's last sequence was S is stored, if at
+// all, after S. A stream that does not exist is an error wrapping
+// jetstream.ErrStreamNotFound.
+func ScanTail(ctx context.Context, js jetstream.JetStream, stream string, after uint64, fn func(id string, seq uint64)) (int, error) {
+	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		return 0, fmt.Errorf("scan stream %q: %w", stream, err)
 	}
 	st := s.CachedInfo().State
-	if st.Msgs == 0 {
+	if st.Msgs == 0 || st.LastSeq <= after {
 		return 0, nil
 	}
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{HeadersOnly: true})
+	cfg := jetstream.OrderedConsumerConfig{HeadersOnly: true}
+	if after > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = after + 1
+	}
+	cons, err := s.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return 0, fmt.Errorf("scan stream %q: %w", stream, err)
 	}
@@ -41,11 +59,11 @@ func (b *Bus) ScanMsgIDs(ctx context.Context, stream string, fn func(id string))
 		for m := range batch.Messages() {
 			got++
 			n++
-			fn(m.Headers().Get(HeaderMsgID))
 			meta, err := m.Metadata()
 			if err != nil {
 				return n, fmt.Errorf("scan stream %q: %w", stream, err)
 			}
+			fn(m.Headers().Get(HeaderMsgID), meta.Sequence.Stream)
 			if meta.Sequence.Stream >= st.LastSeq || meta.NumPending == 0 {
 				done = true
 			}
@@ -57,7 +75,7 @@ func (b *Bus) ScanMsgIDs(ctx context.Context, stream string, fn func(id string))
 			return n, nil
 		}
 		if got == 0 {
-			return n, fmt.Errorf("scan stream %q: read %d of %d messages, then nothing more", stream, n, st.Msgs)
+			return n, fmt.Errorf("scan stream %q: read %d messages after sequence %d, then nothing more (its last is %d)", stream, n, after, st.LastSeq)
 		}
 	}
 }

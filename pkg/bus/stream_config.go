@@ -23,6 +23,12 @@ const (
 // serverDefaultDuplicates is JetStream's duplicate window when none is set.
 const serverDefaultDuplicates = 2 * time.Minute
 
+// DeadLetterDuplicates is the dead-letter stream's duplicate window, which
+// the duplicate-window setting does not change: the sink republishes a
+// dead letter after a crash without reading the stream first, and dead
+// letters are too few for their ids to cost memory.
+const DeadLetterDuplicates = 2 * time.Minute
+
 // WithDefaults returns cfg with empty stream and bucket names, listen
 // address and replicas filled in.
 func WithDefaults(cfg config.NATSConfig) config.NATSConfig {
@@ -78,8 +84,17 @@ func StreamConfigs(cfg config.NATSConfig) []jetstream.StreamConfig {
 	return []jetstream.StreamConfig{
 		base(cfg.AuditStream, AuditPrefix+".>", "Teleport audit events (teleport-event-bus)"),
 		base(cfg.SessionStream, SessionPrefix+".>", "Teleport session recording events (teleport-event-bus)"),
-		base(DeadLetterStream(cfg), DeadLetterPrefix+".>", "Messages Fluentd kept refusing (teleport-event-bus)"),
+		deadLetters(base(DeadLetterStream(cfg), DeadLetterPrefix+".>", "Messages Fluentd kept refusing (teleport-event-bus)")),
 	}
+}
+
+// deadLetters gives the dead-letter stream its own duplicate window.
+func deadLetters(c jetstream.StreamConfig) jetstream.StreamConfig {
+	c.Duplicates = DeadLetterDuplicates
+	if c.MaxAge > 0 && c.MaxAge < c.Duplicates {
+		c.Duplicates = c.MaxAge
+	}
+	return c
 }
 
 // StateBucketConfig is the state KV bucket: one value per key, file storage,

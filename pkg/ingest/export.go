@@ -152,17 +152,24 @@ func (x *exporter) exportChunk(ctx context.Context, date time.Time, chunk string
 	in := x.in
 	key := chunkKey(date, chunk)
 	cs.Chunk = chunk
-	tr := newTracker(cs.Cursor)
+	seen, err := in.out.resumeSet(ctx, false, cs.Floor, cs.Cursor != "" || cs.Events > 0)
+	if err != nil {
+		return err
+	}
+	tr := newTracker(cs.Cursor).withFloor(in.out.floorFunc(false), seen)
+	if err := saveFloor(ctx, in, key, &cs, &cs.Floor, tr); err != nil {
+		return err
+	}
 	var published atomic.Int64
 	commit := func(ctx context.Context, done bool) error {
-		cur, moved, err := tr.position()
+		cur, floor, moved, err := tr.position()
 		if err != nil {
 			return err
 		}
 		if !moved && !done {
 			return nil
 		}
-		cs.Cursor, cs.Done = cur, done
+		cs.Cursor, cs.Done, cs.Floor = cur, done, &floor
 		cs.Events += published.Swap(0)
 		return in.st.put(ctx, key, cs)
 	}
@@ -202,6 +209,19 @@ func (x *exporter) exportChunk(ctx context.Context, date time.Time, chunk string
 	}
 	in.prog.chunkDone()
 	return nil
+}
+
+// saveFloor saves a position that has no floor yet (a reader that never
+// published from it) with the floor of now, before its first publish: a
+// restart then knows where its events, if any landed, are in the stream.
+// A dry run saves nothing.
+func saveFloor[P any](ctx context.Context, in *ingester, key string, v any, floor **uint64, tr *tracker[P]) error {
+	if *floor != nil || in.out.pub == nil {
+		return nil
+	}
+	f := tr.floor()
+	*floor = &f
+	return in.st.put(ctx, key, v)
 }
 
 // closedCount counts the dates not listed any more.

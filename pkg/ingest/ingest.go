@@ -10,7 +10,9 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -222,12 +224,6 @@ func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bu
 		return err
 	}
 	defer src.Close()
-	pub := bus.NewPublisher(b.JS, cfg.Ingest.MaxInFlight, bus.WithPublisherLog(log))
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		_ = pub.Close(cctx)
-	}()
 	// Reading again: a "caught up" from an earlier run no longer holds.
 	if err := bus.ClearCaughtUp(ctx, kv); err != nil {
 		return err
@@ -240,6 +236,17 @@ func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bu
 	if err != nil {
 		return err
 	}
+	last, err := lastSequences(ctx, b)
+	if err != nil {
+		return err
+	}
+	pub := bus.NewPublisher(b.JS, cfg.Ingest.MaxInFlight, bus.WithPublisherLog(log),
+		bus.WithTailCheck(streamOfSubject(b.Cfg), last))
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_ = pub.Close(cctx)
+	}()
 	st.guard = g
 	if b.Embedded != nil {
 		g.store, g.storage = b.Embedded.StoreError, b.Embedded.StoreDir()
@@ -248,7 +255,8 @@ func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bu
 	if err != nil {
 		return err
 	}
-	out := &outlet{pub: pub, limit: messageLimit(b), m: m, log: log, guard: g, skip: skip, storage: embeddedStorage(b)}
+	out := &outlet{pub: pub, limit: messageLimit(b), m: m, log: log, guard: g, skip: skip, storage: embeddedStorage(b),
+		js: b.JS, audit: b.Cfg.AuditStream, sessions: b.Cfg.SessionStream}
 	in, err := newIngester(ctx, cfg, log, src, st, out, m)
 	if err != nil {
 		return err
@@ -269,6 +277,38 @@ func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bu
 	}
 	// Caught up with everything acknowledged (in.run drained the outlet).
 	return finish(ctx, cfg, log, b, kv)
+}
+
+// lastSequences are the last sequences of the streams ingest publishes
+// to, before it publishes: the floor of its first messages (see
+// bus.WithTailCheck).
+func lastSequences(ctx context.Context, b *bus.Bus) (map[string]uint64, error) {
+	last := map[string]uint64{}
+	for _, name := range guardedStreams(b.Cfg) {
+		info, err := b.StreamInfo(ctx, name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue // 0; the guard reports a stream lost under positions
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: look up stream %q: %w", errBus, name, err)
+		}
+		last[name] = info.State.LastSeq
+	}
+	return last, nil
+}
+
+// streamOfSubject names the stream a subject ingest publishes is stored
+// in.
+func streamOfSubject(cfg config.NATSConfig) func(subject string) string {
+	return func(subject string) string {
+		switch {
+		case strings.HasPrefix(subject, bus.AuditPrefix+"."):
+			return cfg.AuditStream
+		case strings.HasPrefix(subject, bus.SessionPrefix+"."):
+			return cfg.SessionStream
+		}
+		return ""
+	}
 }
 
 // embeddedStorage is the storage directory of the embedded server, "" with

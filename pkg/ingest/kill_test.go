@@ -73,18 +73,41 @@ func TestKillDashNineExactlyOnce(t *testing.T) {
 	for _, older := range []bool{false, true} {
 		t.Run(map[bool]string{false: "bulk", true: "search"}[older], func(t *testing.T) {
 			t.Parallel()
-			testKillDashNine(t, older)
+			testKillDashNine(t, older, 0)
 		})
 	}
 }
 
-func testKillDashNine(t *testing.T, older bool) {
+// TestKillDashNineBeyondDuplicateWindow is TestKillDashNineExactlyOnce
+// with a duplicate window of 300 ms, and each restart more than a window
+// after the kill: JetStream's dedup no longer knows the events the killed
+// ingest published after its last saved position, so only ingest's read
+// of the stream after the saved floor keeps them from being published
+// twice.
+func TestKillDashNineBeyondDuplicateWindow(t *testing.T) {
+	t.Parallel()
+	for _, older := range []bool{false, true} {
+		t.Run(map[bool]string{false: "bulk", true: "search"}[older], func(t *testing.T) {
+			t.Parallel()
+			testKillDashNine(t, older, 300*time.Millisecond)
+		})
+	}
+}
+
+// testKillDashNine kills ingest three times mid-backfill, then lets a
+// fourth run finish, and checks every event is in the streams once. A
+// window > 0 is the streams' duplicate window, and each restart waits
+// until a window has passed since the kill.
+func testKillDashNine(t *testing.T, older bool, window time.Duration) {
 	now := time.Now().UTC()
 	e := newEnv(t, teleportsim.Options{Seed: 14, Events: 2000, Sessions: 8, From: now.Add(-5 * 24 * time.Hour), To: now, Older: older})
 	e.cfg.Ingest.PageSize = 40
 	e.cfg.Concurrency = 3
 	e.cfg.Ingest.MaxInFlight = 64
 	e.cfg.Ingest.LeaseTTL = time.Second
+	if window > 0 {
+		e.cfg.NATS.DuplicateWindow = window
+	}
 	b := e.shared()
 	total := uint64(len(e.sim.AllEventIDs()))
 	kills := 0
@@ -96,6 +119,11 @@ func testKillDashNine(t *testing.T, older bool) {
 		}
 		_ = cmd.Process.Kill() // SIGKILL: no release, no flush, no cursor save
 		<-done
+		if window > 0 {
+			// Not synchronisation: the time that has to pass for the
+			// dedup window to forget what the killed ingest published.
+			time.Sleep(3 * window)
+		}
 	}
 	if kills < 2 {
 		t.Errorf("only %d children were killed mid-backfill", kills)

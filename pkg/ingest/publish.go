@@ -16,6 +16,7 @@ import (
 type publisher interface {
 	Publish(ctx context.Context, e bus.Event, done bus.PublishDone) error
 	Flush(ctx context.Context) error
+	Floor(stream string) uint64
 }
 
 // errBus marks errors from the bus side (a publish or a state write that
@@ -37,12 +38,66 @@ type outlet struct {
 	skip *skipSet
 	// storage is the embedded server's directory, for the pause message.
 	storage string
+	// js reads the streams' tails (resumeSet); audit and sessions name
+	// the streams events go to. Unset in a dry run.
+	js              jetstream.JetStream
+	audit, sessions string
 }
 
 // onBus reports whether e is on the bus already (a recovery re-reads it):
 // it is not published again, and counts as handled.
 func (o *outlet) onBus(e bus.Event) bool {
 	return o.skip.has(e.MsgID())
+}
+
+// stream is the stream an event goes to.
+func (o *outlet) stream(session bool) string {
+	if session {
+		return o.sessions
+	}
+	return o.audit
+}
+
+// floorFunc is the floor (see tracker) of an event published now to the
+// audit or the session stream; nil in a dry run.
+func (o *outlet) floorFunc(session bool) func() uint64 {
+	if o.pub == nil {
+		return nil
+	}
+	stream := o.stream(session)
+	return func() uint64 { return o.pub.Floor(stream) }
+}
+
+// resumeSet is what a reader resuming from a saved position needs to
+// publish each event once, whatever the duplicate window: the ids of the
+// messages stored after floor (the saved position's, see tracker) in the
+// audit or the session stream. Every event after the position that an
+// earlier attempt published is among them. A nil floor with progress
+// (a position saved by a version that kept no floor) reads the whole
+// stream; a nil floor without progress is a reader that never
+// published, which needs nothing.
+func (o *outlet) resumeSet(ctx context.Context, session bool, floor *uint64, progress bool) (map[string]struct{}, error) {
+	if o.js == nil || (floor == nil && !progress) {
+		return nil, nil
+	}
+	stream := o.stream(session)
+	var after uint64
+	if floor != nil {
+		after = *floor
+	} else {
+		o.log.Info().Str("stream", stream).
+			Msg("a position saved by an older version has no floor: reading every message id of the stream once, to publish only what is missing")
+	}
+	seen := map[string]struct{}{}
+	n, err := bus.ScanTail(ctx, o.js, stream, after, func(id string, _ uint64) { seen[id] = struct{}{} })
+	if err != nil {
+		return nil, fmt.Errorf("%w: learn which events after the saved position are on the bus: %w", errBus, err)
+	}
+	if n > 0 {
+		o.log.Debug().Str("stream", stream).Uint64("after_seq", after).Int("messages", n).
+			Msg("resuming: read the stream after the saved position's floor; events found there are not published again")
+	}
+	return seen, nil
 }
 
 // send publishes e; done gets the result (nil error on success). An error

@@ -14,6 +14,10 @@ type window struct {
 	cursor     string
 	lastID     string
 	done       bool
+	// floor is the saved position's (see tracker; nil: none saved yet),
+	// seen the events found on the bus after it when the read started.
+	floor *uint64
+	seen  map[string]struct{}
 }
 
 // searchPositions is the search path's slice of the state: the
@@ -22,8 +26,9 @@ type window struct {
 type searchPositions struct {
 	st *state
 
-	mu  sync.Mutex
-	cur searchState
+	mu    sync.Mutex
+	cur   searchState
+	saved bool // cur is in the state bucket
 }
 
 // loadSearchPositions reads the saved position; without one, the search
@@ -37,6 +42,7 @@ func loadSearchPositions(st *state, start time.Time, cursor string) (*searchPosi
 	if !ok {
 		p.cur = searchState{WindowStart: start, Cursor: cursor}
 	}
+	p.saved = ok
 	return p, nil
 }
 
@@ -52,7 +58,15 @@ func (p *searchPositions) windowStart() time.Time {
 func (p *searchPositions) next(w time.Duration) window {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return window{start: p.cur.WindowStart, end: p.cur.WindowStart.Add(w), cursor: p.cur.Cursor, lastID: p.cur.LastID}
+	return window{start: p.cur.WindowStart, end: p.cur.WindowStart.Add(w), cursor: p.cur.Cursor, lastID: p.cur.LastID, floor: p.cur.Floor}
+}
+
+// isSaved reports whether a position was saved: a reader may have
+// published from it.
+func (p *searchPositions) isSaved() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.saved
 }
 
 // save records the position in the first unfinished window (done: it is
@@ -60,13 +74,13 @@ func (p *searchPositions) next(w time.Duration) window {
 func (p *searchPositions) save(ctx context.Context, win window) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	next := searchState{WindowStart: win.start, Cursor: win.cursor, LastID: win.lastID}
+	next := searchState{WindowStart: win.start, Cursor: win.cursor, LastID: win.lastID, Floor: win.floor}
 	if win.done {
-		next = searchState{WindowStart: win.end}
+		next = searchState{WindowStart: win.end, Floor: win.floor}
 	}
 	if err := p.st.put(ctx, keySearch, next); err != nil {
 		return err
 	}
-	p.cur = next
+	p.cur, p.saved = next, true
 	return nil
 }

@@ -307,17 +307,24 @@ func (s *sessions) stream(ctx context.Context, sid string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	events, errc := s.open(ctx, sid, ss.Next)
-	tr := newTracker(ss.Next)
+	seen, err := in.out.resumeSet(ctx, true, ss.Floor, ss.Next > 0 || ss.Events > 0)
+	if err != nil {
+		return err
+	}
+	tr := newTracker(ss.Next).withFloor(in.out.floorFunc(true), seen)
+	if err := saveFloor(ctx, in, key, &ss, &ss.Floor, tr); err != nil {
+		return err
+	}
 	var published atomic.Int64
 	commit := func(ctx context.Context, done bool) error {
-		next, moved, err := tr.position()
+		next, floor, moved, err := tr.position()
 		if err != nil {
 			return err
 		}
 		if !moved && !done {
 			return nil
 		}
-		ss.Next, ss.Done = next, done
+		ss.Next, ss.Done, ss.Floor = next, done, &floor
 		if done {
 			ss.Finished = time.Now().UTC()
 		}
@@ -376,7 +383,7 @@ func (s *sessions) publish(ctx context.Context, sid string, from int64, u *audit
 	if err != nil {
 		return err
 	}
-	if slices.Contains(s.in.cfg.SkipSessionTypes, e.Type) || s.in.out.onBus(e) {
+	if slices.Contains(s.in.cfg.SkipSessionTypes, e.Type) || s.in.out.onBus(e) || tr.onBus(e.MsgID()) {
 		tr.skipped(idx + 1)
 		return nil
 	}

@@ -144,6 +144,10 @@ type (
 		Cursor string `json:"cursor,omitempty"`
 		Done   bool   `json:"done,omitempty"`
 		Events int64  `json:"events,omitempty"`
+		// Floor: the events after Cursor that are on the bus are stored
+		// after this audit stream sequence (see tracker). Saved before
+		// the chunk's first publish; nil in state from older versions.
+		Floor *uint64 `json:"floor,omitempty"`
 	}
 	// dateState marks a date whose chunks are all exported and which is
 	// past the straggler window: it is not listed again.
@@ -158,6 +162,8 @@ type (
 		WindowStart time.Time `json:"window_start"`
 		Cursor      string    `json:"cursor,omitempty"`
 		LastID      string    `json:"last_id,omitempty"`
+		// Floor: as chunkState's, for the events after this position.
+		Floor *uint64 `json:"floor,omitempty"`
 	}
 	// sessionState is one recording's progress: the next index to
 	// publish, and when the job started or ended.
@@ -172,6 +178,9 @@ type (
 		Events    int64     `json:"events,omitempty"`
 		// Finished is when the job ended (done or given up).
 		Finished time.Time `json:"finished,omitzero"`
+		// Floor: as chunkState's, in the session stream, for the events
+		// from Next on.
+		Floor *uint64 `json:"floor,omitempty"`
 	}
 )
 

@@ -10,7 +10,16 @@ import (
 // JetStream (or was filtered out). PubAck callbacks arrive in publish
 // order, so the safe position only moves forward. After a failed publish
 // it stops moving: the events after the failure are read again on retry,
-// and JetStream's dedup drops the ones that did land.
+// and the retry skips the ones that did land (see floor).
+//
+// The tracker also knows the floor that goes with the safe position: a
+// stream sequence such that every event after the position that is on
+// the bus at all is stored after it. It is the stream's highest
+// acknowledged sequence when the oldest event not yet safe was published
+// (or now, when every event is). A retry reads the stream after the saved
+// floor (resumeSet) to learn which events after the position are on the
+// bus already, however long ago they were published: the duplicate
+// window need not cover the time between a publish and its retry.
 type tracker[P any] struct {
 	mu          sync.Mutex
 	outstanding int
@@ -19,11 +28,36 @@ type tracker[P any] struct {
 	dirty       bool
 	err         error
 	idle        chan struct{} // closed when outstanding drops to 0; nil unless waited on
+
+	// floorNow is the floor for an event published now (nil: 0);
+	// floors are those of the events published and not yet safe, in
+	// publish order (the first failed one stays first).
+	floorNow func() uint64
+	floors   []uint64
+	// seen holds the events after the start position that were on the
+	// bus when this attempt started (nil: none).
+	seen map[string]struct{}
 }
 
 // newTracker starts at the position already saved.
 func newTracker[P any](start P) *tracker[P] {
 	return &tracker[P]{tail: start, safe: start}
+}
+
+// withFloor sets how the tracker learns the floor of the events it sees
+// published (outlet.floorFunc), and the ids resumeSet found on the bus
+// after the start position.
+func (t *tracker[P]) withFloor(now func() uint64, seen map[string]struct{}) *tracker[P] {
+	t.floorNow, t.seen = now, seen
+	return t
+}
+
+// onBus reports whether the event id was found on the bus after the start
+// position when this attempt started: it was published by an earlier
+// attempt and is not published again.
+func (t *tracker[P]) onBus(id string) bool {
+	_, ok := t.seen[id]
+	return ok
 }
 
 // published records an event sent at position pos; call the returned
@@ -32,8 +66,28 @@ func (t *tracker[P]) published(pos P) func(error) {
 	t.mu.Lock()
 	t.outstanding++
 	t.tail = pos
+	if t.floorNow != nil {
+		t.floors = append(t.floors, t.floorNow())
+	}
 	t.mu.Unlock()
 	return func(err error) { t.acked(pos, err) }
+}
+
+// floor is the floor of the safe position (see tracker).
+func (t *tracker[P]) floor() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.floorLocked()
+}
+
+func (t *tracker[P]) floorLocked() uint64 {
+	if len(t.floors) > 0 {
+		return t.floors[0]
+	}
+	if t.floorNow == nil {
+		return 0
+	}
+	return t.floorNow()
 }
 
 // acked is the publish result of the event at pos.
@@ -52,6 +106,9 @@ func (t *tracker[P]) acked(pos P, err error) {
 		t.err = err
 		return
 	}
+	if len(t.floors) > 0 {
+		t.floors = t.floors[1:]
+	}
 	t.safe, t.dirty = pos, true
 	if t.outstanding == 0 {
 		t.safe = t.tail
@@ -68,14 +125,14 @@ func (t *tracker[P]) skipped(pos P) {
 	}
 }
 
-// position returns the safe position, whether it moved since the last
-// call, and the first publish error.
-func (t *tracker[P]) position() (P, bool, error) {
+// position returns the safe position, its floor, whether it moved since
+// the last call, and the first publish error.
+func (t *tracker[P]) position() (P, uint64, bool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	d := t.dirty
 	t.dirty = false
-	return t.safe, d, t.err
+	return t.safe, t.floorLocked(), d, t.err
 }
 
 // failed returns the first publish error, if any.

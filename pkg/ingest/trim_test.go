@@ -65,22 +65,61 @@ func TestTrackerSavesOnlyAcknowledgedPrefix(t *testing.T) {
 	a := tr.published("a")
 	b := tr.published("b")
 	tr.skipped("c")
-	if pos, _, err := tr.position(); err != nil || pos != "start" {
+	if pos, _, _, err := tr.position(); err != nil || pos != "start" {
 		t.Fatalf("before any ack: %q, %v", pos, err)
 	}
 	a(nil)
-	if pos, _, err := tr.position(); err != nil || pos != "a" {
+	if pos, _, _, err := tr.position(); err != nil || pos != "a" {
 		t.Fatalf("after a: %q, %v", pos, err)
 	}
 	b(nil) // c was skipped after b: it is covered too
-	if pos, _, err := tr.position(); err != nil || pos != "c" {
+	if pos, _, _, err := tr.position(); err != nil || pos != "c" {
 		t.Fatalf("after b: %q, %v", pos, err)
 	}
 	d := tr.published("d")
 	e := tr.published("e")
 	d(errBus)
 	e(nil)
-	if pos, _, err := tr.position(); pos != "c" || err == nil {
+	if pos, _, _, err := tr.position(); pos != "c" || err == nil {
 		t.Fatalf("after a failed publish: %q, %v; want c and the error", pos, err)
+	}
+}
+
+// TestTrackerFloor: the floor saved with a position is the stream's
+// highest acknowledged sequence when the oldest event after the position
+// was published, so every event after the position that reached the
+// stream is stored above it; with nothing outstanding it is the current
+// one, and a failed publish keeps its own.
+func TestTrackerFloor(t *testing.T) {
+	acked := uint64(100)
+	tr := newTracker("start").withFloor(func() uint64 { return acked }, nil)
+	if _, f, _, _ := tr.position(); f != 100 {
+		t.Fatalf("nothing published: floor %d, want 100 (the stream now)", f)
+	}
+	a := tr.published("a") // floor 100: stored after 100 if at all
+	acked = 150            // other publishers' messages were acknowledged
+	b := tr.published("b") // floor 150
+	acked = 160
+	c := tr.published("c") // floor 160
+	if pos, f, _, _ := tr.position(); pos != "start" || f != 100 {
+		t.Fatalf("a, b, c outstanding: %q floor %d, want start and 100", pos, f)
+	}
+	a(nil)
+	if pos, f, _, _ := tr.position(); pos != "a" || f != 150 {
+		t.Fatalf("after a: %q floor %d, want a and 150 (b's)", pos, f)
+	}
+	b(errBus)
+	acked = 300
+	c(nil) // after the failure: the position and the floor stay at b
+	if pos, f, _, err := tr.position(); pos != "a" || f != 150 || err == nil {
+		t.Fatalf("b failed: %q floor %d err %v, want a, 150 and the error", pos, f, err)
+	}
+
+	ok := newTracker("start").withFloor(func() uint64 { return acked }, nil)
+	d := ok.published("d")
+	acked = 400
+	d(nil)
+	if pos, f, _, _ := ok.position(); pos != "d" || f != 400 {
+		t.Fatalf("all acknowledged: %q floor %d, want d and 400 (the stream now)", pos, f)
 	}
 }
