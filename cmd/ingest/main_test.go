@@ -13,4 +13,17 @@ func TestBinary(t *testing.T) {
 	t.Run("bad config", func(t *testing.T) {
 		clitest.BadConfig(t, bin, "ingest", "batch = 20\n[nats]\nreplicas = 7\n", `key "nats.replicas": must be 1..5, got 7`)
 	})
+	t.Run("memory budget below the minimum", func(t *testing.T) {
+		clitest.BadConfig(t, bin, "ingest", "[ingest]\nmemory-budget = \"100MiB\"\n",
+			`key "ingest.memory-budget": 100MiB is below the smallest budget ingest runs in, 128MiB; set at least 128MiB, or "off"`)
+		out, errOut, code := clitest.Exec(t, bin, "--ingest-memory-budget", "64MB")
+		want := "ingest: error: flag --ingest-memory-budget: 64000000 is below the smallest budget ingest runs in, 128MiB; set at least 128MiB, or \"off\"\n"
+		if code != 2 || errOut != want || out != "" {
+			t.Errorf("exit %d stdout %q stderr %q; want 2 and %q", code, out, errOut, want)
+		}
+	})
+	t.Run("memory budget not a size", func(t *testing.T) {
+		clitest.BadConfig(t, bin, "ingest", "[ingest]\nmemory-budget = \"256M\"\n",
+			`key "ingest.memory-budget": must be "auto", "off" or a size such as "384MiB", "1GiB" or "400MB": "256M" has an unknown unit "M" (use B, KB, MB, GB, KiB, MiB or GiB)`)
+	})
 }

@@ -186,6 +186,9 @@ type IngestConfig struct {
 	// PageSize is the limit of each SearchUnstructuredEvents call (the
 	// search path); 0 means MaxPageSize.
 	PageSize int
+	// MemoryBudget is the memory ingest keeps to, the embedded server
+	// included: auto (the zero value), off or a size.
+	MemoryBudget MemoryBudget
 }
 
 // SinkConfig is the [sink] section.

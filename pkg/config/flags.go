@@ -64,7 +64,7 @@ func (k *key) cliFlag(def *Config) cli.Flag {
 		return &cli.BoolFlag{Name: k.flag, Aliases: k.short, Usage: usage, Value: *p}
 	case *time.Duration:
 		return &cli.DurationFlag{Name: k.flag, Aliases: k.short, Usage: usage, Value: *p}
-	case *time.Time:
+	case *time.Time, *MemoryBudget:
 		return &cli.StringFlag{Name: k.flag, Aliases: k.short, Usage: usage, Value: k.format(def)}
 	}
 	panic("config: key " + k.name + " has an unsupported field type") // programming error in the table, caught by tests

@@ -32,7 +32,7 @@ type key struct {
 	// cliOnly keys are flags of configure, not accepted in the file.
 	cliOnly bool
 	// field points into the Config: *string, *[]string, *int, *int64,
-	// *int32, *bool, *time.Duration or *time.Time.
+	// *int32, *bool, *time.Duration, *time.Time or *MemoryBudget.
 	field func(*Config) any
 	// check validates the merged value; nil means any value of the type.
 	check func(c *Config, k *key) error
@@ -241,6 +241,9 @@ var keys = []*key{
 	{name: "ingest.metrics-addr", flag: "ingest-metrics-addr", cmds: forIngest,
 		usage: "Serve ingest's /metrics, /healthz and /readyz on host:port, or the first free port of host:first-last; empty is off. The top-level metrics-addr, when set, is read here",
 		field: func(c *Config) any { return &c.Ingest.MetricsAddr }, check: checkListenAddr},
+	{name: "ingest.memory-budget", flag: "ingest-memory-budget", cmds: forIngest,
+		usage: "Memory ingest keeps to, the embedded NATS server included: \"auto\" (3/4 of the cgroup memory limit, or 256MiB without one), a size of at least 128MiB (384MiB, 1GiB, 400MB, bytes) or \"off\" (the Go runtime's defaults)",
+		field: func(c *Config) any { return &c.Ingest.MemoryBudget }, check: checkMemoryBudget},
 
 	// [sink]
 	{name: "sink.nats-nkey", flag: "sink-nats-nkey", cmds: forSink, path: true, secretFile: true,

@@ -44,6 +44,14 @@ func (k *key) setFromTOML(c *Config, raw any) error {
 			return fmt.Errorf("must be a duration string such as \"5s\" or \"1h30m\", got %s", describe(raw))
 		}
 		return setDuration(p, s)
+	case *MemoryBudget:
+		switch v := raw.(type) {
+		case string:
+			return setMemoryBudget(p, v)
+		case int64:
+			return setMemoryBudget(p, strconv.FormatInt(v, 10))
+		}
+		return fmt.Errorf("must be \"auto\", \"off\" or a size such as \"384MiB\", got %s", describe(raw))
 	case *time.Time:
 		switch v := raw.(type) {
 		case time.Time:
@@ -82,6 +90,8 @@ func (k *key) setFromString(c *Config, s string) error {
 		return setDuration(p, s)
 	case *time.Time:
 		return setTime(p, s)
+	case *MemoryBudget:
+		return setMemoryBudget(p, s)
 	}
 	return nil
 }
@@ -109,6 +119,8 @@ func (k *key) setFromFlag(c *Config, ctx *cli.Context) error {
 		*p = ctx.Duration(k.flag)
 	case *time.Time:
 		return setTime(p, ctx.String(k.flag))
+	case *MemoryBudget:
+		return setMemoryBudget(p, ctx.String(k.flag))
 	}
 	return nil
 }
@@ -134,6 +146,15 @@ func setDuration(p *time.Duration, s string) error {
 		return fmt.Errorf("must be a duration such as \"5s\" or \"1h30m\", got %q", s)
 	}
 	*p = d
+	return nil
+}
+
+func setMemoryBudget(p *MemoryBudget, s string) error {
+	b, err := ParseMemoryBudget(s)
+	if err != nil {
+		return err
+	}
+	*p = b
 	return nil
 }
 
@@ -225,6 +246,8 @@ func (k *key) format(c *Config) string {
 			return ""
 		}
 		return p.Format(time.RFC3339Nano)
+	case *MemoryBudget:
+		return p.String()
 	}
 	return ""
 }

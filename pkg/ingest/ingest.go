@@ -80,6 +80,10 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) (err error
 		return err
 	}
 	warnOpenBus(cfg, log)
+	mb, err := startBudget(cfg, log)
+	if err != nil {
+		return err
+	}
 	b, err := bus.Open(ctx, cfg.NATS, cfg.Storage, "ingest", log, true, bus.WithSinkConsumers(cfg.Sink))
 	if err != nil {
 		return stopped(err)
@@ -91,6 +95,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) (err error
 	}
 	reg := metricsrv.NewRegistry()
 	m := newMetrics(reg)
+	m.memory = newMemoryMetrics(reg, mb, cfg.NATS.URL == "")
 	if addr := cfg.MetricsAddrFor(config.Ingest); addr != "" {
 		srv, err := metricsrv.Listen(addr, reg, func() error {
 			if !b.Conn.IsConnected() {
@@ -193,6 +198,7 @@ func ensureChecked(ctx context.Context, b *bus.Bus, kv jetstream.KeyValue, cfgFi
 // lapse.
 func lead(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bus.Bus, kv jetstream.KeyValue, m *metrics) error {
 	l := newLease(kv, cfg.Ingest.LeaseTTL, log)
+	l.memory = m.memory.report
 	if err := l.acquire(ctx); err != nil {
 		return err
 	}

@@ -42,6 +42,10 @@ type lease struct {
 	// seenAt when it first read that revision (this process's clock).
 	seenRev uint64
 	seenAt  time.Time
+
+	// memory, when set, reports the process's memory into the lease for
+	// `ingest status`.
+	memory func() *leaseMemory
 }
 
 // leaseValue is the stored lease. Expires is the holder's idea of when the
@@ -52,6 +56,8 @@ type leaseValue struct {
 	Holder  string    `json:"holder"`
 	Expires time.Time `json:"expires"`
 	TTL     string    `json:"ttl,omitempty"`
+	// Memory is the holder's memory when it last renewed (memory.go).
+	Memory *leaseMemory `json:"memory,omitempty"`
 }
 
 // newLease describes this process as a lease holder.
@@ -127,7 +133,11 @@ func (l *lease) try(ctx context.Context) (string, error) {
 
 // value is the lease entry this process writes.
 func (l *lease) value() ([]byte, error) {
-	return json.Marshal(leaseValue{Holder: l.holder, Expires: time.Now().Add(l.ttl), TTL: l.ttl.String()})
+	v := leaseValue{Holder: l.holder, Expires: time.Now().Add(l.ttl), TTL: l.ttl.String()}
+	if l.memory != nil {
+		v.Memory = l.memory()
+	}
+	return json.Marshal(v)
 }
 
 // stale reports whether the lease entry, now at revision rev, has not

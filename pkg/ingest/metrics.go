@@ -25,6 +25,9 @@ type metrics struct {
 	removedUnacked *prometheus.CounterVec
 	// lock holds the lock watcher's series (teleport_event_bus_lock_*).
 	lock *lock.Metrics
+	// memory holds the memory budget's series (memory.go); nil in tests
+	// and dry runs.
+	memory *memoryMetrics
 }
 
 // newMetrics creates the series and registers them in reg (nil: not

@@ -159,8 +159,14 @@ func printState(st *state, w io.Writer, now time.Time) error {
 	if now.After(lv.Expires) {
 		state = "expired"
 	}
-	_, err := fmt.Fprintf(w, "Lease: %s by %s until %s\n", state, lv.Holder, lv.Expires.UTC().Format(time.RFC3339))
-	return err
+	if _, err := fmt.Fprintf(w, "Lease: %s by %s until %s\n", state, lv.Holder, lv.Expires.UTC().Format(time.RFC3339)); err != nil {
+		return err
+	}
+	if lv.Memory != nil {
+		_, err := fmt.Fprintln(w, lv.Memory.line())
+		return err
+	}
+	return nil
 }
 
 // printDates prints one line per export date.

@@ -1,0 +1,197 @@
+package ingest
+
+import (
+	"bytes"
+	"errors"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/rs/zerolog"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/memlimit"
+)
+
+func TestChooseBudget(t *testing.T) {
+	cgroup := func(n int64) func() (memlimit.Limit, bool, error) {
+		return func() (memlimit.Limit, bool, error) {
+			return memlimit.Limit{Bytes: n, File: "/sys/fs/cgroup/memory.max"}, true, nil
+		}
+	}
+	none := func() (memlimit.Limit, bool, error) { return memlimit.Limit{}, false, nil }
+	broken := func() (memlimit.Limit, bool, error) {
+		return memlimit.Limit{}, false, errors.New("read /proc/self/cgroup: permission denied")
+	}
+	size := func(n int64) config.MemoryBudget { return config.MemoryBudget{Mode: config.BudgetSize, Bytes: n} }
+	auto := config.MemoryBudget{}
+	tests := []struct {
+		name       string
+		setting    config.MemoryBudget
+		detect     func() (memlimit.Limit, bool, error)
+		want       int64
+		wantSource string
+	}{
+		{"a setting wins over the cgroup", size(384 << 20), cgroup(2 << 30), 384 << 20, "ingest.memory-budget"},
+		{"auto follows the cgroup limit", auto, cgroup(512 << 20), 384 << 20, "3/4 of the cgroup memory limit 512MiB in /sys/fs/cgroup/memory.max"},
+		{"auto without a cgroup limit", auto, none, config.DefaultMemoryBudget, "default: no cgroup memory limit"},
+		{"auto with an unreadable cgroup", auto, broken, config.DefaultMemoryBudget, "default: the cgroup memory limit could not be read: read /proc/self/cgroup: permission denied"},
+		{"off", config.MemoryBudget{Mode: config.BudgetOff}, cgroup(512 << 20), 0, "ingest.memory-budget off"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mb, err := chooseBudget(tt.setting, tt.detect)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if mb.bytes != tt.want || mb.source != tt.wantSource {
+				t.Errorf("budget %d from %q, want %d from %q", mb.bytes, mb.source, tt.want, tt.wantSource)
+			}
+			switch {
+			case mb.bytes == 0 && mb.goLimit != 0:
+				t.Errorf("off sets a Go limit %d", mb.goLimit)
+			case mb.bytes != 0 && (mb.goLimit <= mb.bytes/2 || mb.goLimit >= mb.bytes):
+				t.Errorf("Go limit %d for a budget of %d: leaves no headroom, or too much", mb.goLimit, mb.bytes)
+			}
+		})
+	}
+
+	min := config.FormatSize(config.MinMemoryBudget)
+	_, err := chooseBudget(auto, cgroup(config.MinMemoryBudget))
+	want := `key "ingest.memory-budget": auto is ` + config.FormatSize(config.MinMemoryBudget/4*3) +
+		`, 3/4 of the cgroup memory limit ` + min + ` in /sys/fs/cgroup/memory.max, below the smallest budget ingest runs in, ` + min +
+		`: raise the memory limit to at least ` + config.FormatSize(config.MinMemoryBudget/3*4)
+	if err == nil || err.Error() != want {
+		t.Errorf("cgroup limit below the minimum: %v\nwant %s", err, want)
+	}
+	_, err = chooseBudget(size(config.MinMemoryBudget-1), none)
+	if err == nil || !strings.Contains(err.Error(), `key "ingest.memory-budget"`) || !strings.Contains(err.Error(), "smallest budget ingest runs in, "+min) {
+		t.Errorf("size below the minimum: %v", err)
+	}
+	if _, err := chooseBudget(size(config.MinMemoryBudget), none); err != nil {
+		t.Errorf("the minimum itself: %v", err)
+	}
+}
+
+func TestApplyBudget(t *testing.T) {
+	oldLimit, oldGC := debug.SetMemoryLimit(-1), debug.SetGCPercent(-1)
+	debug.SetGCPercent(oldGC)
+	t.Cleanup(func() { debug.SetMemoryLimit(oldLimit); debug.SetGCPercent(oldGC) })
+
+	var logs bytes.Buffer
+	log := zerolog.New(&logs)
+	mb, err := chooseBudget(config.MemoryBudget{}, func() (memlimit.Limit, bool, error) {
+		return memlimit.Limit{Bytes: 1 << 30, File: "/sys/fs/cgroup/memory.max"}, true, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	applyBudget(mb, true, log)
+	if got := debug.SetMemoryLimit(-1); got != mb.goLimit {
+		t.Errorf("Go memory limit %d, want %d", got, mb.goLimit)
+	}
+	line := logs.String()
+	for _, w := range []string{"memory budget: 768MiB for ingest and the embedded NATS server", "3/4 of the cgroup memory limit 1GiB in /sys/fs/cgroup/memory.max", "Go memory limit", `"budget_bytes":805306368`} {
+		if !strings.Contains(line, w) {
+			t.Errorf("start line %s lacks %q", line, w)
+		}
+	}
+
+	// Off leaves the runtime alone and says so.
+	debug.SetMemoryLimit(oldLimit)
+	logs.Reset()
+	applyBudget(memBudget{source: "ingest.memory-budget off"}, false, log)
+	if got := debug.SetMemoryLimit(-1); got != oldLimit {
+		t.Errorf("off changed the Go memory limit to %d", got)
+	}
+	if !strings.Contains(logs.String(), "memory budget: off; the Go runtime's defaults apply to ingest alone") {
+		t.Errorf("off start line: %s", logs.String())
+	}
+}
+
+// gauge is the value of the gauge name in reg.
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == name && f.GetType() == dto.MetricType_GAUGE && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no gauge %s", name)
+	return 0
+}
+
+func TestMemoryMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := newMemoryMetrics(reg, memBudget{bytes: 300 << 20, goLimit: 250 << 20}, true)
+	const ns = "teleport_event_bus_ingest_"
+	if got := gauge(t, reg, ns+"memory_budget_bytes"); got != 300<<20 {
+		t.Errorf("budget %v", got)
+	}
+	held, rss := gauge(t, reg, ns+"memory_bytes"), gauge(t, reg, ns+"memory_rss_bytes")
+	if held < 1<<20 || rss < 1<<20 {
+		t.Fatalf("memory %v, rss %v: too small to be this process", held, rss)
+	}
+
+	// 64 MiB more, touched so it is resident, shows in both.
+	const grow = 64 << 20
+	buf := make([]byte, grow)
+	for i := 0; i < len(buf); i += 4096 {
+		buf[i] = 1
+	}
+	held2, rss2 := gauge(t, reg, ns+"memory_bytes"), gauge(t, reg, ns+"memory_rss_bytes")
+	runtime.KeepAlive(buf)
+	if held2-held < grow*0.9 || rss2-rss < grow*0.9 {
+		t.Errorf("after allocating 64 MiB: memory %v → %v, rss %v → %v", held, held2, rss, rss2)
+	}
+
+	// The lease carries the same, and status prints it.
+	lm := m.report()
+	if lm.Budget != 300<<20 || !lm.Embedded || lm.RSS < 1<<20 || lm.Bytes < 1<<20 {
+		t.Errorf("lease report %+v", lm)
+	}
+	if got := (&leaseMemory{RSS: 212_400_000, Budget: 256 << 20, Embedded: true}).line(); got != "Memory: 212 MB of 268 MB budget (embedded NATS server included)" {
+		t.Errorf("status line %q", got)
+	}
+	if got := (&leaseMemory{RSS: 90_000_000}).line(); got != "Memory: 90 MB, no budget (ingest alone; NATS is external)" {
+		t.Errorf("status line without a budget %q", got)
+	}
+	var nilMetrics *memoryMetrics
+	if nilMetrics.report() != nil {
+		t.Error("no metrics, yet a report")
+	}
+}
+
+func TestStatusPrintsLeaseMemory(t *testing.T) {
+	st, err := newState(t.Context(), nil, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	st.entries[keyLease] = []byte(`{"holder":"h/1/x","expires":"2026-12-02T12:00:10Z","ttl":"10s","memory":{"bytes":250000000,"rss":240000000,"budget":268435456,"embedded":true}}`)
+	var out bytes.Buffer
+	if err := printState(st, &out, now); err != nil {
+		t.Fatal(err)
+	}
+	want := "Lease: held by h/1/x until 2026-12-02T12:00:10Z\nMemory: 240 MB of 268 MB budget (embedded NATS server included)\n"
+	if !strings.HasSuffix(out.String(), want) {
+		t.Errorf("status:\n%s\nwant it to end with:\n%s", out.String(), want)
+	}
+	// A lease from an ingest before the budget has no memory line.
+	st.entries[keyLease] = []byte(`{"holder":"h/1/x","expires":"2026-12-02T12:00:10Z"}`)
+	out.Reset()
+	if err := printState(st, &out, now); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "Memory:") {
+		t.Errorf("status without a memory report:\n%s", out.String())
+	}
+}
