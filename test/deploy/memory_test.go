@@ -70,6 +70,9 @@ func kubeBytes(s string) (int64, error) {
 // mib formats whole MiB as the docs write a budget ("384 MiB").
 func mib(n int64) string { return fmt.Sprintf("%d MiB", n>>20) }
 
+// minBudget finds the smallest budget docs/deployment.md states.
+var minBudget = regexp.MustCompile(`The smallest budget is ([0-9]+) MiB`)
+
 // sinkPeak finds the fluentd-sink peak docs/deployment.md reports from
 // the benchmark.
 var sinkPeak = regexp.MustCompile("`fluentd-sink` peaked at ([0-9]+) MB")
@@ -159,7 +162,29 @@ func TestMemoryLimits(t *testing.T) {
 		t.Errorf("the fluentd-sink container requests %s, over its limit %s", mib(sink["request"]), mib(sink["limit"]))
 	}
 
-	m := sinkPeak.FindSubmatch(doc)
+	m := minBudget.FindSubmatch(doc)
+	if m == nil {
+		t.Fatalf("docs/deployment.md does not give the smallest budget (%s)", minBudget)
+	}
+	least, err := strconv.ParseInt(string(m[1]), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	least <<= 20
+	for where, limit := range map[string]int64{ingestUnit + " MemoryMax": ingestMax, "the ingest container's limit": ingest["limit"]} {
+		if autoBudget(limit) < least {
+			t.Errorf("%s: auto makes a budget of %s of it, below the smallest budget, %s: ingest would refuse to start", where, mib(autoBudget(limit)), mib(least))
+		}
+	}
+	trouble, err := os.ReadFile(filepath.Join(repoRoot(t), "docs", "troubleshooting.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if quoted := fmt.Sprintf("below the smallest budget ingest runs in, %dMiB", least>>20); !strings.Contains(string(trouble), quoted) {
+		t.Errorf("docs/troubleshooting.md does not quote the smallest budget of docs/deployment.md: no %q", quoted)
+	}
+
+	m = sinkPeak.FindSubmatch(doc)
 	if m == nil {
 		t.Fatalf("docs/deployment.md does not give the sink's measured peak (%s)", sinkPeak)
 	}
