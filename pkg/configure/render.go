@@ -203,8 +203,8 @@ users = %[7]s
 # state-bucket = "teleport_event_bus"
 # replicas = 1
 # JetStream drops a re-published event within this window (audit and session
-# streams). Short is enough: ingest reads each stream's tail when it starts
-# and does not publish again what is there, so restarts stay exactly-once.
+# streams). Short is enough: on a restart ingest reads the stream after its
+# saved positions and publishes only what is missing, so it stays exactly-once.
 # duplicate-window = "5s"
 
 [ingest]
