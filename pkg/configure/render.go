@@ -202,7 +202,10 @@ users = %[7]s
 # session-stream = "TELEPORT_SESSIONS"
 # state-bucket = "teleport_event_bus"
 # replicas = 1
-# duplicate-window = "2m"
+# JetStream drops a re-published event within this window (audit and session
+# streams). Short is enough: on a restart ingest reads the stream after its
+# saved positions and publishes only what is missing, so it stays exactly-once.
+# duplicate-window = "5s"
 
 [ingest]
 # /metrics, /healthz and /readyz; "" turns them off.
@@ -213,6 +216,9 @@ nats-nkey = %[9]s
 # page-size = 10000
 # lease-ttl = "10s"
 # missing-recording-ttl = "48h"
+# Memory ingest may hold, the embedded server's included: "auto" (3/4 of the
+# cgroup limit, else 256MiB), a size ("384MiB"), or "off".
+# memory-budget = "auto"
 
 [sink]
 # Each sink takes the first free port of the range (and logs it).
