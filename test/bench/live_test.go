@@ -105,7 +105,7 @@ func runLive(ctx context.Context, bin, dir string, o options, r *report) (err er
 	if err != nil {
 		return err
 	}
-	onBus, err := readAudit(ctx, p.NATSListen, windowFrom, windowTo)
+	onBus, err := readAudit(ctx, p.NATSListen, p.NATSSeed(bus.RoleReader), windowFrom, windowTo)
 	if err != nil {
 		return err
 	}
@@ -133,12 +133,12 @@ type busEvent struct {
 	stored time.Time // JetStream's timestamp
 }
 
-// readAudit reads the whole audit stream with an ordered consumer and
-// returns the events of [from, to), less the backdated session.start and
-// session.end.
-func readAudit(ctx context.Context, listen string, from, to time.Time) ([]busEvent, error) {
+// readAudit reads the whole audit stream with an ordered consumer, as the
+// reader role (NKey seed file nkey), and returns the events of [from, to),
+// less the backdated session.start and session.end.
+func readAudit(ctx context.Context, listen, nkey string, from, to time.Time) ([]busEvent, error) {
 	cfg := config.Default().NATS
-	cfg.Listen = listen
+	cfg.Listen, cfg.NKey = listen, nkey
 	conn, err := bus.Connect(ctx, cfg, "bench-reader", zerolog.Nop())
 	if err != nil {
 		return nil, err
