@@ -48,6 +48,10 @@ type setting struct {
 type backfill struct {
 	setting
 	natsURL string // the external server's, when external
+	// budget is the memory budget ingest reported (bytes, 0: off), when it
+	// exports it (budgetKnown).
+	budget      int64
+	budgetKnown bool
 
 	events                 int
 	ingest, sink, overall  time.Duration
@@ -125,7 +129,14 @@ func (r *report) print(out io.Writer) {
 		if f := append(append([]string(nil), r.opts.ingestFlags...), bf.flags...); len(f) > 0 {
 			flags = strings.Join(f, " ")
 		}
-		fmt.Fprintf(out, "  %-15s %s; ingest: %s\n", bf.name+":", how, flags)
+		budget := budgetMetric + " not exported"
+		switch {
+		case bf.budgetKnown && bf.budget == 0:
+			budget = "budget off (" + budgetMetric + " 0)"
+		case bf.budgetKnown:
+			budget = fmt.Sprintf("budget %d MiB (%s)", bf.budget>>20, budgetMetric)
+		}
+		fmt.Fprintf(out, "  %-15s %s; ingest: %s; %s\n", bf.name+":", how, flags, budget)
 	}
 	if r.opts.fluentdLatency > 0 {
 		fmt.Fprintf(out, "fluentd-sim answers each request %s late (BENCH_FLUENTD_LATENCY) in the backfill and older-model phases\n", r.opts.fluentdLatency)
