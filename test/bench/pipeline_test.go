@@ -195,6 +195,7 @@ func runBackfill(ctx context.Context, bin, dir string, o options, s setting, r *
 	ingestArgs = append(append(append(ingestArgs, busArgs...), o.ingestFlags...), s.flags...)
 
 	syscall.Sync() // see report.run
+	bf.loadStart = loadAverage()
 	start := time.Now()
 	ingest, err := p.StartIngest(ctx, "ingest", ingestArgs...)
 	if err != nil {
@@ -236,6 +237,7 @@ func runBackfill(ctx context.Context, bin, dir string, o options, s setting, r *
 	if err != nil {
 		return nil, err
 	}
+	bf.loadEnd = loadAverage()
 	if bf.budget, bf.budgetKnown, err = ingestBudget(ctx, ingest); err != nil {
 		return nil, err
 	}
