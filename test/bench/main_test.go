@@ -13,6 +13,7 @@
 //	BENCH_EVENTS          audit events of each backfill (default 1000000)
 //	BENCH_BUDGET_OFF      0 skips the budget-off backfill (default 1)
 //	BENCH_OFF_FLAGS       ingest's flags in that run (default "--ingest-memory-budget off")
+//	BENCH_PAIRS           pairs of budget-off and default backfills, in alternating order; the table compares medians (default 1)
 //	BENCH_EXTERNAL        0 skips the external-NATS backfill (default 1)
 //	BENCH_SERIAL_EVENTS   events of the older model; 0 skips it (default 20000)
 //	BENCH_SERIAL_MAX      time limit of the older model (default 60s)

@@ -26,6 +26,9 @@ type options struct {
 	// default "--ingest-memory-budget off", split on spaces).
 	budgetOff bool
 	offFlags  []string
+	// pairs is how many pairs of budget-off and default backfills run, in
+	// alternating order (BENCH_PAIRS, default 1).
+	pairs int
 	// external runs the backfill a third time with ingest publishing to a
 	// separate nats-server process (--nats-url) instead of its embedded one
 	// (BENCH_EXTERNAL, default 1, 0 skips the run).
@@ -78,6 +81,9 @@ func optionsFromEnv() (options, error) {
 		return o, err
 	}
 	if o.external, err = envBool("BENCH_EXTERNAL", true); err != nil {
+		return o, err
+	}
+	if o.pairs, err = envInt("BENCH_PAIRS", 1, 1); err != nil {
 		return o, err
 	}
 	if o.events, err = envInt("BENCH_EVENTS", o.events, 1); err != nil {

@@ -72,49 +72,74 @@ func BenchmarkPipeline(b *testing.B) {
 
 // The settings the backfill runs with.
 var (
-	settingDefault = setting{name: "default budget", key: "", ingestName: "ingest (embedded NATS, default budget)", ingestGoal: goalIngestRSS}
-	settingOff     = setting{name: "budget off", key: "off-", ingestName: "ingest (embedded NATS, budget off)"}
-	settingExtNATS = setting{name: "external NATS", key: "ext-", ingestName: "ingest (--nats-url)", ingestGoal: goalIngestRSSExtNATS, external: true}
+	settingDefault = setting{name: "default budget", key: "", dir: "backfill", ingestName: "ingest (embedded NATS, default budget)", ingestGoal: goalIngestRSS}
+	settingOff     = setting{name: "budget off", key: "off-", dir: "backfill-off", ingestName: "ingest (embedded NATS, budget off)"}
+	settingExtNATS = setting{name: "external NATS", key: "ext-", dir: "backfill-ext", ingestName: "ingest (--nats-url)", ingestGoal: goalIngestRSSExtNATS, external: true}
 )
 
 // run runs every phase the options ask for, each on a fresh pipeline under
-// dir, except the older model, which reads the default backfill's stream.
+// dir, except the older model, which reads the first default backfill's
+// stream.
 //
 // Order: the budget-off backfill first, the default one right after it.
 // Their rates are compared, so they run back to back to share the
 // machine's load as far as possible (a shared machine's load changes from
 // minute to minute, and the goal leaves the budget 15%); and the default
 // run's pipeline stays up after it for the older-model phase, which would
-// otherwise sit between the two. Before every backfill, sync writes the
-// previous run's dirty pages out (each backfill writes its stream to
-// disk), so no run pays for another's writeback. What else differs between
-// the first and the second run — starting the sims, teleport-sim's
-// prerendering — happens before ingest starts, when the clock starts.
+// otherwise sit between the two. With BENCH_PAIRS > 1 the pairs alternate
+// (off, default), (default, off), …, so a load that rises or falls through
+// the run weighs on both settings alike, and the table compares medians.
+// Before every backfill, sync writes the previous run's dirty pages out
+// (each backfill writes its stream to disk), so no run pays for another's
+// writeback. What else differs between the first and the second run —
+// starting the sims, teleport-sim's prerendering — happens before ingest
+// starts, when the clock starts.
 func (r *report) run(ctx context.Context, bin, dir string) error {
 	o := r.opts
+	pairs := 1
 	if o.budgetOff {
-		s := settingOff
-		s.flags = o.offFlags
-		bf, err := runBackfill(ctx, bin, filepath.Join(dir, "backfill-off"), o, s, r, nil)
-		if err != nil {
-			return err
+		pairs = o.pairs
+	}
+	for i := range pairs {
+		order := []setting{settingOff, settingDefault}
+		if !o.budgetOff {
+			order = order[1:]
+		} else if i%2 == 1 {
+			order[0], order[1] = order[1], order[0]
 		}
-		r.off = bf
+		for _, s := range order {
+			s.label, s.flags = s.name, nil
+			sub := s.dir
+			if pairs > 1 {
+				s.label = fmt.Sprintf("%s #%d", s.name, i+1)
+				sub = fmt.Sprintf("%s-%d", sub, i+1)
+			}
+			var then func(*harness.Pipeline, *harness.Proc) error
+			if s.key == settingOff.key {
+				s.flags = o.offFlags
+			} else if len(r.defs) == 0 && o.serialEvents > 0 {
+				then = func(p *harness.Pipeline, sink *harness.Proc) error { return runSerial(ctx, p, sink, o, r) }
+			}
+			bf, err := runBackfill(ctx, bin, filepath.Join(dir, sub), o, s, r, then)
+			if err != nil {
+				return err
+			}
+			r.order = append(r.order, bf)
+			if s.key == settingOff.key {
+				r.offs = append(r.offs, bf)
+			} else {
+				r.defs = append(r.defs, bf)
+			}
+		}
 	}
-	var serial func(*harness.Pipeline, *harness.Proc) error
-	if o.serialEvents > 0 {
-		serial = func(p *harness.Pipeline, sink *harness.Proc) error { return runSerial(ctx, p, sink, o, r) }
-	}
-	bf, err := runBackfill(ctx, bin, filepath.Join(dir, "backfill"), o, settingDefault, r, serial)
-	if err != nil {
-		return err
-	}
-	r.def = bf
 	if o.external {
-		bf, err := runBackfill(ctx, bin, filepath.Join(dir, "backfill-external"), o, settingExtNATS, r, nil)
+		s := settingExtNATS
+		s.label = s.name
+		bf, err := runBackfill(ctx, bin, filepath.Join(dir, s.dir), o, s, r, nil)
 		if err != nil {
 			return err
 		}
+		r.order = append(r.order, bf)
 		r.ext = bf
 	}
 	if o.liveFor > 0 {
@@ -152,10 +177,10 @@ func runBackfill(ctx context.Context, bin, dir string, o options, s setting, r *
 	}
 	defer func() {
 		if bad := p.StopAll(30 * time.Second); len(bad) > 0 {
-			r.notes = append(r.notes, fmt.Sprintf("backfill (%s) pipeline did not stop cleanly: %s", s.name, strings.Join(bad, ", ")))
+			r.notes = append(r.notes, fmt.Sprintf("backfill (%s) pipeline did not stop cleanly: %s", s.label, strings.Join(bad, ", ")))
 		}
 		if err != nil {
-			err = fmt.Errorf("backfill (%s): %w\nlogs are in %s", s.name, err, p.LogDir)
+			err = fmt.Errorf("backfill (%s): %w\nlogs are in %s", s.label, err, p.LogDir)
 		}
 	}()
 	bf = &backfill{setting: s}
@@ -229,6 +254,12 @@ func runBackfill(ctx context.Context, bin, dir string, o options, s setting, r *
 		}
 		done := fs.StoredTotal >= want
 		if done {
+			// The streams were read before fluentd-sim: when the last
+			// events reached the bus and Fluentd between the two reads,
+			// they were on the bus by now.
+			if onBus.IsZero() {
+				onBus = now
+			}
 			lastDelivery = now
 			bf.requests, bf.connections = fs.Requests, fs.Connections
 		}
