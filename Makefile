@@ -37,7 +37,8 @@ fmt-check:
 unit:
 	$(GO) test -race -count=1 -timeout 30m ./...
 
-## bench: the whole pipeline as real processes, one table (BENCH_EVENTS, default 1,000,000; see test/bench)
+## bench: the whole pipeline as real processes, one table (BENCH_EVENTS, default 1,000,000; BENCH_BUDGET_OFF=0, BENCH_EXTERNAL=0,
+## BENCH_SERIAL_EVENTS=0, BENCH_LIVE_FOR=0 skip phases; all knobs in the package comment of test/bench)
 bench:
 	BENCH_EVENTS=$${BENCH_EVENTS:-1000000} $(GO) test -run '^$$' -bench BenchmarkPipeline -benchtime 1x -timeout 60m ./test/bench/
 

@@ -37,3 +37,21 @@ func cpuTime(pid int) time.Duration {
 	}
 	return time.Duration(utime+stime) * time.Second / userHZ
 }
+
+// loadAverage is the machine's 1-minute load average, from /proc/loadavg;
+// -1 when it cannot be read.
+func loadAverage() float64 {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return -1
+	}
+	f := strings.Fields(string(raw))
+	if len(f) == 0 {
+		return -1
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return -1
+	}
+	return v
+}

@@ -43,7 +43,7 @@ import (
 // wait (200 ms).
 const liveWarmUp = 5 * time.Second
 
-// runLive is phase 3: a fresh pipeline with teleport-sim appending
+// runLive is phase 5: a fresh pipeline with teleport-sim appending
 // o.liveRate events per second.
 func runLive(ctx context.Context, bin, dir string, o options, r *report) (err error) {
 	p, err := harness.NewPipeline(ctx, bin, dir)
@@ -81,7 +81,7 @@ func runLive(ctx context.Context, bin, dir string, o options, r *report) (err er
 	if err != nil {
 		return err
 	}
-	insp, err := connect(ctx, p.NATSListen, p.NATSSeed(bus.RoleReader), ingest)
+	insp, err := connect(ctx, "", p.NATSListen, p.NATSSeed(bus.RoleReader), ingest)
 	if err != nil {
 		return err
 	}
@@ -105,7 +105,7 @@ func runLive(ctx context.Context, bin, dir string, o options, r *report) (err er
 	if err != nil {
 		return err
 	}
-	onBus, err := readAudit(ctx, p.NATSListen, windowFrom, windowTo)
+	onBus, err := readAudit(ctx, p.NATSListen, p.NATSSeed(bus.RoleReader), windowFrom, windowTo)
 	if err != nil {
 		return err
 	}
@@ -120,9 +120,8 @@ func runLive(ctx context.Context, bin, dir string, o options, r *report) (err er
 		}
 		r.live.toFluentd = append(r.live.toFluentd, at.Sub(ev.time))
 	}
-	r.rss = append(r.rss,
-		usage("ingest (live phase)", ingest, true),
-		usage("fluentd-sink (live phase)", sink, true))
+	r.live.ingestRSS = usage("ingest (live phase, embedded NATS, default budget)", ingest, goalIngestRSS, "")
+	r.rss = append(r.rss, r.live.ingestRSS, usage("fluentd-sink (live phase)", sink, goalSinkRSS, ""))
 	return nil
 }
 
@@ -133,12 +132,12 @@ type busEvent struct {
 	stored time.Time // JetStream's timestamp
 }
 
-// readAudit reads the whole audit stream with an ordered consumer and
-// returns the events of [from, to), less the backdated session.start and
-// session.end.
-func readAudit(ctx context.Context, listen string, from, to time.Time) ([]busEvent, error) {
+// readAudit reads the whole audit stream with an ordered consumer, as the
+// reader role (NKey seed file nkey), and returns the events of [from, to),
+// less the backdated session.start and session.end.
+func readAudit(ctx context.Context, listen, nkey string, from, to time.Time) ([]busEvent, error) {
 	cfg := config.Default().NATS
-	cfg.Listen = listen
+	cfg.Listen, cfg.NKey = listen, nkey
 	conn, err := bus.Connect(ctx, cfg, "bench-reader", zerolog.Nop())
 	if err != nil {
 		return nil, err

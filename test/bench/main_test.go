@@ -1,9 +1,31 @@
 // Package bench is `make bench`: the whole pipeline as real processes —
-// teleport-sim → ingest (embedded NATS JetStream) → fluentd-sink →
-// fluentd-sim, built from this tree — measured end to end. BenchmarkPipeline
-// prints one table: events/s per stage and overall, the live-tail delay,
-// every process's peak RSS, and the rate of the older exporter's model (one
-// event per request, one request at a time) for comparison.
+// teleport-sim → ingest (embedded NATS JetStream, or a separate
+// nats-server) → fluentd-sink → fluentd-sim, built from this tree —
+// measured end to end. BenchmarkPipeline prints one table: the backfill's
+// events/s per stage and overall with ingest's default memory budget, with
+// the budget off (and the share the budget keeps), and with an external
+// NATS server; the rate of the older exporter's model (one event per
+// request, one request at a time) for comparison; the live-tail delay;
+// every process's peak RSS and CPU against its goal.
+//
+// Knobs (environment variables; `make bench` passes them through):
+//
+//	BENCH_EVENTS          audit events of each backfill (default 1000000)
+//	BENCH_BUDGET_OFF      0 skips the budget-off backfill (default 1)
+//	BENCH_OFF_FLAGS       ingest's flags in that run (default "--ingest-memory-budget off")
+//	BENCH_PAIRS           pairs of budget-off and default backfills, in alternating order; the table compares medians (default 1)
+//	BENCH_EXTERNAL        0 skips the external-NATS backfill (default 1)
+//	BENCH_SERIAL_EVENTS   events of the older model; 0 skips it (default 20000)
+//	BENCH_SERIAL_MAX      time limit of the older model (default 60s)
+//	BENCH_LIVE_FOR        live-tail window; 0 skips the phase (default 30s)
+//	BENCH_LIVE_RATE       live events per second (default 1000)
+//	BENCH_FLUENTD_LATENCY fluentd-sim's delay per answer (default 0)
+//	BENCH_INGEST_FLAGS    flags added to every ingest
+//	BENCH_SINK_FLAGS      flags added to every batching fluentd-sink
+//	BENCH_DIR             working directory, kept afterwards (default: a temporary one)
+//
+// The quickest run is the default backfill alone: BENCH_BUDGET_OFF=0
+// BENCH_EXTERNAL=0 BENCH_SERIAL_EVENTS=0 BENCH_LIVE_FOR=0.
 //
 // The package has benchmarks only: `go test` without -bench runs nothing
 // here and builds nothing.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -13,20 +14,33 @@ import (
 	"github.com/teleport-event-bus/teleport-event-bus/test/harness"
 )
 
-// BenchmarkPipeline runs the pipeline three times over, each part a real
+// BenchmarkPipeline runs the pipeline several times over, each part a real
 // process built from this tree, and prints one table:
 //
 //  1. backfill: teleport-sim holds BENCH_EVENTS audit events (default
 //     1,000,000) over the last ten days; ingest (embedded NATS) and one
-//     fluentd-sink start together with default settings. Measured: ingest
-//     start → the audit stream holds them all; the first → the last
-//     delivery to fluentd-sim; ingest start → the last delivery.
-//  2. the older exporter's model on the same stream: a new sink consumer
+//     fluentd-sink start together with default settings, so with ingest's
+//     default memory budget. Measured: ingest start → the audit stream
+//     holds them all; the first → the last delivery to fluentd-sim; ingest
+//     start → the last delivery; every process's peak RSS and CPU.
+//  2. the same backfill on a fresh pipeline with the budget off
+//     (BENCH_OFF_FLAGS, default --ingest-memory-budget off), for the ratio
+//     of the two rates (BENCH_BUDGET_OFF=0 skips it).
+//  3. the same backfill on a fresh pipeline whose ingest and sink use a
+//     separate nats-server process (--nats-url) with the roles' NKeys, as a
+//     deployment with its own NATS does; its RSS is shown as a test-side
+//     figure (BENCH_EXTERNAL=0 skips it).
+//  4. the older exporter's model on the stream of 1: a new sink consumer
 //     with one event per request and one request at a time, for
-//     BENCH_SERIAL_EVENTS events or BENCH_SERIAL_MAX, whichever is first.
-//  3. live tail: a fresh pipeline where teleport-sim appends BENCH_LIVE_RATE
-//     events/s and ingest polls every second (--timeout 1s); see live_test.go
-//     for how the delay is measured.
+//     BENCH_SERIAL_EVENTS events or BENCH_SERIAL_MAX, whichever is first
+//     (BENCH_SERIAL_EVENTS=0 skips it).
+//  5. live tail: a fresh pipeline (default budget) where teleport-sim
+//     appends BENCH_LIVE_RATE events/s and ingest polls every second
+//     (--timeout 1s); see live_test.go for how the delay is measured
+//     (BENCH_LIVE_FOR=0 skips it).
+//
+// Every backfill is checked by event id: an event missing or duplicated
+// fails the benchmark; a missed speed or memory goal is printed as MISSED.
 //
 // Run it with `make bench` (or go test -run '^$' -bench BenchmarkPipeline
 // -benchtime 1x -timeout 60m ./test/bench/).
@@ -44,15 +58,9 @@ func BenchmarkPipeline(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		dir := workDir(b, o, i)
-		var r report
-		r.opts = o
-		if err := runBackfillAndSerial(ctx, bin, filepath.Join(dir, "backfill"), o, &r); err != nil {
+		r := report{opts: o}
+		if err := r.run(ctx, bin, dir); err != nil {
 			b.Fatal(err)
-		}
-		if o.liveFor > 0 {
-			if err := runLive(ctx, bin, filepath.Join(dir, "live"), o, &r); err != nil {
-				b.Fatal(err)
-			}
 		}
 		r.print(os.Stdout)
 		r.reportMetrics(b)
@@ -60,6 +68,87 @@ func BenchmarkPipeline(b *testing.B) {
 			b.Errorf("the run was not clean:\n  %s", strings.Join(problems, "\n  "))
 		}
 	}
+}
+
+// The settings the backfill runs with.
+var (
+	settingDefault = setting{name: "default budget", key: "", dir: "backfill", ingestName: "ingest (embedded NATS, default budget)", ingestGoal: goalIngestRSS}
+	settingOff     = setting{name: "budget off", key: "off-", dir: "backfill-off", ingestName: "ingest (embedded NATS, budget off)"}
+	settingExtNATS = setting{name: "external NATS", key: "ext-", dir: "backfill-ext", ingestName: "ingest (--nats-url)", ingestGoal: goalIngestRSSExtNATS, external: true}
+)
+
+// run runs every phase the options ask for, each on a fresh pipeline under
+// dir, except the older model, which reads the first default backfill's
+// stream.
+//
+// Order: the budget-off backfill first, the default one right after it.
+// Their rates are compared, so they run back to back to share the
+// machine's load as far as possible (a shared machine's load changes from
+// minute to minute, and the goal leaves the budget 15%); and the default
+// run's pipeline stays up after it for the older-model phase, which would
+// otherwise sit between the two. With BENCH_PAIRS > 1 the pairs alternate
+// (off, default), (default, off), …, so a load that rises or falls through
+// the run weighs on both settings alike, and the table compares medians.
+// Before every backfill, sync writes the previous run's dirty pages out
+// (each backfill writes its stream to disk), so no run pays for another's
+// writeback. What else differs between the first and the second run —
+// starting the sims, teleport-sim's prerendering — happens before ingest
+// starts, when the clock starts.
+func (r *report) run(ctx context.Context, bin, dir string) error {
+	o := r.opts
+	pairs := 1
+	if o.budgetOff {
+		pairs = o.pairs
+	}
+	for i := range pairs {
+		order := []setting{settingOff, settingDefault}
+		if !o.budgetOff {
+			order = order[1:]
+		} else if i%2 == 1 {
+			order[0], order[1] = order[1], order[0]
+		}
+		for _, s := range order {
+			s.label, s.flags = s.name, nil
+			sub := s.dir
+			if pairs > 1 {
+				s.label = fmt.Sprintf("%s #%d", s.name, i+1)
+				sub = fmt.Sprintf("%s-%d", sub, i+1)
+			}
+			var then func(*harness.Pipeline, *harness.Proc) error
+			if s.key == settingOff.key {
+				s.flags = o.offFlags
+			} else if len(r.defs) == 0 && o.serialEvents > 0 {
+				then = func(p *harness.Pipeline, sink *harness.Proc) error { return runSerial(ctx, p, sink, o, r) }
+			}
+			bf, err := runBackfill(ctx, bin, filepath.Join(dir, sub), o, s, r, then)
+			if err != nil {
+				return err
+			}
+			r.order = append(r.order, bf)
+			if s.key == settingOff.key {
+				r.offs = append(r.offs, bf)
+			} else {
+				r.defs = append(r.defs, bf)
+			}
+		}
+	}
+	if o.external {
+		s := settingExtNATS
+		s.label = s.name
+		bf, err := runBackfill(ctx, bin, filepath.Join(dir, s.dir), o, s, r, nil)
+		if err != nil {
+			return err
+		}
+		r.order = append(r.order, bf)
+		r.ext = bf
+	}
+	if o.liveFor > 0 {
+		syscall.Sync()
+		if err := runLive(ctx, bin, filepath.Join(dir, "live"), o, r); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // workDir is BENCH_DIR (emptied, kept afterwards) or a temporary directory.
@@ -77,20 +166,24 @@ func workDir(b *testing.B, o options, i int) string {
 	return dir
 }
 
-// runBackfillAndSerial is phases 1 and 2, on one pipeline.
-func runBackfillAndSerial(ctx context.Context, bin, dir string, o options, r *report) (err error) {
+// runBackfill is one backfill on a fresh pipeline under dir, with ingest
+// set up as s says; then, when set, runs on the same pipeline once the
+// backfill is measured and checked (the older model).
+func runBackfill(ctx context.Context, bin, dir string, o options, s setting, r *report,
+	then func(*harness.Pipeline, *harness.Proc) error) (bf *backfill, err error) {
 	p, err := harness.NewPipeline(ctx, bin, dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer func() {
 		if bad := p.StopAll(30 * time.Second); len(bad) > 0 {
-			r.notes = append(r.notes, "backfill pipeline did not stop cleanly: "+strings.Join(bad, ", "))
+			r.notes = append(r.notes, fmt.Sprintf("backfill (%s) pipeline did not stop cleanly: %s", s.label, strings.Join(bad, ", ")))
 		}
 		if err != nil {
-			err = fmt.Errorf("%w\nlogs are in %s", err, p.LogDir)
+			err = fmt.Errorf("backfill (%s): %w\nlogs are in %s", s.label, err, p.LogDir)
 		}
 	}()
+	bf = &backfill{setting: s}
 
 	now := time.Now().UTC()
 	from := now.AddDate(0, 0, -10).Truncate(24 * time.Hour)
@@ -98,32 +191,49 @@ func runBackfillAndSerial(ctx context.Context, bin, dir string, o options, r *re
 	// serving, so the test double spends little CPU while it is timed.
 	if err := p.StartTeleport(ctx, "--events", fmt.Sprint(o.events), "--sessions", "0", "--huge-events", "0",
 		"--from", from.Format(time.RFC3339), "--to", now.Format(time.RFC3339), "--seed", "1", "--prerender"); err != nil {
-		return err
+		return nil, err
 	}
 	prerender := cpuTime(p.Teleport.PID()) // not part of serving
 	if err := p.StartFluentd(ctx, "--latency", o.fluentdLatency.String()); err != nil {
-		return err
+		return nil, err
 	}
 	tp, err := p.TeleportStats(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	want := int64(tp.Events)
+	bf.events = tp.Events
 	r.events = tp.Events
 
-	start := time.Now()
-	ingest, err := p.StartIngest(ctx, "ingest", append([]string{"--start-time", from.Format(time.RFC3339)}, o.ingestFlags...)...)
-	if err != nil {
-		return err
+	var natsServer *harness.Proc
+	ingestArgs := []string{"--start-time", from.Format(time.RFC3339)}
+	var busArgs []string // for ingest and the sink
+	if s.external {
+		var url string
+		if natsServer, url, err = p.NATSServer(ctx); err != nil {
+			return nil, err
+		}
+		p.Adopt(natsServer) // stopped after ingest and the sink
+		busArgs = []string{"--nats-url", url}
+		bf.natsURL = url
 	}
-	insp, err := connect(ctx, p.NATSListen, p.NATSSeed(bus.RoleReader), ingest)
+	ingestArgs = append(append(append(ingestArgs, busArgs...), o.ingestFlags...), s.flags...)
+
+	syscall.Sync() // see report.run
+	bf.loadStart = loadAverage()
+	start := time.Now()
+	ingest, err := p.StartIngest(ctx, "ingest", ingestArgs...)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	insp, err := connect(ctx, bf.natsURL, p.NATSListen, p.NATSSeed(bus.RoleReader), ingest)
+	if err != nil {
+		return nil, err
 	}
 	defer insp.Close()
-	sink, err := p.StartSink(ctx, "fluentd-sink", o.sinkFlags...)
+	sink, err := p.StartSink(ctx, "fluentd-sink", append(busArgs, o.sinkFlags...)...)
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	var onBus, firstDelivery, lastDelivery time.Time
@@ -144,35 +254,53 @@ func runBackfillAndSerial(ctx context.Context, bin, dir string, o options, r *re
 		}
 		done := fs.StoredTotal >= want
 		if done {
+			// The streams were read before fluentd-sim: when the last
+			// events reached the bus and Fluentd between the two reads,
+			// they were on the bus by now.
+			if onBus.IsZero() {
+				onBus = now
+			}
 			lastDelivery = now
-			r.requests, r.connections = fs.Requests, fs.Connections
+			bf.requests, bf.connections = fs.Requests, fs.Connections
 		}
 		return done, fmt.Sprintf("audit stream %d/%d, stored by fluentd-sim %d/%d", c.AuditTotal, want, fs.StoredTotal, want), nil
 	})
 	if err != nil {
-		return fmt.Errorf("backfill: %w", err)
+		return nil, err
 	}
-	r.ingest = onBus.Sub(start)
-	r.sink = lastDelivery.Sub(firstDelivery)
-	r.overall = lastDelivery.Sub(start)
+	bf.loadEnd = loadAverage()
+	if bf.budget, bf.budgetKnown, err = ingestBudget(ctx, ingest); err != nil {
+		return nil, err
+	}
+	bf.ingest = onBus.Sub(start)
+	bf.sink = lastDelivery.Sub(firstDelivery)
+	bf.overall = lastDelivery.Sub(start)
 	// Before the checks below, which make the sims build large answers.
-	sim := usage("teleport-sim (test double; CPU after prerendering)", p.Teleport, false)
+	sim := usage("teleport-sim (CPU after prerendering)", p.Teleport, 0, "(test double)")
 	sim.cpu -= prerender
-	r.rss = append(r.rss,
-		usage("ingest (with embedded NATS)", ingest, true),
-		usage("fluentd-sink", sink, true),
-		sim,
-		usage("fluentd-sim (test double)", p.Fluentd, false))
-
-	if err := checkBackfill(ctx, p, insp, r); err != nil {
-		return err
+	bf.ingestRSS = usage(s.ingestName, ingest, s.ingestGoal, "(no goal)")
+	bf.sinkRSS = usage("fluentd-sink", sink, goalSinkRSS, "")
+	bf.rss = []procRSS{bf.ingestRSS, bf.sinkRSS}
+	if natsServer != nil {
+		bf.natsRSS = usage("nats-server (the external bus)", natsServer, 0, "(test side)")
+		bf.rss = append(bf.rss, bf.natsRSS)
 	}
-	return runSerial(ctx, p, sink, o, r)
+	bf.rss = append(bf.rss, sim, usage("fluentd-sim", p.Fluentd, 0, "(test double)"))
+
+	if err := checkBackfill(ctx, p, insp, bf); err != nil {
+		return nil, err
+	}
+	if then != nil {
+		if err := then(p, sink); err != nil {
+			return nil, err
+		}
+	}
+	return bf, nil
 }
 
 // checkBackfill compares, by event id, what fluentd-sim stored with what
 // teleport-sim holds, and counts duplicates in the stream and at Fluentd.
-func checkBackfill(ctx context.Context, p *harness.Pipeline, insp *harness.Inspector, r *report) error {
+func checkBackfill(ctx context.Context, p *harness.Pipeline, insp *harness.Inspector, r *backfill) error {
 	teleport, err := p.TeleportIDs(ctx)
 	if err != nil {
 		return err
@@ -242,30 +370,35 @@ func runSerial(ctx context.Context, p *harness.Pipeline, sink *harness.Proc, o o
 	if d := last.Sub(first); d > 0 && lastN > firstN {
 		r.serialRate = float64(lastN-firstN) / d.Seconds()
 	}
-	r.rss = append(r.rss, usage("fluentd-sink (older model)", serial, true))
+	r.rss = append(r.rss, usage("fluentd-sink (older model)", serial, goalSinkRSS, ""))
 	if code, err := serial.Stop(30 * time.Second); err != nil || code != 0 {
 		r.notes = append(r.notes, fmt.Sprintf("fluentd-sink-serial exited %d on SIGTERM (%v)", code, err))
 	}
 	return nil
 }
 
-// usage is a running process's peak RSS and CPU time so far.
-func usage(name string, p *harness.Proc, ours bool) procRSS {
-	return procRSS{name: name, bytes: p.PeakRSS(), ours: ours, cpu: cpuTime(p.PID())}
+// usage is a running process's peak RSS and CPU time so far, with its RSS
+// goal in bytes, or 0 and what to print instead of a goal.
+func usage(name string, p *harness.Proc, goal int64, noGoal string) procRSS {
+	return procRSS{name: name, bytes: p.PeakRSS(), cpu: cpuTime(p.PID()), goal: goal, noGoal: noGoal}
 }
 
-// connect waits until the embedded NATS server of ingest answers.
-func connect(ctx context.Context, listen, nkey string, ingest *harness.Proc) (*harness.Inspector, error) {
+// connect waits until the NATS server at url (an external one), or else
+// the embedded server of ingest at listen, answers.
+func connect(ctx context.Context, url, listen, nkey string, ingest *harness.Proc) (*harness.Inspector, error) {
 	var insp *harness.Inspector
 	err := poll(ctx, 100*time.Millisecond, time.Minute, []*harness.Proc{ingest}, func(time.Time) (bool, string, error) {
 		var err error
-		insp, err = harness.NewInspector(ctx, "", listen, nkey)
+		insp, err = harness.NewInspector(ctx, url, listen, nkey)
 		if err != nil {
 			return false, err.Error(), nil
 		}
 		return true, "", nil
 	})
 	if err != nil {
+		if url != "" {
+			return nil, fmt.Errorf("the NATS server at %s: %w", url, err)
+		}
 		return nil, fmt.Errorf("the embedded NATS server on %s: %w", listen, err)
 	}
 	return insp, nil

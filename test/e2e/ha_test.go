@@ -2,16 +2,8 @@ package e2e
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
-	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
-	"github.com/teleport-event-bus/teleport-event-bus/pkg/configure"
-	"github.com/teleport-event-bus/teleport-event-bus/test/harness"
 )
 
 // maxTakeover is how soon a standby ingest must take over from a dead
@@ -76,34 +68,14 @@ func TestStandbyIngestTakesOver(t *testing.T) {
 
 // startNATSServer starts bin/nats-server with JetStream on a free loopback
 // port and returns its URL. It admits the users configure wrote, with their
-// roles' permissions (bus.NKeyAuthorization), like the embedded server. It
-// is stopped with the pipeline.
+// roles' permissions, like the embedded server (harness Pipeline.NATSServer).
+// It is stopped with the pipeline.
 func (r *e2eRun) startNATSServer() string {
 	r.t.Helper()
-	port, err := harness.FreePort()
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	users, err := bus.LoadUsers(filepath.Join(r.p.Conf, configure.NATSUsersFile))
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	conf := filepath.Join(r.p.Dir, "nats-server.conf")
-	text := fmt.Sprintf("listen: 127.0.0.1:%d\njetstream { store_dir: %q }\n%s", port, filepath.Join(r.p.Dir, "nats"),
-		bus.NKeyAuthorization(users, bus.NamesFor(config.Default().NATS, config.Default().Sink)))
-	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
-		r.t.Fatal(err)
-	}
-	args := []string{"-c", conf}
-	proc, err := harness.Start(r.ctx, harness.Spec{
-		Name: "nats-server", Bin: filepath.Join(binDir, "nats-server"), Args: args, LogDir: r.p.LogDir,
-	})
+	proc, url, err := r.p.NATSServer(r.ctx)
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	r.others = append(r.others, proc) // stopped with the pipeline
-	if _, err := proc.WaitForLine(r.ctx, "Server is ready"); err != nil {
-		r.t.Fatal(err)
-	}
-	return fmt.Sprintf("nats://127.0.0.1:%d", port)
+	return url
 }
