@@ -12,7 +12,10 @@ import (
 // backfill inside it. Measured with `make bench` (50,000 events): the peak
 // RSS was 98 MB at 96MiB (101 MB, a 3 MB margin) and 92-95 MB at 32MiB and
 // 64MiB, over them; 128MiB leaves a margin for a machine under load. A
-// smaller budget is refused at start.
+// smaller budget is refused at start. A long backfill needs more: with
+// 1,000,000 events the peak RSS was 173 MB at 128MiB and 224 MB at 192MiB
+// (the server's write and pooled block buffers outgrow the Go limit), and
+// 258-263 MB at 256MiB (268 MB), which holds.
 const MinMemoryBudget = 128 << 20
 
 // DefaultMemoryBudget is the budget of "auto" when no cgroup memory limit
