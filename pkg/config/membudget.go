@@ -8,15 +8,19 @@ import (
 )
 
 // MinMemoryBudget is the smallest ingest.memory-budget: the smallest budget
-// with which ingest and the embedded NATS server start and complete a small
-// backfill inside it. Measured with `make bench` (50,000 events): the peak
-// RSS was 98 MB at 96MiB (101 MB, a 3 MB margin) and 92-95 MB at 32MiB and
-// 64MiB, over them; 128MiB leaves a margin for a machine under load. A
-// smaller budget is refused at start. A long backfill needs more: with
-// 1,000,000 events the peak RSS was 173 MB at 128MiB and 224 MB at 192MiB
-// (the server's write and pooled block buffers outgrow the Go limit), and
-// 258-263 MB at 256MiB (268 MB), which holds.
-const MinMemoryBudget = 128 << 20
+// measured to hold ingest and the embedded NATS server through a backfill
+// of any length. Measured with `make bench` (1,000,000 events): peak RSS
+// 258-263 MB at 256MiB (268 MB), which holds; 224 MB at 192MiB (201 MB) and
+// 173 MB at 128MiB (134 MB), which do not: the server's write and pooled
+// 8 MB block buffers and the duplicate window's ids stay live (about
+// 130-140 MB after a collection) whatever the Go limit. A small backfill
+// (50,000 events) fits 96MiB, but a budget is only worth having if it holds
+// whatever the backfill, so a smaller one is refused at start.
+const MinMemoryBudget = 256 << 20
+
+// MinAutoLimit is the smallest cgroup memory limit under which "auto"
+// (3/4 of it) reaches MinMemoryBudget, rounded up to a MiB.
+const MinAutoLimit = (MinMemoryBudget*4/3 + 1<<20 - 1) / (1 << 20) * (1 << 20)
 
 // DefaultMemoryBudget is the budget of "auto" when no cgroup memory limit
 // applies to the process: with the embedded server it fits a 512 MiB

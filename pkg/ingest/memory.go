@@ -71,7 +71,7 @@ func chooseBudget(b config.MemoryBudget, detect func() (memlimit.Limit, bool, er
 			out = memBudget{bytes: lim.Bytes / 4 * 3, source: fmt.Sprintf("3/4 of the cgroup memory limit %s in %s", config.FormatSize(lim.Bytes), lim.File)}
 			if out.bytes < config.MinMemoryBudget {
 				return memBudget{}, fmt.Errorf("key \"ingest.memory-budget\": auto is %s, 3/4 of the cgroup memory limit %s in %s, below the smallest budget ingest runs in, %s: raise the memory limit to at least %s",
-					config.FormatSize(out.bytes), config.FormatSize(lim.Bytes), lim.File, config.FormatSize(config.MinMemoryBudget), config.FormatSize(config.MinMemoryBudget/3*4))
+					config.FormatSize(out.bytes), config.FormatSize(lim.Bytes), lim.File, config.FormatSize(config.MinMemoryBudget), config.FormatSize(config.MinAutoLimit))
 			}
 		default:
 			out = memBudget{bytes: config.DefaultMemoryBudget, source: "default: no cgroup memory limit"}

@@ -64,7 +64,7 @@ func TestChooseBudget(t *testing.T) {
 	_, err := chooseBudget(auto, cgroup(config.MinMemoryBudget))
 	want := `key "ingest.memory-budget": auto is ` + config.FormatSize(config.MinMemoryBudget/4*3) +
 		`, 3/4 of the cgroup memory limit ` + min + ` in /sys/fs/cgroup/memory.max, below the smallest budget ingest runs in, ` + min +
-		`: raise the memory limit to at least ` + config.FormatSize(config.MinMemoryBudget/3*4)
+		`: raise the memory limit to at least ` + config.FormatSize(config.MinAutoLimit)
 	if err == nil || err.Error() != want {
 		t.Errorf("cgroup limit below the minimum: %v\nwant %s", err, want)
 	}

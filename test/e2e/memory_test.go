@@ -16,15 +16,15 @@ import (
 // event arrives once.
 func TestMemoryBudget(t *testing.T) {
 	r := newE2ERun(t, runSpec{events: 20_000, sessions: 10, days: 1, timeout: 5 * time.Minute})
-	const budget = 192 << 20
-	ing := r.ingest("ingest", "--ingest-memory-budget", "192MiB")
+	const budget = 320 << 20
+	ing := r.ingest("ingest", "--ingest-memory-budget", "320MiB")
 	snk := r.sink("fluentd-sink")
 
 	line, err := ing.WaitForLine(r.ctx, "memory budget:")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, ing.Tail(10))
 	}
-	for _, w := range []string{"memory budget: 192MiB for ingest and the embedded NATS server (ingest.memory-budget); Go memory limit 160MiB", `"budget_bytes":201326592`} {
+	for _, w := range []string{"memory budget: 320MiB for ingest and the embedded NATS server (ingest.memory-budget); Go memory limit 280MiB", `"budget_bytes":335544320`} {
 		if !strings.Contains(line, w) {
 			t.Errorf("start line %s lacks %q", line, w)
 		}
@@ -43,7 +43,7 @@ func TestMemoryBudget(t *testing.T) {
 	}
 
 	code, out := r.runOnce("ingest-status", "ingest", append([]string{"status"}, r.p.IngestArgs()...)...)
-	if want := regexp.MustCompile(`(?m)^Memory: \d+ MB of 201 MB budget \(embedded NATS server included\)$`); code != 0 || !want.MatchString(out) {
+	if want := regexp.MustCompile(`(?m)^Memory: \d+ MB of 335 MB budget \(embedded NATS server included\)$`); code != 0 || !want.MatchString(out) {
 		t.Errorf("status: exit %d, want 0 and a line matching %s:\n%s", code, want, out)
 	}
 
