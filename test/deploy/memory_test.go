@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 )
 
 // autoBudget is what ingest.memory-budget = "auto" makes of a cgroup memory
@@ -171,6 +173,10 @@ func TestMemoryLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	least <<= 20
+	if least != config.MinMemoryBudget {
+		t.Errorf("docs/deployment.md gives the smallest budget as %s, ingest refuses below %s (config.MinMemoryBudget)", mib(least), mib(config.MinMemoryBudget))
+	}
+	says("the budget auto takes without a cgroup limit", mib(config.DefaultMemoryBudget)+" when no limit applies")
 	for where, limit := range map[string]int64{ingestUnit + " MemoryMax": ingestMax, "the ingest container's limit": ingest["limit"]} {
 		if autoBudget(limit) < least {
 			t.Errorf("%s: auto makes a budget of %s of it, below the smallest budget, %s: ingest would refuse to start", where, mib(autoBudget(limit)), mib(least))

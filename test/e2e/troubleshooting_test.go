@@ -133,6 +133,8 @@ var troubleshootingCases = []troubleshootingCase{
 			}
 			return s.ingest("--ingest-nats-nkey", s.writeMode("readable.nk", string(seed), 0o644))
 		}},
+	{msgs: []string{`is below the smallest budget ingest runs in, 256MiB; set at least 256MiB, or "off"`}, bin: "ingest", code: exitUsage,
+		args: func(s *tsSetup) []string { return s.ingest("--ingest-memory-budget", "100MiB") }},
 	{msgs: []string{"does not exist: write the NATS credentials with configure --nats-credentials"}, bin: "ingest", code: exitUsage,
 		args: func(s *tsSetup) []string {
 			return s.ingest("--nats-users", filepath.Join(s.p.Dir, "no-such-users.toml"))
