@@ -15,7 +15,7 @@ import (
 
 // budgetMetric is the memory budget ingest applies, in bytes (0: off), as
 // its /metrics exports it.
-const budgetMetric = "ingest_memory_budget_bytes"
+const budgetMetric = "teleport_event_bus_ingest_memory_budget_bytes"
 
 // ingestBudget asks a running ingest which memory budget it applies, so the
 // table shows what "default budget" came to on this machine (a cgroup

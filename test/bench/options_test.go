@@ -68,11 +68,14 @@ const (
 	goalSinkRSS          = 100 << 20
 )
 
+// defaultOffFlags turn ingest's memory budget off (BENCH_OFF_FLAGS unset).
+var defaultOffFlags = []string{"--ingest-memory-budget", "off"}
+
 func optionsFromEnv() (options, error) {
 	o := options{events: 1_000_000, serialEvents: 20_000, serialMax: time.Minute,
 		liveRate: 1000, liveFor: 30 * time.Second, dir: os.Getenv("BENCH_DIR"),
 		ingestFlags: strings.Fields(os.Getenv("BENCH_INGEST_FLAGS")), sinkFlags: strings.Fields(os.Getenv("BENCH_SINK_FLAGS")),
-		offFlags: []string{"--ingest-memory-budget", "off"}}
+		offFlags: defaultOffFlags}
 	if v, ok := os.LookupEnv("BENCH_OFF_FLAGS"); ok {
 		o.offFlags = strings.Fields(v)
 	}

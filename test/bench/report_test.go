@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -351,6 +352,20 @@ func (r *report) problems() []string {
 	for _, bf := range r.all() {
 		if bf.missing > 0 || bf.fluentdDups > 0 || bf.streamDup > 0 {
 			out = append(out, fmt.Sprintf("backfill (%s): %d events missing, %d duplicates at Fluentd, %d in the stream", bf.label, bf.missing, bf.fluentdDups, bf.streamDup))
+		}
+	}
+	// The comparison is only one when ingest applied what the rows say (the
+	// knobs left at their defaults).
+	if len(r.opts.ingestFlags) == 0 && slices.Equal(r.opts.offFlags, defaultOffFlags) {
+		for _, bf := range r.offs {
+			if bf.budgetKnown && bf.budget != 0 {
+				out = append(out, fmt.Sprintf("backfill (%s): ingest reports a memory budget of %d bytes, not off", bf.label, bf.budget))
+			}
+		}
+		for _, bf := range r.defs {
+			if bf.budgetKnown && bf.budget == 0 {
+				out = append(out, fmt.Sprintf("backfill (%s): ingest reports its memory budget off", bf.label))
+			}
 		}
 	}
 	if r.live.undelivered > 0 {
