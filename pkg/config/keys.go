@@ -242,7 +242,7 @@ var keys = []*key{
 		usage: "Serve ingest's /metrics, /healthz and /readyz on host:port, or the first free port of host:first-last; empty is off. The top-level metrics-addr, when set, is read here",
 		field: func(c *Config) any { return &c.Ingest.MetricsAddr }, check: checkListenAddr},
 	{name: "ingest.memory-budget", flag: "ingest-memory-budget", cmds: forIngest,
-		usage: "Memory ingest keeps to, the embedded NATS server included: \"auto\" (3/4 of the cgroup memory limit, or 256MiB without one), a size of at least 256MiB (384MiB, 1GiB, 400MB, bytes) or \"off\" (the Go runtime's defaults)",
+		usage: "Memory ingest keeps to, the embedded NATS server included: \"auto\" (3/4 of the cgroup memory limit, or 272MiB without one), a size of at least 256MiB (384MiB, 1GiB, 400MB, bytes) or \"off\" (the Go runtime's defaults)",
 		field: func(c *Config) any { return &c.Ingest.MemoryBudget }, check: checkMemoryBudget},
 
 	// [sink]
