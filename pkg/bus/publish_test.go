@@ -651,3 +651,39 @@ func TestPublisherRetryBeyondWindowFindsLostAck(t *testing.T) {
 		})
 	}
 }
+
+// unreadableJS is fakeJS whose streams cannot be looked up, as while the
+// connection is down.
+type unreadableJS struct{ *fakeJS }
+
+func (u unreadableJS) Stream(context.Context, string) (jetstream.Stream, error) {
+	return nil, nats.ErrConnectionClosed
+}
+
+// A retry round whose stream cannot be read publishes nothing (it cannot
+// tell what is there already) and counts as an attempt: with 2 attempts
+// the message fails after one publish, with the first error.
+func TestPublisherTailCheckUnreadablePublishesNothing(t *testing.T) {
+	js := unreadableJS{newFakeJS()}
+	p := NewPublisher(js, 4, WithAckTimeout(50*time.Millisecond), WithRetries(2, time.Millisecond), WithPublisherLog(testLog(t)),
+		WithTailCheck(func(string) string { return "AUDIT" }, map[string]uint64{"AUDIT": 10}))
+	defer closePublisher(t, p)
+	r := newResults()
+	if err := p.Publish(testCtx(t), auditEvent(1), r.done("1")); err != nil {
+		t.Fatal(err)
+	}
+	js.next(t) // never answered: times out
+	r.wait(t, 1)
+	_, errs := r.snapshot()
+	if !errors.Is(errs[0], errAckTimeout) {
+		t.Fatalf("result %v, want the ack timeout", errs[0])
+	}
+	select {
+	case ff := <-js.sent:
+		t.Fatalf("published %s again without knowing whether the stream holds it", ff.msg.Header.Get(HeaderMsgID))
+	default:
+	}
+	if f := p.Floor("AUDIT"); f != 10 {
+		t.Errorf("Floor %d, want the start's 10 (nothing acknowledged)", f)
+	}
+}
