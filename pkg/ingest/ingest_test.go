@@ -67,9 +67,14 @@ func newEnv(t *testing.T, opts teleportsim.Options) *env {
 		from = time.Now().Add(-24 * time.Hour)
 	}
 	cfg := &config.Config{
-		Teleport:        config.TeleportConfig{Addr: []string{sim.Addr()}, Identity: id, ConnectRetries: 3},
-		NATS:            config.NATSConfig{Listen: "127.0.0.1:0"},
-		Ingest:          config.IngestConfig{MaxInFlight: 512, SessionConcurrency: 4, LeaseTTL: 3 * time.Second, MissingRecordingTTL: time.Minute},
+		Teleport: config.TeleportConfig{Addr: []string{sim.Addr()}, Identity: id, ConnectRetries: 3},
+		NATS:     config.NATSConfig{Listen: "127.0.0.1:0"},
+		// No memory budget: Run sets the Go memory limit of the whole
+		// process, and this test process runs many ingests and their
+		// servers at once (the budget is tested on the binary: test/e2e
+		// TestMemoryBudget).
+		Ingest: config.IngestConfig{MaxInFlight: 512, SessionConcurrency: 4, LeaseTTL: 3 * time.Second, MissingRecordingTTL: time.Minute,
+			MemoryBudget: config.MemoryBudget{Mode: config.BudgetOff}},
 		Storage:         filepath.Join(dir, "storage"),
 		Batch:           200,
 		StartTime:       from.Add(-time.Minute).UTC().Truncate(time.Second),
