@@ -80,7 +80,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) (err error
 		return err
 	}
 	warnOpenBus(cfg, log)
-	mb, err := startBudget(cfg, log)
+	mb, err := startBudget(cfg)
 	if err != nil {
 		return err
 	}
@@ -89,6 +89,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) (err error
 		return stopped(err)
 	}
 	defer b.Close()
+	logBudget(mb, cfg.NATS.URL == "", log)
 	kv, err := prepare(ctx, b, cfg.File, log)
 	if err != nil {
 		return stopped(err)

@@ -87,22 +87,40 @@ func chooseBudget(b config.MemoryBudget, detect func() (memlimit.Limit, bool, er
 }
 
 // startBudget chooses the budget (the cgroup limit read from the real
-// file system) and applies it; it runs before the embedded server starts.
-func startBudget(cfg *config.Config, log zerolog.Logger) (memBudget, error) {
+// file system) and sets it; it runs before the embedded server starts.
+// Run logs it (logBudget) once the store is open, so that a refused start
+// (a store another ingest holds) stays one line.
+func startBudget(cfg *config.Config) (memBudget, error) {
 	mb, err := chooseBudget(cfg.Ingest.MemoryBudget, func() (memlimit.Limit, bool, error) {
 		return memlimit.Detect(memlimit.Root())
 	})
 	if err != nil {
 		return memBudget{}, err
 	}
-	applyBudget(mb, cfg.NATS.URL == "", log)
+	setBudget(mb)
 	return mb, nil
 }
 
-// applyBudget sets the Go runtime's memory limit and GC percent for the
-// budget and logs the line that says what was chosen. Off leaves the
-// runtime's settings as they are (GOGC, GOMEMLIMIT).
+// applyBudget sets the budget and logs the line that says what was
+// chosen.
 func applyBudget(mb memBudget, embedded bool, log zerolog.Logger) {
+	setBudget(mb)
+	logBudget(mb, embedded, log)
+}
+
+// setBudget sets the Go runtime's memory limit and GC percent for the
+// budget. Off leaves the runtime's settings as they are (GOGC,
+// GOMEMLIMIT).
+func setBudget(mb memBudget) {
+	if mb.bytes == 0 {
+		return
+	}
+	debug.SetMemoryLimit(mb.goLimit)
+	debug.SetGCPercent(budgetGCPercent)
+}
+
+// logBudget logs the budget, where it came from and the Go limit.
+func logBudget(mb memBudget, embedded bool, log zerolog.Logger) {
 	scope := "ingest alone (the NATS server is external)"
 	if embedded {
 		scope = "ingest and the embedded NATS server"
@@ -111,8 +129,6 @@ func applyBudget(mb memBudget, embedded bool, log zerolog.Logger) {
 		log.Info().Str("source", mb.source).Msgf("memory budget: off; the Go runtime's defaults apply to %s", scope)
 		return
 	}
-	debug.SetMemoryLimit(mb.goLimit)
-	debug.SetGCPercent(budgetGCPercent)
 	log.Info().Int64("budget_bytes", mb.bytes).Str("source", mb.source).Int64("go_memory_limit_bytes", mb.goLimit).
 		Msgf("memory budget: %s for %s (%s); Go memory limit %s", config.FormatSize(mb.bytes), scope, mb.source, config.FormatSize(mb.goLimit))
 }
