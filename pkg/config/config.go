@@ -183,6 +183,9 @@ type IngestConfig struct {
 	// MetricsAddr is where ingest serves /metrics, /healthz and /readyz:
 	// host:port, or host:first-last for the first free port ("" = off).
 	MetricsAddr string
+	// PprofAddr is where ingest serves Go's profiles (/debug/pprof/):
+	// host:port, 127.0.0.1 when the host is empty ("" = off).
+	PprofAddr string
 	// PageSize is the limit of each SearchUnstructuredEvents call (the
 	// search path); 0 means MaxPageSize.
 	PageSize int

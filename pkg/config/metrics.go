@@ -49,6 +49,13 @@ func (c *Config) MetricsListenError(cmd Command, err error) error {
 	return errors.New(msg)
 }
 
+// PprofListenError explains err, returned when ingest could not listen on
+// ingest.pprof-addr.
+func (c *Config) PprofListenError(err error) error {
+	k := byName["ingest.pprof-addr"]
+	return fmt.Errorf("key %q: cannot serve profiles on %q: %w (set another host:port, or \"\" to turn it off)", k.name, k.format(c), err)
+}
+
 // checkListenAddr accepts "", host:port and host:first-last.
 func checkListenAddr(c *Config, k *key) error {
 	v := k.format(c)

@@ -84,6 +84,13 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) (err error
 	if err != nil {
 		return err
 	}
+	if addr := cfg.Ingest.PprofAddr; addr != "" {
+		prof, err := metricsrv.ListenProfiles(addr, log)
+		if err != nil {
+			return cfg.PprofListenError(err)
+		}
+		defer func() { _ = prof.Shutdown(context.WithoutCancel(ctx)) }()
+	}
 	b, err := bus.Open(ctx, cfg.NATS, cfg.Storage, "ingest", log, true, bus.WithSinkConsumers(cfg.Sink))
 	if err != nil {
 		return stopped(err)

@@ -69,13 +69,23 @@ func Listen(addr string, reg prometheus.Gatherer, ready ReadyFunc, log zerolog.L
 	if err != nil {
 		return nil, err
 	}
+	s, err := serve(a, Handler(reg, ready))
+	if err != nil {
+		return nil, err
+	}
+	log.Info().Str("addr", s.Addr()).Msg("serving /metrics, /healthz and /readyz")
+	return s, nil
+}
+
+// serve listens on a and serves h until Shutdown.
+func serve(a Addr, h http.Handler) (*Server, error) {
 	ln, err := a.listen()
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
 		ln:  ln,
-		srv: &http.Server{Handler: Handler(reg, ready), ReadHeaderTimeout: 10 * time.Second},
+		srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second},
 		err: make(chan error, 1),
 	}
 	go func() {
@@ -85,7 +95,6 @@ func Listen(addr string, reg prometheus.Gatherer, ready ReadyFunc, log zerolog.L
 		}
 		s.err <- err
 	}()
-	log.Info().Str("addr", ln.Addr().String()).Msg("serving /metrics, /healthz and /readyz")
 	return s, nil
 }
 
