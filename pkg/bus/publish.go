@@ -131,6 +131,11 @@ type Publisher struct {
 	floorMu  sync.Mutex
 	floors   map[string]uint64
 
+	// ackTimer bounds settle's wait; owned by the delivery goroutine and
+	// reset for each message rather than made anew (a timer per message
+	// was 3% of a backfill's allocations).
+	ackTimer *time.Timer
+
 	abort     chan struct{} // closed to abandon retries and waiting messages
 	abortOnce sync.Once
 	stopped   chan struct{} // closed when the delivery goroutine has exited
@@ -460,12 +465,17 @@ func (p *Publisher) settle(pd *pending) bool {
 	if pd.ack != nil || pd.failure != nil {
 		return true
 	}
-	t := time.NewTimer(time.Until(pd.sent.Add(p.ackTimeout)))
-	defer t.Stop()
+	wait := time.Until(pd.sent.Add(p.ackTimeout))
+	if p.ackTimer == nil {
+		p.ackTimer = time.NewTimer(wait)
+	} else {
+		p.ackTimer.Reset(wait) // stopped below: no stale expiry (Go ≥ 1.23)
+	}
+	defer p.ackTimer.Stop()
 	select {
 	case pd.ack = <-pd.paf.Ok():
 	case pd.failure = <-pd.paf.Err():
-	case <-t.C:
+	case <-p.ackTimer.C:
 		pd.failure = errAckTimeout
 	case <-p.abort:
 		return false
