@@ -84,6 +84,14 @@ func WithTailCheck(streamOf func(subject string) string, last map[string]uint64)
 	}
 }
 
+// WithPace makes Publish wait, before a message is sent, until pace
+// allows its StoredSize: the bytes stored per ServerCacheWindow stay
+// within pace's limit (an embedded server's memory budget). A nil pace
+// does nothing.
+func WithPace(pace *WritePace) PublisherOption {
+	return func(p *Publisher) { p.pace = pace }
+}
+
 // WithPublisherLog logs each retry at warn level.
 func WithPublisherLog(log zerolog.Logger) PublisherOption {
 	return func(p *Publisher) { p.log = log }
@@ -130,6 +138,8 @@ type Publisher struct {
 	streamOf func(subject string) string
 	floorMu  sync.Mutex
 	floors   map[string]uint64
+
+	pace *WritePace // WithPace's; nil: no pacing
 
 	// ackTimer bounds settle's wait; owned by the delivery goroutine and
 	// reset for each message rather than made anew (a timer per message
@@ -195,6 +205,10 @@ func (p *Publisher) PublishMsg(ctx context.Context, m *nats.Msg, done PublishDon
 	if err := p.begin(); err != nil {
 		return err
 	}
+	if err := p.paced(ctx, m); err != nil {
+		p.end()
+		return err
+	}
 	select {
 	case p.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -219,6 +233,27 @@ func (p *Publisher) PublishMsg(ctx context.Context, m *nats.Msg, done PublishDon
 	p.send(pd)
 	p.queue <- pd // never blocks: the queue holds at most one entry per slot
 	return nil
+}
+
+// paced waits until WithPace's pace lets m be sent.
+func (p *Publisher) paced(ctx context.Context, m *nats.Msg) error {
+	if p.pace == nil {
+		return nil
+	}
+	d := p.pace.reserve(StoredSize(m))
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("publish to %s: waiting for room in the server's block caches (%d bytes per %s): %w", m.Subject, p.pace.Limit(), ServerCacheWindow, ctx.Err())
+	case <-p.abort:
+		return ErrPublisherClosed
+	}
 }
 
 // Floor is the highest sequence acknowledged in stream so far (with

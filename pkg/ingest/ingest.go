@@ -255,7 +255,7 @@ func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bu
 		return err
 	}
 	pub := bus.NewPublisher(b.JS, cfg.Ingest.MaxInFlight, bus.WithPublisherLog(log),
-		bus.WithTailCheck(streamOfSubject(b.Cfg), last))
+		bus.WithTailCheck(streamOfSubject(b.Cfg), last), bus.WithPace(m.memory.pace()))
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/memlimit"
 )
@@ -32,6 +33,27 @@ const minHeadroom = 32 << 20
 // goLimit is the Go memory limit that holds the resident set to budget.
 func goLimit(budget int64) int64 {
 	return budget - max(budget/8, minHeadroom)
+}
+
+// cacheReserve is what the Go memory limit keeps beside the embedded
+// server's block caches: the rest of the live heap (the duplicate
+// window's ids, the pooled and current block buffers, gRPC's receive
+// windows, ingest's own: 45-60 MB in a profile of a 1,000,000-event
+// backfill, docs/deployment.md) and room for the collector above it (40
+// to 50 MB kept the budget at 95% of the budget-off rate).
+const cacheReserve = 96 << 20
+
+// writeAllowance is the bytes ingest may store into the embedded server
+// per bus.ServerCacheWindow under the budget: the server holds the block
+// caches of everything stored in that window, strongly, so no collection
+// frees them and only the rate of writes bounds them. 0 (no pacing) when
+// the budget is off or the server is external (its memory is not
+// ingest's).
+func (mb memBudget) writeAllowance(embedded bool) int64 {
+	if mb.bytes == 0 || !embedded {
+		return 0
+	}
+	return mb.goLimit - cacheReserve
 }
 
 // budgetGCPercent is the GC percent while a budget is set: collections are
@@ -129,8 +151,12 @@ func logBudget(mb memBudget, embedded bool, log zerolog.Logger) {
 		log.Info().Str("source", mb.source).Msgf("memory budget: off; the Go runtime's defaults apply to %s", scope)
 		return
 	}
+	pace := ""
+	if w := mb.writeAllowance(embedded); w > 0 {
+		pace = fmt.Sprintf("; writes to the server paced to %s per %s", config.FormatSize(w), bus.ServerCacheWindow)
+	}
 	log.Info().Int64("budget_bytes", mb.bytes).Str("source", mb.source).Int64("go_memory_limit_bytes", mb.goLimit).
-		Msgf("memory budget: %s for %s (%s); Go memory limit %s", config.FormatSize(mb.bytes), scope, mb.source, config.FormatSize(mb.goLimit))
+		Msgf("memory budget: %s for %s (%s); Go memory limit %s%s", config.FormatSize(mb.bytes), scope, mb.source, config.FormatSize(mb.goLimit), pace)
 }
 
 // memoryMetrics are the memory series: the budget, and what the process
@@ -139,6 +165,8 @@ type memoryMetrics struct {
 	budget, held, rss prometheus.Gauge
 	budgetBytes       int64
 	embedded          bool
+	// writeAllowance is memBudget.writeAllowance: 0, no pacing.
+	writeAllowance int64
 }
 
 // newMemoryMetrics creates the memory series and registers them in reg
@@ -152,14 +180,24 @@ func newMemoryMetrics(reg prometheus.Registerer, mb memBudget, embedded bool) *m
 			Name: "memory_bytes", Help: "Memory the Go runtime holds from the system and has not released (what the budget's Go limit counts), the embedded NATS server included."}),
 		rss: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "memory_rss_bytes", Help: "Resident set size of the ingest process (/proc/self/statm), the embedded NATS server included."}),
-		budgetBytes: mb.bytes,
-		embedded:    embedded,
+		budgetBytes:    mb.bytes,
+		embedded:       embedded,
+		writeAllowance: mb.writeAllowance(embedded),
 	}
 	m.budget.Set(float64(mb.bytes))
 	if reg != nil {
 		reg.MustRegister(m)
 	}
 	return m
+}
+
+// pace is a new pace for a Publisher to the embedded server under the
+// budget; nil without one.
+func (m *memoryMetrics) pace() *bus.WritePace {
+	if m == nil || m.writeAllowance <= 0 {
+		return nil
+	}
+	return bus.NewWritePace(m.writeAllowance)
 }
 
 // sample reads what the process holds now; rss is 0 when /proc cannot be

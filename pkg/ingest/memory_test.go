@@ -195,3 +195,35 @@ func TestStatusPrintsLeaseMemory(t *testing.T) {
 		t.Errorf("status without a memory report:\n%s", out.String())
 	}
 }
+
+// TestWriteAllowance: writes are paced only to an embedded server under a
+// budget, and the pace leaves the Go limit room for the rest of the heap.
+func TestWriteAllowance(t *testing.T) {
+	def, err := chooseBudget(config.MemoryBudget{}, func() (memlimit.Limit, bool, error) { return memlimit.Limit{}, false, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	least, err := chooseBudget(config.MemoryBudget{Mode: config.BudgetSize, Bytes: config.MinMemoryBudget}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name     string
+		mb       memBudget
+		embedded bool
+		want     int64
+	}{
+		{"default budget, embedded", def, true, 238<<20 - 96<<20},
+		{"smallest budget, embedded", least, true, 224<<20 - 96<<20},
+		{"default budget, external server", def, false, 0},
+		{"off", memBudget{}, true, 0},
+	} {
+		if got := c.mb.writeAllowance(c.embedded); got != c.want {
+			t.Errorf("%s: %s per window, want %s", c.name, config.FormatSize(got), config.FormatSize(c.want))
+		}
+		m := newMemoryMetrics(nil, c.mb, c.embedded)
+		if p := m.pace(); (p != nil) != (c.want > 0) || (p != nil && p.Limit() != c.want) {
+			t.Errorf("%s: pace %v, want a limit of %d", c.name, p, c.want)
+		}
+	}
+}

@@ -1,0 +1,93 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// fakePace is a WritePace of limit bytes on a clock the test moves.
+func fakePace(limit int64) (*WritePace, *time.Time) {
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	p := NewWritePace(limit)
+	p.now = func() time.Time { return now }
+	return p, &now
+}
+
+func TestWritePaceHoldsTheWindowToItsLimit(t *testing.T) {
+	p, now := fakePace(1000)
+	start := *now
+	step := func(at time.Duration, n int64, want time.Duration) {
+		t.Helper()
+		*now = start.Add(at)
+		if got := p.reserve(n); got != want {
+			t.Errorf("at +%s, %d bytes: wait %s, want %s", at, n, got, want)
+		}
+	}
+	step(0, 600, 0)
+	step(time.Second, 300, 0)
+	// 1300 > 1000: goes when the 600 leaves the window, 11 s after it came.
+	step(2*time.Second, 400, 9*time.Second)
+	// Queued behind it: needs the 300 gone too (+12 s).
+	step(2*time.Second, 400, 10*time.Second)
+	// Larger than the limit: waits for every byte before it to leave.
+	step(3*time.Second, 5000, (12+11-3)*time.Second)
+	// Long after everything: free again, and the old entries are dropped.
+	step(time.Minute, 1000, 0)
+	if len(p.slots) != 1 || p.total != 1000 {
+		t.Errorf("after the window: %d entries of %d bytes, want 1 of 1000", len(p.slots), p.total)
+	}
+}
+
+func TestWritePaceMergesSendsWithinASlot(t *testing.T) {
+	p, now := fakePace(1 << 30)
+	for i := range 10_000 {
+		*now = now.Add(time.Millisecond)
+		if d := p.reserve(100); d != 0 {
+			t.Fatalf("send %d waited %s under the limit", i, d)
+		}
+	}
+	// 10 s of sends, one entry per 100 ms slot.
+	if len(p.slots) > 101 || p.total != 1_000_000 {
+		t.Errorf("%d entries of %d bytes for 10,000 sends over 10 s, want at most 101 of 1000000", len(p.slots), p.total)
+	}
+}
+
+func TestPublisherWaitsForThePace(t *testing.T) {
+	js := newFakeJS()
+	p := NewPublisher(js, 16, WithPace(NewWritePace(1)))
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = p.Close(ctx) // the one message sent never gets its PubAck
+	}()
+	ctx := testCtx(t)
+	if err := p.Publish(ctx, auditEvent(1), nil); err != nil {
+		t.Fatal(err)
+	}
+	// The window holds the first message for ServerCacheWindow: the
+	// second one cannot be sent before the deadline.
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	err := p.Publish(short, auditEvent(2), nil)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "block caches") {
+		t.Fatalf("second publish: %v, want a deadline waiting for the block caches", err)
+	}
+	if n := len(js.sent); n != 1 {
+		t.Errorf("%d messages sent, want 1", n)
+	}
+}
+
+func TestStoredSizeCountsSubjectHeadersAndBody(t *testing.T) {
+	m := nats.NewMsg("audit.user.login")
+	m.Data = []byte(`{"a":1}`)
+	m.Header.Set("Nats-Msg-Id", "x")
+	// 30 record + 12 header framing + 16 subject + 7 body + len("Nats-Msg-Id: x\r\n") 16
+	if got, want := StoredSize(m), int64(30+12+16+7+16); got != want {
+		t.Errorf("StoredSize = %d, want %d", got, want)
+	}
+}
