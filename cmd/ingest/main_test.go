@@ -15,9 +15,9 @@ func TestBinary(t *testing.T) {
 	})
 	t.Run("memory budget below the minimum", func(t *testing.T) {
 		clitest.BadConfig(t, bin, "ingest", "[ingest]\nmemory-budget = \"100MiB\"\n",
-			`key "ingest.memory-budget": 100MiB is below the smallest budget ingest runs in, 256MiB; set at least 256MiB, or "off"`)
+			`key "ingest.memory-budget": 100MiB is below the smallest budget ingest runs in, 256MiB; set at least 256MiB, or "off" (`+config.MinMemoryBudgetWhy+`)`)
 		out, errOut, code := clitest.Exec(t, bin, "--ingest-memory-budget", "64MB")
-		want := "ingest: error: flag --ingest-memory-budget: 64000000 is below the smallest budget ingest runs in, 256MiB; set at least 256MiB, or \"off\"\n"
+		want := "ingest: error: flag --ingest-memory-budget: 64000000 is below the smallest budget ingest runs in, 256MiB; set at least 256MiB, or \"off\" (" + config.MinMemoryBudgetWhy + ")\n"
 		if code != 2 || errOut != want || out != "" {
 			t.Errorf("exit %d stdout %q stderr %q; want 2 and %q", code, out, errOut, want)
 		}

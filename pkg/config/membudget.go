@@ -125,12 +125,17 @@ func (b MemoryBudget) String() string {
 	return "auto"
 }
 
+// MinMemoryBudgetWhy says why a budget below MinMemoryBudget is refused:
+// what heap profiles of a 1,000,000-event backfill show stays live
+// (docs/deployment.md, "Where the memory goes").
+const MinMemoryBudgetWhy = "the embedded NATS server's block caches and duplicate-window ids hold 150-200 MB live through a backfill, and the Go collector needs room above them"
+
 // checkMemoryBudget refuses a size below MinMemoryBudget.
 func checkMemoryBudget(c *Config, k *key) error {
 	b := *k.field(c).(*MemoryBudget)
 	if b.Mode == BudgetSize && b.Bytes < MinMemoryBudget {
-		return c.errAt(k, "%s is below the smallest budget ingest runs in, %s; set at least %s, or \"off\"",
-			FormatSize(b.Bytes), FormatSize(MinMemoryBudget), FormatSize(MinMemoryBudget))
+		return c.errAt(k, "%s is below the smallest budget ingest runs in, %s; set at least %s, or \"off\" (%s)",
+			FormatSize(b.Bytes), FormatSize(MinMemoryBudget), FormatSize(MinMemoryBudget), MinMemoryBudgetWhy)
 	}
 	return nil
 }

@@ -82,7 +82,7 @@ func TestMemoryBudgetKey(t *testing.T) {
 	errs := map[string]string{
 		`memory-budget = "lots"`: `config gen.toml: key "ingest.memory-budget": must be "auto", "off" or a size such as "384MiB", "1GiB" or "400MB": "lots" does not start with a number of bytes`,
 		`memory-budget = true`:   `config gen.toml: key "ingest.memory-budget": must be "auto", "off" or a size such as "384MiB", got boolean true`,
-		`memory-budget = "1MiB"`: `config gen.toml: key "ingest.memory-budget": 1MiB is below the smallest budget ingest runs in, ` + min + `; set at least ` + min + `, or "off"`,
+		`memory-budget = "1MiB"`: `config gen.toml: key "ingest.memory-budget": 1MiB is below the smallest budget ingest runs in, ` + min + `; set at least ` + min + `, or "off" (` + MinMemoryBudgetWhy + `)`,
 	}
 	for body, want := range errs {
 		_, err := Decode([]byte("[ingest]\n"+body+"\n"), "gen.toml")
