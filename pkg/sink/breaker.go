@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,13 +52,19 @@ type Breaker struct {
 	log    zerolog.Logger
 	gauge  prometheus.Gauge
 
-	mu       sync.Mutex
-	open     bool
-	since    time.Time // when it opened
-	probing  bool      // a probe is in flight
-	failures uint64    // failed probes since it opened
-	next     time.Time // when the next probe may go
-	changed  chan struct{}
+	// isOpen mirrors open for Open, read for every message pulled.
+	isOpen atomic.Bool
+
+	mu   sync.Mutex
+	open bool
+	// opened is closed while the breaker is open, closed while it is
+	// closed; each is replaced when the state leaves it.
+	opened, closed chan struct{}
+	since          time.Time // when it opened
+	probing        bool      // a probe is in flight
+	failures       uint64    // failed probes since it opened
+	next           time.Time // when the next probe may go
+	changed        chan struct{}
 	// The lines of an opening are written when the last written opening
 	// is breakerLogEvery old; quiet counts the openings in between.
 	logged   bool
@@ -69,17 +76,36 @@ type Breaker struct {
 // logs its openings and closings to log and sets gauge to 1 while open
 // (gauge may be nil).
 func NewBreaker(probes backoff.Policy, log zerolog.Logger, gauge prometheus.Gauge) *Breaker {
-	return &Breaker{probes: probes, log: log, gauge: gauge, changed: make(chan struct{})}
+	b := &Breaker{probes: probes, log: log, gauge: gauge, changed: make(chan struct{}), opened: make(chan struct{}), closed: make(chan struct{})}
+	close(b.closed)
+	return b
 }
 
 // Open reports whether Fluentd is taken to refuse events now.
-func (b *Breaker) Open() bool {
+func (b *Breaker) Open() bool { return b != nil && b.isOpen.Load() }
+
+// Opened returns a channel that is closed once the breaker is open (at
+// once if it is open now); a nil Breaker's never is.
+func (b *Breaker) Opened() <-chan struct{} {
 	if b == nil {
-		return false
+		return nil
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.open
+	return b.opened
+}
+
+// Closed returns a channel that is closed once the breaker is closed (at
+// once if it is closed now).
+func (b *Breaker) Closed() <-chan struct{} {
+	if b == nil {
+		ch := make(chan struct{})
+		close(ch)
+		return ch
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
 }
 
 // Turn waits until the caller may send: at once while the breaker is
@@ -157,13 +183,13 @@ func (b *Breaker) Report(probe bool, cause error) {
 	now := time.Now()
 	switch {
 	case cause == nil && b.open:
-		b.close(now)
+		b.markClosed(now)
 	case cause == nil:
 		return
 	case !b.open:
 		b.failures = 0
 		b.next = now.Add(b.probes.Delay(1))
-		b.opened(now, cause)
+		b.markOpen(now, cause)
 	case probe:
 		b.failures++
 		b.next = now.Add(b.probes.Delay(b.failures + 1))
@@ -186,8 +212,11 @@ func (b *Breaker) Abandon(probe bool) {
 	b.broadcast()
 }
 
-func (b *Breaker) opened(now time.Time, cause error) {
+func (b *Breaker) markOpen(now time.Time, cause error) {
 	b.open, b.since = true, now
+	b.isOpen.Store(true)
+	close(b.opened)
+	b.closed = make(chan struct{})
 	if b.gauge != nil {
 		b.gauge.Set(1)
 	}
@@ -206,8 +235,11 @@ func (b *Breaker) opened(now time.Time, cause error) {
 	b.lastLine, b.quiet = now, 0
 }
 
-func (b *Breaker) close(now time.Time) {
+func (b *Breaker) markClosed(now time.Time) {
 	b.open = false
+	b.isOpen.Store(false)
+	close(b.closed)
+	b.opened = make(chan struct{})
 	if b.gauge != nil {
 		b.gauge.Set(0)
 	}

@@ -78,8 +78,9 @@ func (d *Deliverer) Deliver(ctx context.Context, b *Batch) {
 }
 
 func (d *Deliverer) send(ctx context.Context, url string, items []Item) {
+	kept := oldest(items)
 	for {
-		probe, err := d.turn(ctx, items)
+		probe, err := d.turn(ctx, items, &kept)
 		if err != nil {
 			d.release(items)
 			return
@@ -120,27 +121,48 @@ func (d *Deliverer) send(ctx context.Context, url string, items []Item) {
 	}
 }
 
-// turn waits for the breaker to let items through, marking them in
-// progress while it waits so that JetStream keeps them assigned to this
-// sink.
-func (d *Deliverer) turn(ctx context.Context, items []Item) (probe bool, err error) {
+// turn waits for the breaker to let items through. While it is open, the
+// items are marked in progress whenever keepAlive passed since *kept (when
+// they were received or last marked), so that JetStream keeps them
+// assigned to this sink, however many probes they take part in.
+func (d *Deliverer) turn(ctx context.Context, items []Item, kept *time.Time) (probe bool, err error) {
 	keepAlive := d.AckWait / 3
 	if keepAlive <= 0 {
 		keepAlive = 10 * time.Second
 	}
 	for {
-		probe, err := d.Breaker.Turn(ctx, keepAlive)
+		if d.Breaker.Open() && time.Since(*kept) >= keepAlive {
+			d.keepAlive(items)
+			*kept = time.Now()
+		}
+		wait := max(time.Until(kept.Add(keepAlive)), time.Millisecond)
+		probe, err := d.Breaker.Turn(ctx, wait)
 		if !errors.Is(err, ErrStillOpen) {
 			return probe, err
 		}
-		for _, it := range items {
-			if err := it.Msg.InProgress(); err != nil {
-				// JetStream redelivers it after its ack wait: a duplicate
-				// at worst, as the held copy is still sent.
-				d.Log.Debug().Err(err).Str("subject", it.Msg.Subject()).Msg("marking a held event in progress failed")
-			}
+	}
+}
+
+// keepAlive marks held items in progress.
+func (d *Deliverer) keepAlive(items []Item) {
+	for _, it := range items {
+		if err := it.Msg.InProgress(); err != nil {
+			// JetStream redelivers it after its ack wait: a duplicate at
+			// worst, as the held copy is still sent.
+			d.Log.Debug().Err(err).Str("subject", it.Msg.Subject()).Msg("marking a held event in progress failed")
 		}
 	}
+}
+
+// oldest is when the earliest of items was received.
+func oldest(items []Item) time.Time {
+	t := time.Now()
+	for _, it := range items {
+		if !it.Received.IsZero() && it.Received.Before(t) {
+			t = it.Received
+		}
+	}
+	return t
 }
 
 // ack acknowledges items. A message held for most of its ack wait may

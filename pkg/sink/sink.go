@@ -237,7 +237,7 @@ func (s *Sink) Ready() error {
 		return errors.New("consumers not open yet")
 	}
 	if s.deliverer.Failing() {
-		return errors.New("fluentd refuses events; delivery paused while the sink probes it")
+		return errors.New("Fluentd refuses events; delivery paused while the sink probes it")
 	}
 	return nil
 }
@@ -277,11 +277,12 @@ func (s *Sink) Run(ctx context.Context) error {
 
 	batches := make(chan *Batch)
 	queue := newBatchQueue(&Batcher{MaxEvents: s.sc.BatchSize, MaxBytes: s.sc.BatchBytes, Wait: s.sc.BatchWait}, batches)
+	queue.pause, queue.release = s.deliverer.Breaker.Opened, s.deliverer.release
 
 	var intake errgroup.Group
 	for _, c := range consumers {
 		intake.Go(func() error {
-			err := fetch(fetchCtx, sendCtx, c.c, c.src, s.pullBuffer(), func(m jetstream.Msg) {
+			err := fetch(fetchCtx, sendCtx, c.c, c.src, s.pullBuffer(), s.deliverer.Breaker, func(m jetstream.Msg) {
 				s.outstanding.Add(1)
 				queue.add(s.item(c.src, m))
 			}, s.log)
