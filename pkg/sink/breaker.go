@@ -30,14 +30,16 @@ const breakerLogEvery = 30 * time.Second
 // Breaker is the sink's circuit breaker in front of Fluentd. While Fluentd
 // refuses every event alike (it is down, refuses connections, fails the TLS
 // handshake, answers 5xx, or never acknowledges an in_forward message), the
-// breaker is open: senders hold their batches instead of handing each
-// message back to JetStream with a delay of its own, so the request slots
-// stay full and the intake stops pulling. One sender at a time is let
-// through as a probe, its batch being the probe, on the schedule of the
-// Probes policy (never more than Probes.Max apart). The first answer from
-// Fluentd closes it, and every waiting sender goes at once: the backlog
-// flows as soon as Fluentd is back, instead of after the longest delay any
-// message was given.
+// breaker is open: senders hold their batches (the Deliverer keeps them
+// alive) instead of handing each message back to JetStream with a delay
+// of its own, and the intake stops pulling and hands back at once what the
+// client had buffered (fetch, batchQueue; Opened and Closed tell them).
+// One sender at a time is let through as a probe, its batch being the
+// probe, on the schedule of the probes policy (never more than its Max
+// apart). The first answer from Fluentd closes it: every waiting sender
+// goes at once and pulling resumes, so the backlog flows as soon as
+// Fluentd is back, instead of after the longest delay any message was
+// given.
 //
 // A refusal of the records (a 4xx about them) is an answer: Fluentd is up.
 // It closes the breaker and stays the business of the message (see

@@ -187,7 +187,8 @@ func TestFluentdOutageRecoveryIsPrompt(t *testing.T) {
 			if !strings.Contains(snk.Log(), "fluentd refuses events: ") || !strings.Contains(snk.Log(), "fluentd accepts events again") {
 				t.Errorf("%s: the sink's log lacks the lines of the pause:\n%s", name, snk.Tail(20))
 			}
-			r.checkFluentd(sinkUnacked())
+			dups := r.checkFluentd(sinkUnacked())
+			t.Logf("%s: %d duplicates (bound %d: what the sink can hold unacknowledged)", name, dups, sinkUnacked())
 			r.checkStreams()
 		})
 	}
