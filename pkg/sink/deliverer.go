@@ -40,8 +40,8 @@ var DefaultBackoff = backoff.Policy{Base: time.Second, Max: 30 * time.Second, Ji
 //     sent again, until the refused records are isolated;
 //   - 4xx for one record: NAKed with a Backoff delay, or, on its
 //     MaxDeliver-th delivery, published to the dead-letter subject and
-//     terminated. Only refusals count towards MaxDeliver: an outage never
-//     dead-letters an event;
+//     terminated. An outage never dead-letters an event: only a refusal
+//     leads there, and held batches keep their delivery count;
 //   - an error that is not about Fluentd (an event that cannot be
 //     encoded): NAKed with a Backoff delay.
 type Deliverer struct {
