@@ -13,14 +13,18 @@ import (
 )
 
 // The memory budget (ingest.memory-budget) holds ingest, and the embedded
-// NATS server running in its process, to a size. It is enforced with the
-// Go runtime's soft memory limit: most of ingest's memory beyond its live
-// data is the server's block caches, which are weakly held once written and
-// freed by the next collection, so a limit the runtime collects towards
-// keeps them from piling up. Pacing publishes while memory is high was
-// not added: a heap profile mid-backfill under the budget shows the live
-// heap after a collection is mostly the server's 8 MB write buffers and its
-// pooled block buffers, which holding back publishes does not shrink.
+// NATS server running in its process, to a size. Heap profiles of a
+// backfill (docs/deployment.md, "Where the memory goes") show two kinds
+// of memory, and the budget bounds each where it comes from:
+//
+//   - The server's block caches, two thirds of the live heap: nats-server
+//     keeps the cache of every block written in the last 10 s, strongly,
+//     while the sink reads at the tail, so no collection frees them. They
+//     grow with the rate of writes, and the budget paces the writes
+//     (writeAllowance, bus.WithPace).
+//   - Everything else, and the garbage between collections: the Go
+//     runtime's soft memory limit, a safety net that the paced caches
+//     leave room under, so the collector does not run continuously.
 
 // The Go runtime's memory limit is the budget less headroom for what the
 // limit does not see (the program's text and data, about 25 MB resident)
