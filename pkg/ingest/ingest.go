@@ -264,7 +264,7 @@ func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bu
 	}
 	out := &outlet{pub: pub, limit: messageLimit(b), m: m, log: log, guard: g, skip: skip, storage: embeddedStorage(b),
 		js: b.JS, audit: b.Cfg.AuditStream, sessions: b.Cfg.SessionStream}
-	in, err := newIngester(ctx, cfg, log, src, st, out, m)
+	in, err := newIngester(ctx, cfg, log, readerSource(cfg, src), st, out, m)
 	if err != nil {
 		return err
 	}
@@ -285,6 +285,10 @@ func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bu
 	// Caught up with everything acknowledged (in.run drained the outlet).
 	return finish(ctx, cfg, log, b, kv)
 }
+
+// readerSource is what the readers read Teleport through: the client
+// itself. Tests replace it to shape the server's answers.
+var readerSource = func(_ *config.Config, c *teleport.Client) teleport.AuditLog { return c }
 
 // lastSequences are the last sequences of the streams ingest publishes
 // to, before it publishes: the floor of its first messages (see
