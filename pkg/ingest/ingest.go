@@ -62,6 +62,14 @@ const pruneEvery = time.Hour
 // positions when it dies. With dry-run it reads and logs, publishing
 // nothing and changing no state (no bus is needed).
 func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) (err error) {
+	// The credentials first: a bad identity stops ingest before the
+	// store, the bucket or the streams are touched.
+	if err := teleport.Check(ctx, cfg.Teleport); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return cfg.TeleportCredentialsError(err)
+	}
 	noteBatch(cfg, log)
 	if cfg.DryRun {
 		return runDry(ctx, cfg, log)
