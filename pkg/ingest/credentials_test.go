@@ -68,8 +68,8 @@ func TestBadIdentityTouchesNothing(t *testing.T) {
 	cases := []badIdentity{
 		{"missing", filepath.Join(dir, "no-such-identity"), []string{"does not exist"}},
 		{"a directory", dir, []string{"is a directory, not a file"}},
-		{"a FIFO", fifo, []string{"is not a regular file"}},
-		{"under a file", filepath.Join(garbage, "identity"), []string{"cannot be read", "not a directory"}},
+		{"a FIFO", fifo, []string{"is not a regular file (named pipe): give the path of the file itself"}},
+		{"under a file", filepath.Join(garbage, "identity"), []string{"cannot read", "not a directory"}},
 		{"garbage", garbage, []string{"is not a Teleport identity file (it holds no key or certificate)", "tctl auth sign --format=file"}},
 		{"a PEM certificate", write("ca.crt", string(pem)), []string{"is not a Teleport identity file (it holds no SSH certificate"}},
 		{"expired", expired, []string{"teleport identity expired", "issue a new one (tctl auth sign)"}},
@@ -82,7 +82,7 @@ func TestBadIdentityTouchesNothing(t *testing.T) {
 		if err := os.Chmod(p, 0); err != nil {
 			t.Fatal(err)
 		}
-		cases = append(cases, badIdentity{"mode 000", p, []string{"cannot be read", "permission denied"}})
+		cases = append(cases, badIdentity{"mode 000", p, []string{"cannot read", "permission denied", "run ingest as a user that can read it"}})
 	}
 	store := e.cfg.Storage
 	for _, tc := range cases {

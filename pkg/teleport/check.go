@@ -59,32 +59,45 @@ func checkFiles(cfg config.TeleportConfig) error {
 		if f.path == "" {
 			continue
 		}
-		if err := readable(f.path); err != nil {
-			return fmt.Errorf("%w: %s %q %s", ErrBadCredentials, f.what, f.path, err)
+		if err := readable(f.what, f.path); err != nil {
+			return fmt.Errorf("%w: %w", ErrBadCredentials, err)
 		}
 	}
 	return nil
 }
 
-// readable says why path cannot be read as a credential file (nil when it
-// can).
-func readable(path string) error {
+// readable says why the credential file (what) at path cannot be read
+// (nil when it can).
+func readable(what, path string) error {
 	st, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return errors.New("does not exist")
+		return fmt.Errorf("%s %q does not exist", what, path)
 	case err != nil:
-		return fmt.Errorf("cannot be read: %v", unwrapPath(err))
+		return fmt.Errorf("cannot read %s %q: %v", what, path, unwrapPath(err))
 	case st.IsDir():
-		return errors.New("is a directory, not a file")
+		return fmt.Errorf("%s %q is a directory, not a file", what, path)
 	case !st.Mode().IsRegular():
-		return fmt.Errorf("is not a regular file (%s): give the path of the file itself", st.Mode().Type())
+		return fmt.Errorf("%s %q is not a regular file (%s): give the path of the file itself", what, path, fileKind(st.Mode()))
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("cannot be read: %v (run ingest as a user that can read it)", unwrapPath(err))
+		return fmt.Errorf("cannot read %s %q: %v (run ingest as a user that can read it)", what, path, unwrapPath(err))
 	}
 	return f.Close()
+}
+
+// fileKind names a mode's file type for a message.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	}
+	return m.Type().String()
 }
 
 // notIdentity explains why Teleport's loader could not use an identity
@@ -93,7 +106,7 @@ func readable(path string) error {
 func notIdentity(path string, loadErr error) error {
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("%w: identity file %q cannot be read: %v", ErrBadCredentials, path, unwrapPath(err))
+		return fmt.Errorf("%w: cannot read identity file %q: %v", ErrBadCredentials, path, unwrapPath(err))
 	}
 	if !bytes.Contains(raw, []byte("-----BEGIN")) {
 		return fmt.Errorf("%w: identity file %q is not a Teleport identity file (it holds no key or certificate); write one with tctl auth sign --format=file", ErrBadCredentials, path)
