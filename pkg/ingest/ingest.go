@@ -374,9 +374,15 @@ func runDry(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 
 // newIngester fixes the start time and builds the reading pieces.
 func newIngester(ctx context.Context, cfg *config.Config, log zerolog.Logger, src teleport.AuditLog, st *state, out *outlet, m *metrics) (*ingester, error) {
-	start, err := st.fixStartTime(ctx, cfg.StartTime, time.Now())
+	start, fromNow, err := st.fixStartTime(ctx, cfg.StartTime, time.Now())
 	if err != nil {
 		return nil, err
+	}
+	if fromNow && !cfg.DryRun {
+		log.Warn().Time("start_time", start).
+			Msgf("no start-time given: reading from now; start-time fixed at %s, so the events Teleport holds from before are not read. "+
+				"To read them, stop ingest and run `ingest backfill --start-time <earlier RFC 3339 time>`, then start ingest again",
+				start.Format(time.RFC3339))
 	}
 	in := &ingester{
 		cfg: cfg, log: log, src: src, st: st, out: out, m: m,
