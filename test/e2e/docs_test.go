@@ -116,6 +116,9 @@ var docRules = []docRule{
 	{match: regexp.MustCompile(`^fluentd -c (\S+)$`),
 		instead: "no Fluentd here: fluentd-sim listens where the fluent.conf says, with its TLS files, passphrase and <match> tags",
 		do:      (*docRun).fluentd},
+	{match: regexp.MustCompile(`^nats --server (\S+) --nkey (\S+) stream info (\S+)$`),
+		instead: "no nats CLI here: the test asks the same server for the stream's info with nats.go, with the same NKey seed file",
+		do:      (*docRun).natsStreamInfo},
 	{match: regexp.MustCompile(`^nats --server (\S+) --nkey (\S+) sub '([^']+)'$`),
 		instead: "no nats CLI here: the test subscribes to the same server and subject with nats.go, with the same NKey seed file, and waits for a live event",
 		do:      (*docRun).natsSub},
@@ -138,9 +141,10 @@ type docRun struct {
 }
 
 // TestDocsCommandsRun runs the shell command lines of README.md and
-// docs/quickstart.md as written, in order, against the Teleport and
-// Fluentd doubles (see docRules for the lines that need tools this machine
-// lacks), and fails for each line that does not work.
+// docs/quickstart.md, and the commands configure prints under "Next
+// steps", as written, in order, against the Teleport and Fluentd doubles
+// (see docRules for the lines that need tools this machine lacks), and
+// fails for each line that does not work.
 func TestDocsCommandsRun(t *testing.T) {
 	for _, doc := range []string{"README.md", "docs/quickstart.md"} {
 		t.Run(doc, func(t *testing.T) {
@@ -148,24 +152,56 @@ func TestDocsCommandsRun(t *testing.T) {
 			if len(lines) < 8 {
 				t.Fatalf("%s has %d shell lines; the parser is broken", doc, len(lines))
 			}
-			r := newDocRun(t)
-			for _, l := range lines {
-				rule, m := matchRule(l)
-				if rule == nil {
-					t.Errorf("%s: no rule says how to run it; add one to docRules", l)
-					continue
-				}
-				if rule.instead != "" {
-					t.Logf("%s: %s", l, rule.instead)
-				}
-				if err := rule.do(r, l, m); err != nil {
-					t.Errorf("%s does not work as written: %v", l, err)
-				} else if rule.instead == "" {
-					t.Logf("%s: ran as written", l)
-				}
-			}
+			runLines(t, newDocRun(t), lines)
 		})
 	}
+	t.Run("configure's Next steps", func(t *testing.T) {
+		r := newDocRun(t)
+		l := docLine{doc: "the user", line: 1, cmd: "configure ./conf " + exampleTeleportAddr}
+		out, err := r.output(l, "configure ./conf "+r.p.TeleportAddr, r.p.Passphrase+"\n", 0)
+		if err != nil {
+			t.Fatalf("%s: %v", l, err)
+		}
+		lines := nextSteps(out)
+		if len(lines) < 7 {
+			t.Fatalf("configure printed %d commands under Next steps; the parser is broken:\n%s", len(lines), out)
+		}
+		runLines(t, r, lines)
+	})
+}
+
+// runLines runs lines in order, each by the first docRule it matches.
+func runLines(t *testing.T, r *docRun, lines []docLine) {
+	t.Helper()
+	for _, l := range lines {
+		rule, m := matchRule(l)
+		if rule == nil {
+			t.Errorf("%s: no rule says how to run it; add one to docRules", l)
+			continue
+		}
+		if rule.instead != "" {
+			t.Logf("%s: %s", l, rule.instead)
+		}
+		if err := rule.do(r, l, m); err != nil {
+			t.Errorf("%s does not work as written: %v", l, err)
+		} else if rule.instead == "" {
+			t.Logf("%s: ran as written", l)
+		}
+	}
+}
+
+// nextSteps are the command lines configure printed after "Next steps:":
+// the lines indented by seven spaces (the prose around them by five or
+// none).
+func nextSteps(out string) []docLine {
+	_, after, _ := strings.Cut(out, "Next steps:\n")
+	var lines []docLine
+	for n, text := range strings.Split(after, "\n") {
+		if cmd, ok := strings.CutPrefix(text, "       "); ok && cmd != "" && cmd[0] != ' ' {
+			lines = append(lines, docLine{doc: "configure's Next steps", line: n + 1, cmd: strings.TrimSpace(cmd)})
+		}
+	}
+	return lines
 }
 
 func matchRule(l docLine) (*docRule, []string) {
@@ -217,22 +253,37 @@ func (r *docRun) env() []string {
 
 // run runs cmd with sh in the run's directory and wants exit code want.
 func (r *docRun) run(l docLine, cmd, stdin string, want int) error {
+	_, err := r.output(l, cmd, stdin, want)
+	return err
+}
+
+// output is run that returns what cmd printed.
+func (r *docRun) output(l docLine, cmd, stdin string, want int) (string, error) {
 	proc, err := harness.Start(r.ctx, harness.Spec{Name: fmt.Sprintf("line-%d", l.line), Bin: "/bin/sh", Args: []string{"-c", cmd},
 		Env: r.env(), Dir: r.dir, LogDir: r.p.LogDir, Stdin: []byte(stdin)})
 	if err != nil {
-		return err
+		return "", err
 	}
 	ctx, cancel := context.WithTimeout(r.ctx, 2*time.Minute)
 	defer cancel()
 	code, err := proc.Wait(ctx)
 	if err != nil {
 		proc.Kill()
-		return err
+		return "", err
 	}
 	if code != want {
-		return fmt.Errorf("exit %d, want %d:\n%s", code, want, proc.Tail(8))
+		return "", fmt.Errorf("exit %d, want %d:\n%s", code, want, proc.Tail(8))
 	}
-	return nil
+	return proc.Log(), nil
+}
+
+// path is p in the run's directory (configure prints absolute paths, the
+// docs relative ones).
+func (r *docRun) path(p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(r.dir, p)
 }
 
 // background starts a long-running command as written and waits for the
@@ -271,8 +322,7 @@ func (r *docRun) waitStored(l docLine) error {
 
 // tctlCreate validates a role or user file as tctl create would.
 func (r *docRun) tctlCreate(l docLine, m []string) error {
-	path := filepath.Join(r.dir, m[1])
-	data, err := os.ReadFile(path)
+	data, err := os.ReadFile(r.path(m[1]))
 	if err != nil {
 		return err
 	}
@@ -328,7 +378,7 @@ var roleVersionsOfV13 = regexp.MustCompile(`^v[3-6]$`)
 // tctlSign hands out the Teleport double's identity as tctl auth sign
 // would, once the user exists.
 func (r *docRun) tctlSign(l docLine, m []string) error {
-	user, out := m[1], filepath.Join(r.dir, m[2])
+	user, out := m[1], r.path(m[2])
 	if r.created["user/"+user] == "" {
 		return errors.New("ERROR: access denied (the user was never created)")
 	}
@@ -344,7 +394,7 @@ func (r *docRun) tctlSign(l docLine, m []string) error {
 
 // fluentd starts fluentd-sim with what the fluent.conf says.
 func (r *docRun) fluentd(l docLine, m []string) error {
-	conf, err := os.ReadFile(filepath.Join(r.dir, m[1]))
+	conf, err := os.ReadFile(r.path(m[1]))
 	if err != nil {
 		return err
 	}
@@ -412,6 +462,31 @@ func (r *docRun) natsSub(l docLine, m []string) error {
 	}
 	if prefix := strings.TrimSuffix(subject, ">"); !strings.HasPrefix(msg.Subject, prefix) {
 		return fmt.Errorf("subscribed to %s, got subject %s", subject, msg.Subject)
+	}
+	return nil
+}
+
+// natsStreamInfo asks for a stream's info as `nats stream info` would.
+func (r *docRun) natsStreamInfo(l docLine, m []string) error {
+	opt, err := nats.NkeyOptionFromSeed(r.path(m[2]))
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(m[1], opt)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := nc.JetStream()
+	if err != nil {
+		return err
+	}
+	info, err := js.StreamInfo(m[3], nats.Context(r.ctx))
+	if err != nil {
+		return fmt.Errorf("stream info %s: %v", m[3], err)
+	}
+	if info.State.Msgs == 0 {
+		return fmt.Errorf("stream %s holds no message; ingest ran before this line", m[3])
 	}
 	return nil
 }

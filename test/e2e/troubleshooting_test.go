@@ -94,6 +94,10 @@ var troubleshootingCases = []troubleshootingCase{
 		args: func(s *tsSetup) []string {
 			return s.ingest("--storage", s.fixedStorage, "--start-time", "2021-06-01T00:00:00Z")
 		}},
+	{msgs: []string{"to read the events from", "on as well, stop ingest and run"}, bin: "ingest", code: exitRuntime,
+		args: func(s *tsSetup) []string { // earlier than the stored 2020-01-01
+			return s.ingest("--storage", s.fixedStorage, "--start-time", "2019-06-01T00:00:00Z")
+		}},
 	{msgs: []string{"(is another process using it? [nats] listen sets the address)"}, bin: "ingest", code: exitRuntime,
 		args: func(s *tsSetup) []string { return s.ingest("--nats-listen", s.busy) }},
 	{msgs: []string{"NATS refused the credentials"}, bin: "ingest", code: exitRuntime,
