@@ -137,7 +137,9 @@ type docRun struct {
 	dir     string
 	p       *harness.Pipeline
 	created map[string]string // kind/name → file, what tctl create took
-	events  int               // backfill audit events the Teleport double holds
+	// before are the ids of the audit events Teleport held before the
+	// first command: the backfill a documented start-time must bring.
+	before []string
 }
 
 // TestDocsCommandsRun runs the shell command lines of README.md and
@@ -242,7 +244,14 @@ func newDocRun(t *testing.T) *docRun {
 	if err := p.StartTeleport(ctx, "--events", fmt.Sprint(events), "--sessions", "3", "--live-rate", "20"); err != nil {
 		t.Fatal(err)
 	}
-	return &docRun{t: t, ctx: ctx, dir: dir, p: p, created: map[string]string{}, events: events}
+	before, err := p.TeleportIDs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(before) < events {
+		t.Fatalf("the Teleport double holds %d events; started with %d", len(before), events)
+	}
+	return &docRun{t: t, ctx: ctx, dir: dir, p: p, created: map[string]string{}, before: before}
 }
 
 // env is the environment of a documented command: the built commands on
@@ -306,17 +315,28 @@ func (r *docRun) background(l docLine, ready string) error {
 	return nil
 }
 
-// waitStored waits until Fluentd (the double) stored the backfill.
+// waitStored waits until Fluentd (the double) stored every audit event
+// Teleport held before the first command: a documented ingest command
+// without a start-time far enough back reads only live events, and fails
+// here.
 func (r *docRun) waitStored(l docLine) error {
-	return harness.WaitFor(r.ctx, "the backfill in Fluentd", func(ctx context.Context) (bool, string, error) {
+	ctx, cancel := context.WithTimeout(r.ctx, 3*time.Minute)
+	defer cancel()
+	return harness.WaitFor(ctx, "the backfill in Fluentd", func(ctx context.Context) (bool, string, error) {
 		if r.p.FluentdControl == "" {
 			return false, "", errors.New("no Fluentd is running (the fluentd line comes before this one)")
 		}
-		s, err := r.p.FluentdStats(ctx)
+		got, err := r.p.FluentdIDs(ctx, harness.AuditTag)
 		if err != nil {
 			return false, "", err
 		}
-		return s.StoredTotal >= int64(r.events), fmt.Sprintf("%d of %d stored", s.StoredTotal, r.events), nil
+		n := 0
+		for _, id := range r.before {
+			if got[id] > 0 {
+				n++
+			}
+		}
+		return n == len(r.before), fmt.Sprintf("%d of the %d events Teleport held before the first command stored", n, len(r.before)), nil
 	})
 }
 
