@@ -22,6 +22,9 @@ type key struct {
 	extraEnv []string
 	cmds     cmdSet
 	usage    string
+	// unset says, in the reference's Default column, what an empty
+	// default means (a default that is not a value, such as "now").
+	unset string
 	// secret values are never logged.
 	secret bool
 	// path values name a file that must exist.
@@ -329,7 +332,8 @@ var keys = []*key{
 		usage: "Session recording event types dropped",
 		field: func(c *Config) any { return &c.SkipSessionTypes }},
 	{name: "start-time", flag: "start-time", legacy: true, cmds: forIngest,
-		usage: "Oldest event to export, RFC 3339; fixed on first run",
+		usage: "Oldest event to export, RFC 3339; fixed by the first run, which without it reads from the moment it starts; ingest backfill moves it earlier",
+		unset: "the first run's start (now)",
 		field: func(c *Config) any { return &c.StartTime }},
 	{name: "timeout", flag: "timeout", legacy: true, cmds: forIngest,
 		usage: "Poll interval once caught up",

@@ -115,7 +115,7 @@ func TestBadInputs(t *testing.T) {
 		{name: "start-time without zone", toml: "start-time = 2024-01-02T03:04:05\n" + ingestOK,
 			want: `config {f}: key "start-time": must be an RFC 3339 time with a time zone, such as 2024-01-02T15:04:05Z, got 2024-01-02T03:04:05`},
 		{name: "identity file missing", toml: "[teleport]\nidentity = \"{d}/nope\"\n",
-			want: `config {f}: key "teleport.identity": file "{d}/nope" does not exist`},
+			want: `config {f}: key "teleport.identity": file "{d}/nope" does not exist: write it with tctl auth sign --format=file --user=teleport-event-handler --out={d}/nope, or correct the path`},
 		{name: "identity and cert", toml: ingestOK + "cert = \"{d}/tls.crt\"\nkey = \"{d}/tls.key\"\nca = \"{d}/ca.crt\"\n",
 			want: `config {f}: key "teleport.cert": conflicts with "teleport.identity": use an identity file, or a certificate, key and CA, not both`},
 		{name: "cert without key and ca", toml: "[teleport]\ncert = \"{d}/tls.crt\"\n",

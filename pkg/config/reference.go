@@ -111,7 +111,7 @@ func codeList(items []string) string {
 func defaultText(k *key, def *Config) string {
 	v := k.format(def)
 	if v == "" {
-		return ""
+		return k.unset
 	}
 	return "`" + v + "`"
 }

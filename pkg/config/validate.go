@@ -108,6 +108,8 @@ func (c *Config) checkFile(k *key) error {
 	}
 	st, err := os.Stat(p)
 	switch {
+	case errors.Is(err, os.ErrNotExist) && k.name == "teleport.identity":
+		return c.errAt(k, "file %q does not exist: write it with tctl auth sign --format=file --user=teleport-event-handler --out=%s, or correct the path", p, p)
 	case errors.Is(err, os.ErrNotExist) && (k.secretFile || k.name == "nats.users"):
 		return c.errAt(k, "file %q does not exist: write the NATS credentials with configure --nats-credentials %s, or correct the path", p, c.configDir())
 	case errors.Is(err, os.ErrNotExist):
@@ -158,6 +160,19 @@ func (c *Config) checkTeleportCredentials(required bool) error {
 		return c.requiredErr("no Teleport credentials: set \"teleport.identity\" (--teleport-identity, FDFWD_TELEPORT_IDENTITY), or \"teleport.cert\", \"teleport.key\" and \"teleport.ca\"")
 	}
 	return nil
+}
+
+// TeleportCredentialsError is a configuration error (exit status 2) about
+// the Teleport credentials, found by a check outside this package (ingest
+// reads them with Teleport's own loader, and asks the server, before
+// anything starts). It names the key the credentials came from:
+// teleport.identity, or teleport.cert.
+func (c *Config) TeleportCredentialsError(err error) error {
+	k := byName["teleport.cert"]
+	if c.set("teleport.identity") {
+		k = byName["teleport.identity"]
+	}
+	return c.errAt(k, "%v", err)
 }
 
 // checkFluentd: a URL to deliver to, client cert and key together, one

@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pelletier/go-toml/v2"
 	"go.uber.org/goleak"
@@ -111,7 +112,7 @@ func TestRunWritesEveryFile(t *testing.T) {
 	if strings.Contains(summary, pass) {
 		t.Error("summary shows the passphrase")
 	}
-	for _, step := range []string{"tctl create -f " + filepath.Join(dir, RoleFile), "tctl create -f " + filepath.Join(dir, UserFile), "tctl auth sign --format=file --user=teleport-event-handler --out=" + filepath.Join(dir, "identity"), "fluentd -c", "ingest --config", "fluentd-sink --config"} {
+	for _, step := range []string{"tctl create -f " + filepath.Join(dir, RoleFile), "tctl create -f " + filepath.Join(dir, UserFile), "tctl auth sign --format=file --user=teleport-event-handler --out=" + filepath.Join(dir, "identity"), "fluentd -c", "ingest --config " + filepath.Join(dir, TOMLFile) + " --start-time " + suggestedStart(time.Now()), "fluentd-sink --config"} {
 		if !strings.Contains(summary, step) {
 			t.Errorf("summary lacks %q:\n%s", step, summary)
 		}

@@ -172,6 +172,8 @@ namespace = "default"
 # types = ["user.login", "session.upload"]
 # skip-event-types = []
 # skip-session-types = ["print"]
+# Oldest event to export, fixed by the first run; without it ingest reads
+# from the moment it first starts (ingest backfill moves it earlier).
 # start-time = "2025-01-01T00:00:00Z"
 
 [forward.fluentd]
