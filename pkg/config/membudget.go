@@ -23,11 +23,13 @@ const MinMemoryBudget = 256 << 20
 const MinAutoLimit = (MinMemoryBudget*4/3 + 1<<20 - 1) / (1 << 20) * (1 << 20)
 
 // DefaultMemoryBudget is the budget of "auto" when no cgroup memory limit
-// applies to the process. Measured with `make bench` (1,000,000 events,
-// one run): ingest peaked at 269 MB RSS with 95% of the events/s of the
-// same run without a budget (1.12x its CPU); 256MiB peaked at 259-266 MB
-// but kept 79-83% (1.27-1.39x the CPU): the server's live buffers leave
-// the collector too little room under a lower limit.
+// applies to the process. Measured with `BENCH_EVENTS=1000000
+// BENCH_PAIRS=2 make bench` (two runs back to back, 2026-12-06, load
+// average 5-14): ingest peaked at 273-274 MB RSS with 86.2% and 88.2% of
+// the events/s of the same backfills without a budget (1.21x and 1.14x
+// their CPU). Its writes to the embedded server are paced to 142MiB per
+// 11 s (about 21,800 events/s of 620 bytes), which those backfills stayed
+// under.
 const DefaultMemoryBudget = 272 << 20
 
 // BudgetMode says how ingest.memory-budget was given.
