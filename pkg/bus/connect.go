@@ -2,6 +2,8 @@ package bus
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
@@ -76,7 +78,15 @@ func Open(ctx context.Context, cfg config.NATSConfig, storage string, name strin
 		connCfg.URL = emb.ClientURL()
 		log.Info().Str("url", connCfg.URL).Str("storage", emb.StoreDir()).Msg("embedded NATS server started")
 	}
-	nc, err := Connect(ctx, connCfg, name, log)
+	var extra []nats.Option
+	if emb != nil && emb.tls {
+		// Its own server's TLS is for other processes: this one connects
+		// in process, where the server asks for no TLS.
+		connCfg.URL = "nats://" + strings.TrimPrefix(connCfg.URL, "tls://")
+		connCfg.CA, connCfg.Cert, connCfg.Key = "", "", ""
+		extra = append(extra, nats.InProcessServer(emb.srv))
+	}
+	nc, err := connect(ctx, connCfg, name, log, extra...)
 	if err != nil {
 		emb.Shutdown()
 		return nil, err
@@ -100,7 +110,15 @@ func startEmbedded(ctx context.Context, cfg config.NATSConfig, storage, owner st
 			return nil, err
 		}
 	}
+	var tlsCfg *tls.Config
+	if cfg.ServerCert != "" {
+		var err error
+		if tlsCfg, err = ServerTLS(cfg.ServerCert, cfg.ServerKey); err != nil {
+			return nil, err
+		}
+	}
 	return StartEmbedded(ctx, EmbeddedOptions{
+		TLS:        tlsCfg,
 		Listen:     cfg.Listen,
 		StoreDir:   storage,
 		Users:      users,
@@ -134,6 +152,11 @@ func (b *Bus) Close() {
 // URL. ctx is checked before dialling; each server's dial is bounded by
 // nats.go's connect timeout (2 s).
 func Connect(ctx context.Context, cfg config.NATSConfig, name string, log zerolog.Logger) (*nats.Conn, error) {
+	return connect(ctx, cfg, name, log)
+}
+
+// connect is Connect with extra options.
+func connect(ctx context.Context, cfg config.NATSConfig, name string, log zerolog.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	servers := serverList(cfg)
 	shown := redactURLs(servers)
 	if err := ctx.Err(); err != nil {
@@ -143,6 +166,7 @@ func Connect(ctx context.Context, cfg config.NATSConfig, name string, log zerolo
 	if err != nil {
 		return nil, err
 	}
+	opts = append(opts, extra...)
 	nc, err := nats.Connect(strings.Join(servers, ","), opts...)
 	if err != nil {
 		if isAuthError(err) {
@@ -150,6 +174,9 @@ func Connect(ctx context.Context, cfg config.NATSConfig, name string, log zerolo
 		}
 		if errors.Is(err, nats.ErrNkeysNotSupported) {
 			return nil, fmt.Errorf("connect to NATS at %s: the server takes no NKeys, so the nkey seed file %q cannot log in: give the credentials it expects ([nats] token, user or creds) or start it with the users of deploy/nats: %w", shown, cfg.NKey, err)
+		}
+		if hint := tlsHint(err, cfg); hint != "" {
+			return nil, fmt.Errorf("connect to NATS at %s: %s: %w", shown, hint, err)
 		}
 		return nil, fmt.Errorf("connect to NATS at %s: %w", shown, err)
 	}
@@ -287,4 +314,23 @@ func maxPayloadFor(maxMsgSize int32) int32 {
 		return 0
 	}
 	return maxMsgSize + headroom
+}
+
+// tlsHint says what to do about a server certificate the client refused,
+// or "".
+func tlsHint(err error, cfg config.NATSConfig) string {
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &unknown) && cfg.CA == "":
+		return "the server's TLS certificate is not signed by a CA this command trusts: set [nats] ca to the CA that signed it (configure's ca.crt)"
+	case errors.As(err, &unknown):
+		return fmt.Sprintf("the server's TLS certificate is not signed by [nats] ca %q: use the ca.crt of the configure run that made the server's certificate", cfg.CA)
+	case errors.As(err, &host):
+		return fmt.Sprintf("the server's TLS certificate is not valid for %q: connect by one of its names, or write it again with that name (configure --nats-names, or --nats-cluster NAME=HOST)", host.Host)
+	case errors.As(err, &invalid) && invalid.Reason == x509.IncompatibleUsage:
+		return "the server's TLS certificate is not valid for server use: give the server a certificate from configure (nats-server.crt, or a node certificate of --nats-cluster)"
+	}
+	return ""
 }
