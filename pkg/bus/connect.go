@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -173,7 +174,7 @@ func connect(ctx context.Context, cfg config.NATSConfig, name string, log zerolo
 			return nil, fmt.Errorf("connect to NATS at %s: NATS refused the credentials%s: %w", shown, credentialHint(cfg), err)
 		}
 		if errors.Is(err, nats.ErrNkeysNotSupported) {
-			return nil, fmt.Errorf("connect to NATS at %s: the server takes no NKeys, so the nkey seed file %q cannot log in: give the credentials it expects ([nats] token, user or creds) or start it with the users of deploy/nats: %w", shown, cfg.NKey, err)
+			return nil, fmt.Errorf("connect to NATS at %s: the server takes no NKeys, so the nkey seed file %q cannot log in: give the credentials it expects ([nats] token, user or creds), or give the server the NKey users configure writes (nats-users.toml for ingest's embedded server, nats-cluster/accounts.conf for a cluster): %w", shown, cfg.NKey, err)
 		}
 		if hint := tlsHint(err, cfg); hint != "" {
 			return nil, fmt.Errorf("connect to NATS at %s: %s: %w", shown, hint, err)
@@ -218,6 +219,9 @@ func connectOptions(cfg config.NATSConfig, name string, log zerolog.Logger) ([]n
 	}
 	if cfg.NKey != "" {
 		if err := config.CheckSecretFile("NATS nkey seed file", cfg.NKey); err != nil {
+			return nil, err
+		}
+		if err := checkSeedFile(cfg.NKey); err != nil {
 			return nil, err
 		}
 		o, err := nats.NkeyOptionFromSeed(cfg.NKey)
@@ -287,7 +291,7 @@ func redactURLs(urls []string) string {
 func credentialHint(cfg config.NATSConfig) string {
 	switch {
 	case cfg.NKey != "":
-		return fmt.Sprintf(" of nkey seed file %q (its public key is not in the server's users file: use the seed file configure wrote for this command's role, or run configure --nats-credentials <dir> --force and restart ingest)", cfg.NKey)
+		return fmt.Sprintf(" of nkey seed file %q (the server does not know its public key: use the seed file configure wrote for this command's role, and give the server the users of that same configure run: nats-users.toml for ingest's embedded server, nats-cluster/accounts.conf for a cluster)", cfg.NKey)
 	case cfg.Creds != "":
 		return fmt.Sprintf(" of credentials file %q", cfg.Creds)
 	case cfg.User != "":
@@ -333,4 +337,25 @@ func tlsHint(err error, cfg config.NATSConfig) string {
 		return "the server's TLS certificate is not valid for server use: give the server a certificate from configure (nats-server.crt, or a node certificate of --nats-cluster)"
 	}
 	return ""
+}
+
+// checkSeedFile recognises the credential files that are not a user's NKey
+// seed, so the message says which file it got and which key wants it.
+func checkSeedFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("NATS nkey seed file %q: %w", path, err)
+	}
+	text := strings.TrimSpace(string(data))
+	switch {
+	case strings.Contains(text, "BEGIN NATS USER JWT"):
+		return fmt.Errorf("NATS nkey seed file %q is a creds file (JWT and seed): name it with [nats] creds instead, or give the role's seed (nats-<role>.nk from configure)", path)
+	case strings.HasPrefix(text, "-----BEGIN"):
+		return fmt.Errorf("NATS nkey seed file %q holds a PEM certificate or key, not an NKey seed: give the role's seed file (nats-<role>.nk from configure); certificates go in [nats] ca", path)
+	case strings.HasPrefix(text, "SA") || strings.HasPrefix(text, "SO"):
+		return fmt.Errorf("NATS nkey seed file %q holds an account or operator seed, not a user seed (SU…): give the role's seed file (nats-<role>.nk from configure)", path)
+	case strings.HasPrefix(text, "U") && len(text) == 56:
+		return fmt.Errorf("NATS nkey seed file %q holds a public key (U…), not the seed: give the seed file (nats-<role>.nk from configure); public keys go in the server's users", path)
+	}
+	return nil
 }

@@ -155,3 +155,38 @@ func TestServerTLSBadFiles(t *testing.T) {
 		t.Error("the error shows the seed")
 	}
 }
+
+// TestWrongCredentialFileKind: a file of another kind given as an NKey
+// seed (a creds file, a certificate, an account seed, a public key) is one
+// line naming the file and what it should be, and never shows the file.
+func TestWrongCredentialFileKind(t *testing.T) {
+	dir := t.TempDir()
+	_, cert, _ := serverPKI(t, dir, certs.ServerAuth, "127.0.0.1")
+	certPEM, err := os.ReadFile(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, pub, err := bus.NewUserKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]struct{ body, want string }{
+		"creds":        {"-----BEGIN NATS USER JWT-----\neyJ0\n------END NATS USER JWT------\n", "is a creds file (JWT and seed): name it with [nats] creds instead"},
+		"certificate":  {string(certPEM), "holds a PEM certificate or key, not an NKey seed"},
+		"account seed": {"SAAGNWPHJMSUS2HYGZ4DRLQS6LYIUWDRL4TMTAQZXDWGCLA7LXLWBOB7MA\n", "holds an account or operator seed, not a user seed (SU…)"},
+		"public key":   {pub + "\n", "holds a public key (U…), not the seed"},
+	}
+	for name, c := range cases {
+		path := filepath.Join(dir, strings.ReplaceAll(name, " ", "-")+".nk")
+		if err := os.WriteFile(path, []byte(c.body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		nc := config.Default().NATS
+		nc.URL, nc.NKey = "nats://127.0.0.1:1", path
+		_, err := bus.Connect(context.Background(), nc, "t", zerolog.Nop())
+		want := fmt.Sprintf("NATS nkey seed file %q ", path) + c.want
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%s:\n got %v\nwant %s…", name, err, want)
+		}
+	}
+}

@@ -139,7 +139,7 @@ var troubleshootingCases = []troubleshootingCase{
 		args: func(s *tsSetup) []string {
 			return s.ingest("--nats-users", filepath.Join(s.p.Dir, "no-such-users.toml"))
 		}},
-	{msgs: []string{"NATS refused the credentials", "of nkey seed file", "its public key is not in the server's users file"},
+	{msgs: []string{"NATS refused the credentials", "of nkey seed file", "the server does not know its public key"},
 		bin: "fluentd-sink", code: exitRuntime,
 		args: func(s *tsSetup) []string { // another installation's key, against the running ingest's server
 			seed, _, err := bus.NewUserKey()
