@@ -316,4 +316,3 @@ func getMonitor(ctx context.Context, url string) ([]byte, error) {
 	}
 	return body, nil
 }
-
