@@ -180,12 +180,19 @@ func sinkPublish(n AuthNames) []string {
 	}
 	pub = append(pub, ownConsumer(n.AuditStream, n.SinkAuditConsumer)...)
 	pub = append(pub, ownConsumer(n.SessionStream, n.SinkSessionConsumer)...)
-	// Exactly one key of the state bucket: binding the bucket reads its
-	// stream's info, and the Get is a direct get of that key's subject.
-	return append(pub,
+	// Three keys of the state bucket: binding the bucket reads its
+	// stream's info, a Get is a direct get of the key's subject and a Put
+	// a publish to it. It reads caught-up, and reads and writes the record
+	// of each of its consumers (SinkConsumerKey).
+	pub = append(pub,
 		jsAPI+"STREAM.INFO."+kv,
 		jsAPI+"DIRECT.GET."+kv+".$KV."+n.StateBucket+"."+sinkStateKey,
 	)
+	for _, c := range []string{n.SinkAuditConsumer, n.SinkSessionConsumer} {
+		key := "$KV." + n.StateBucket + "." + SinkConsumerKey(c)
+		pub = append(pub, key, jsAPI+"DIRECT.GET."+kv+"."+key)
+	}
+	return pub
 }
 
 // ownConsumer is what a role needs for one durable pull consumer it owns:

@@ -207,6 +207,9 @@ type SinkConfig struct {
 	NATSNKey        string
 	AuditConsumer   string
 	SessionConsumer string
+	// RecreateConsumer is "", "resume" or "all": what to do about a
+	// durable consumer that was deleted after a sink created it.
+	RecreateConsumer string
 	FilterSubjects  []string
 	AckWait         time.Duration
 	MaxAckPending   int

@@ -621,3 +621,11 @@ func redactURL(raw string) string {
 	}
 	return u.String()
 }
+
+func checkRecreateConsumer(c *Config, k *key) error {
+	switch c.Sink.RecreateConsumer {
+	case "", "resume", "all":
+		return nil
+	}
+	return c.errAt(k, "must be \"resume\" or \"all\" (or empty), got %q", c.Sink.RecreateConsumer)
+}
