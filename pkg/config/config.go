@@ -210,16 +210,16 @@ type SinkConfig struct {
 	// RecreateConsumer is "", "resume" or "all": what to do about a
 	// durable consumer that was deleted after a sink created it.
 	RecreateConsumer string
-	FilterSubjects  []string
-	AckWait         time.Duration
-	MaxAckPending   int
-	MaxDeliver      int
-	BatchSize       int
-	BatchBytes      int
-	BatchWait       time.Duration
-	InFlight        int
-	ShutdownTimeout time.Duration
-	Gzip            bool
+	FilterSubjects   []string
+	AckWait          time.Duration
+	MaxAckPending    int
+	MaxDeliver       int
+	BatchSize        int
+	BatchBytes       int
+	BatchWait        time.Duration
+	InFlight         int
+	ShutdownTimeout  time.Duration
+	Gzip             bool
 	// MetricsAddr is where the sink serves /metrics, /healthz and /readyz:
 	// host:port, or host:first-last for the first free port ("" = off).
 	MetricsAddr string
