@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -340,5 +341,70 @@ func checkPerms(t *testing.T, who string, got, want *server.Permissions) {
 	if !same(got.Publish.Allow, want.Publish.Allow) || !same(got.Publish.Deny, want.Publish.Deny) ||
 		!same(got.Subscribe.Allow, want.Subscribe.Allow) {
 		t.Errorf("%s: the file grants\n%+v %+v\nbus.Permissions says\n%+v %+v", who, *got.Publish, *got.Subscribe, *want.Publish, *want.Subscribe)
+	}
+}
+
+// TestPermissionsTable: docs/bus-contract.md's table of roles and
+// permissions lists exactly what Permissions grants each role (with the
+// names as placeholders), so no permission goes unjustified.
+func TestPermissionsTable(t *testing.T) {
+	data, err := os.ReadFile("../../docs/bus-contract.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(data)
+	start := strings.Index(doc, "## Roles and permissions")
+	if start < 0 {
+		t.Fatal("docs/bus-contract.md has no \"## Roles and permissions\" section")
+	}
+	n := bus.AuthNames{
+		AuditStream: "<audit>", SessionStream: "<sessions>", DeadLetterStream: "<deadletter>", StateBucket: "<bucket>",
+		SinkAuditConsumer: "<sink-audit>", SinkSessionConsumer: "<sink-sessions>", LockConsumer: "<lock>",
+	}
+	norm := strings.NewReplacer("<audit>", "<stream>", "<sessions>", "<stream>", "<deadletter>", "<stream>",
+		"<sink-audit>", "<sink-consumer>", "<sink-sessions>", "<sink-consumer>")
+	scan := regexp.MustCompile(`ingest-scan-[0-9]+`)
+	set := func(subjects []string) map[string]bool {
+		out := map[string]bool{}
+		for _, s := range subjects {
+			if s != "_INBOX.>" {
+				out[scan.ReplaceAllString(norm.Replace(s), "ingest-scan-<n>")] = true
+			}
+		}
+		return out
+	}
+	tick := regexp.MustCompile("`([^`]+)`")
+	for _, role := range bus.Roles {
+		p := bus.Permissions(role, n)
+		want := map[string]map[string]bool{"allow": set(p.Publish.Allow), "deny": set(p.Publish.Deny), "subscribe": set(p.Subscribe.Allow)}
+		got := map[string]map[string]bool{"allow": {}, "deny": {}, "subscribe": {}}
+		for _, line := range strings.Split(doc[start:], "\n") {
+			cells := strings.Split(line, "|")
+			if len(cells) < 4 || strings.TrimSpace(cells[1]) != string(role) {
+				continue
+			}
+			kind := "allow"
+			switch c := strings.TrimSpace(cells[2]); {
+			case strings.HasPrefix(c, "denied:"):
+				kind = "deny"
+			case strings.HasPrefix(c, "subscribe:"):
+				kind = "subscribe"
+			}
+			for _, m := range tick.FindAllStringSubmatch(cells[2], -1) {
+				got[kind][m[1]] = true
+			}
+		}
+		for kind := range want {
+			for s := range want[kind] {
+				if !got[kind][s] {
+					t.Errorf("%s %s %s: granted by Permissions, missing from the table in docs/bus-contract.md", role, kind, s)
+				}
+			}
+			for s := range got[kind] {
+				if !want[kind][s] {
+					t.Errorf("%s %s %s: in the table of docs/bus-contract.md, not granted by Permissions", role, kind, s)
+				}
+			}
+		}
 	}
 }
