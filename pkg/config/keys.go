@@ -221,7 +221,7 @@ var keys = []*key{
 
 	// [ingest]
 	{name: "ingest.nats-nkey", flag: "ingest-nats-nkey", cmds: forIngest, path: true, secretFile: true,
-		usage: "NKey seed file (mode 0600) ingest and ingest status connect to NATS with (the ingest role); replaces the [nats] credentials",
+		usage: "NKey seed file (mode 0600) ingest and ingest status connect to NATS with (the ingest role); takes precedence over nats.nkey, and with another kind of [nats] credential is an error",
 		field: func(c *Config) any { return &c.Ingest.NATSNKey }},
 	{name: "ingest.max-in-flight", flag: "ingest-max-in-flight", cmds: forIngest,
 		usage: "Publishes awaiting their PubAck at once",
@@ -253,7 +253,7 @@ var keys = []*key{
 
 	// [sink]
 	{name: "sink.nats-nkey", flag: "sink-nats-nkey", cmds: forSink, path: true, secretFile: true,
-		usage: "NKey seed file (mode 0600) the sink connects to NATS with (the fluentd-sink role); replaces the [nats] credentials",
+		usage: "NKey seed file (mode 0600) the sink connects to NATS with (the fluentd-sink role); takes precedence over nats.nkey, and with another kind of [nats] credential is an error",
 		field: func(c *Config) any { return &c.Sink.NATSNKey }},
 	{name: "sink.audit-consumer", flag: "sink-audit-consumer", cmds: forSink,
 		usage: "Durable consumer name on the audit stream (shared by all sink replicas)",
