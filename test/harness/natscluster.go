@@ -147,18 +147,25 @@ func StartNATSCluster(ctx context.Context, bin, dir string) (*NATSCluster, error
 	if err != nil {
 		return nil, err
 	}
+	return c, c.Run(ctx, bin)
+}
+
+// Run starts every node with the nats-server binary bin and waits until
+// each is healthy and a JetStream meta leader is elected; on failure it
+// stops them. The processes are killed when ctx ends.
+func (c *NATSCluster) Run(ctx context.Context, bin string) error {
 	c.bin = bin
 	for i := range c.Nodes {
 		if err := c.Start(ctx, i); err != nil {
 			c.Stop()
-			return nil, err
+			return err
 		}
 	}
 	if err := c.WaitReady(ctx); err != nil {
 		c.Stop()
-		return nil, err
+		return err
 	}
-	return c, nil
+	return nil
 }
 
 // Start starts node i (0-based) again after Kill, or the first time.
