@@ -62,8 +62,8 @@ func NewPipeline(ctx context.Context, bin, dir string) (*Pipeline, error) {
 	return NewPipelineArgs(ctx, bin, dir)
 }
 
-// NewPipelineArgs is NewPipeline with more arguments for configure (a
-// cluster, say).
+// NewPipelineArgs is NewPipeline with more flags for configure (a cluster,
+// say), given before its <out-dir>.
 func NewPipelineArgs(ctx context.Context, bin, dir string, configureArgs ...string) (*Pipeline, error) {
 	p := &Pipeline{
 		Bin:        bin,
@@ -79,7 +79,7 @@ func NewPipelineArgs(ctx context.Context, bin, dir string, configureArgs ...stri
 		return nil, err
 	}
 	p.NATSListen = fmt.Sprintf("127.0.0.1:%d", port)
-	cfg, err := p.Run(ctx, "configure", []byte(p.Passphrase+"\n"), "configure", append([]string{p.Conf}, configureArgs...)...)
+	cfg, err := p.Run(ctx, "configure", []byte(p.Passphrase+"\n"), "configure", append(configureArgs, p.Conf)...)
 	if err != nil {
 		return nil, err
 	}
