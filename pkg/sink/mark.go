@@ -94,7 +94,7 @@ func (m *marks) write(ctx context.Context, consumer string, mk consumerMark) err
 		return err
 	}
 	if _, err := kv.Put(ctx, bus.SinkConsumerKey(consumer), data); err != nil {
-		return fmt.Errorf("record consumer %q (state key %s): %w", consumer, bus.SinkConsumerKey(consumer), err)
+		return fmt.Errorf("record consumer %q (state key %s; a NATS server whose users predate this key refuses it: give it the users of a current configure run): %w", consumer, bus.SinkConsumerKey(consumer), err)
 	}
 	m.mu.Lock()
 	m.written[consumer], m.floor[consumer] = time.Now(), mk.AckFloor
