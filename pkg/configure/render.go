@@ -262,6 +262,7 @@ users = %[2]s
 # TLS: set server-cert = %[4]s
 # and server-key = %[5]s (valid for configure's --nats-names), and
 # give every client ca = %[6]s.
+# replicas = 1
 `, tomlString(defaultNATSListen), tomlString(p.file(NATSUsersFile)), p.file(NATSSeedFile(bus.RoleReader)),
 		tomlString(p.file(NATSServerCertFile)), tomlString(p.file(NATSServerKeyFile)), tomlString(p.caCert()))
 }

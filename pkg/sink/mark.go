@@ -136,8 +136,8 @@ func (e *ConsumerDeletedError) Error() string {
 // consumer deleted under the sinks: a missing consumer that the sinks
 // recorded (on the same stream, not recreated since) is a
 // ConsumerDeletedError unless sink.recreate-consumer says how to recreate
-// it. An existing consumer keeps where it starts (its deliver policy and
-// start sequence); the rest is brought to the configuration.
+// it. An existing consumer that starts at a sequence (one "resume"
+// recreated) keeps it; the rest is brought to the configuration.
 func (s *Sink) openDurable(ctx context.Context, src Source) (jetstream.Consumer, error) {
 	cc := ConsumerConfig(src, s.sc)
 	stream, err := s.js.Stream(ctx, src.Stream)
@@ -148,8 +148,11 @@ func (s *Sink) openDurable(ctx context.Context, src Source) (jetstream.Consumer,
 	have, err := s.js.Consumer(ctx, src.Stream, src.Consumer)
 	switch {
 	case err == nil:
-		hc := have.CachedInfo().Config
-		cc.DeliverPolicy, cc.OptStartSeq = hc.DeliverPolicy, hc.OptStartSeq
+		// A consumer recreated by "resume" starts at a sequence; any
+		// other start than the configuration's is still a conflict.
+		if hc := have.CachedInfo().Config; hc.DeliverPolicy == jetstream.DeliverByStartSequencePolicy {
+			cc.DeliverPolicy, cc.OptStartSeq = hc.DeliverPolicy, hc.OptStartSeq
+		}
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		mk, err := s.marks.read(ctx, src.Consumer)
 		if err != nil {
