@@ -33,8 +33,10 @@ func TestClusterDocsRun(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	// Step 1: configure <dir> --nats-cluster NAME=HOST:PORT,…
-	p, err := harness.NewPipelineArgs(ctx, binDir, dir, "--nats-cluster", strings.Join(nodes, ","))
+	// Step 1: configure --nats-cluster NAME=HOST:PORT,… --nats-store-dir
+	// <dir> <out-dir> (a store of the test's own, not /var/lib/nats).
+	p, err := harness.NewPipelineArgs(ctx, binDir, dir, "--nats-cluster", strings.Join(nodes, ","),
+		"--nats-store-dir", filepath.Join(dir, "store"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,9 +67,9 @@ func TestClusterDocsRun(t *testing.T) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, proc := range p.Procs() {
-				t.Log(proc.Tail(15))
+				t.Log(proc.Tail(40))
 			}
-			t.Log(cluster.Tails(10))
+			t.Log(cluster.Tails(20))
 		}
 	})
 	for _, n := range cluster.Nodes {
