@@ -148,17 +148,19 @@ func (s *Sink) openDurable(ctx context.Context, src Source) (jetstream.Consumer,
 	have, err := s.js.Consumer(ctx, src.Stream, src.Consumer)
 	switch {
 	case err == nil:
-		// A consumer recreated by "resume" starts at a sequence; any
-		// other start than the configuration's is still a conflict.
-		if hc := have.CachedInfo().Config; hc.DeliverPolicy == jetstream.DeliverByStartSequencePolicy {
-			cc.DeliverPolicy, cc.OptStartSeq = hc.DeliverPolicy, hc.OptStartSeq
-		}
+		return s.keepDurable(ctx, src, have, cc, streamCreated)
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		mk, err := s.marks.read(ctx, src.Consumer)
 		if err != nil {
 			return nil, err
 		}
 		if mk != nil && mk.Stream == src.Stream && mk.StreamCreated.Equal(streamCreated) {
+			// Another sink may have created the consumer, and then the
+			// record, since the look-up: the record is written after the
+			// consumer, so a consumer missing after it was read is gone.
+			if again, err := s.js.Consumer(ctx, src.Stream, src.Consumer); err == nil {
+				return s.keepDurable(ctx, src, again, cc, streamCreated)
+			}
 			switch s.sc.RecreateConsumer {
 			case "resume":
 				cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, mk.AckFloor+1
@@ -172,6 +174,21 @@ func (s *Sink) openDurable(ctx context.Context, src Source) (jetstream.Consumer,
 	default:
 		return openConsumer(ctx, s.js, src, cc)
 	}
+	return s.createDurable(ctx, src, cc, streamCreated)
+}
+
+// keepDurable brings an existing consumer to the configuration. One
+// recreated by "resume" starts at a sequence and keeps it; any other start
+// than the configuration's is still a conflict, named by openConsumer.
+func (s *Sink) keepDurable(ctx context.Context, src Source, have jetstream.Consumer, cc jetstream.ConsumerConfig, streamCreated time.Time) (jetstream.Consumer, error) {
+	if hc := have.CachedInfo().Config; hc.DeliverPolicy == jetstream.DeliverByStartSequencePolicy {
+		cc.DeliverPolicy, cc.OptStartSeq = hc.DeliverPolicy, hc.OptStartSeq
+	}
+	return s.createDurable(ctx, src, cc, streamCreated)
+}
+
+// createDurable creates or updates the consumer and records it.
+func (s *Sink) createDurable(ctx context.Context, src Source, cc jetstream.ConsumerConfig, streamCreated time.Time) (jetstream.Consumer, error) {
 	c, err := openConsumer(ctx, s.js, src, cc)
 	if err != nil {
 		return nil, err
