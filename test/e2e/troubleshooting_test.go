@@ -72,7 +72,9 @@ var troubleshootingCases = []troubleshootingCase{
 	{msgs: []string{"(is another process using it? [nats] listen sets the address)"}, bin: "ingest", code: exitRuntime,
 		args: func(s *tsSetup) []string { return s.ingest("--nats-listen", s.busy) }},
 	{msgs: []string{"NATS refused the credentials"}, bin: "ingest", code: exitRuntime,
-		args: func(s *tsSetup) []string { return s.ingest("--nats-url", s.natsURL, "--ingest-nats-nkey", "", "--nats-token", "wrong-token") }},
+		args: func(s *tsSetup) []string {
+			return s.ingest("--nats-url", s.natsURL, "--ingest-nats-nkey", "", "--nats-token", "wrong-token")
+		}},
 	{msgs: []string{"does not exist (start ingest first, or check nats.*-stream)"}, bin: "fluentd-sink", code: exitRuntime,
 		args: func(s *tsSetup) []string { // a dry run creates no stream
 			return s.sink("--nats-url", s.natsURL, "--sink-nats-nkey", "", "--nats-token", s.token, "--dry-run",
