@@ -256,7 +256,7 @@ func printCluster(out io.Writer, o clusterOptions, runs []*clusterRun) {
 			row("", "NATS re-election: kill → bucket and streams have a new leader", cr.loss.Reelected.Round(10*time.Millisecond).String())
 			row("", "longest publish gap from the kill on", fmt.Sprintf("%s (%s after the kill; %s beyond the re-election)",
 				cr.killedGap.Len().Round(10*time.Millisecond), cr.killedGap.From.Sub(cr.loss.KilledAt).Round(10*time.Millisecond),
-				(cr.killedGap.Len() - cr.loss.Reelected).Round(10*time.Millisecond)))
+				(cr.killedGap.Len()-cr.loss.Reelected).Round(10*time.Millisecond)))
 		}
 		row("", "longest publish gap of the run", cr.gap.Len().Round(10*time.Millisecond).String())
 		for _, p := range cr.rss {
