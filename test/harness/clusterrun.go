@@ -20,7 +20,11 @@ import (
 type ClusterRun struct {
 	P       *Pipeline
 	Cluster *NATSCluster
+	// Insp reads the streams as the reader role; Owner looks at the
+	// streams and the state bucket as ingest, their owner, does (the
+	// reader may not see the bucket).
 	Insp    *Inspector
+	Owner   *Inspector
 	Ingest  *Proc
 	Sinks   []*Proc
 	// IngestStart is when ingest was started; the stream's messages from
@@ -84,6 +88,10 @@ func StartClusterRun(ctx context.Context, p *Pipeline, start time.Time, teleport
 	if r.Insp, err = NewInspectorFor(ctx, cluster.NATSConfig(NATSUserReader)); err != nil {
 		return fail(err)
 	}
+	if r.Owner, err = NewInspectorFor(ctx, cluster.NATSConfig(NATSUserIngest)); err != nil {
+		r.Insp.Close()
+		return fail(err)
+	}
 	return r, nil
 }
 
@@ -101,6 +109,7 @@ func (r *ClusterRun) Stop(timeout time.Duration) []string {
 	bad := r.P.StopAll(timeout)
 	if r.Insp != nil {
 		r.Insp.Close()
+		r.Owner.Close()
 	}
 	r.Cluster.Stop()
 	return bad
@@ -140,13 +149,15 @@ type NodeLoss struct {
 
 // Victim is the index of the node a loss of kind would kill now.
 func (r *ClusterRun) Victim(ctx context.Context, kind NodeKind) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	var name string
 	var err error
 	switch kind {
 	case StateLeader:
-		name, err = r.Insp.StreamLeader(ctx, "KV_"+r.Bucket)
+		name, err = r.Owner.StreamLeader(ctx, "KV_"+r.Bucket)
 	case AuditLeader:
-		name, err = r.Insp.StreamLeader(ctx, r.Insp.AuditStream())
+		name, err = r.Owner.StreamLeader(ctx, r.Owner.AuditStream())
 	case IngestNode:
 		return r.Cluster.ConnectedTo(ctx, "ingest")
 	default:
@@ -175,7 +186,7 @@ func (r *ClusterRun) Kill(ctx context.Context, kind NodeKind) (*NodeLoss, error)
 	loss.KilledAt = time.Now()
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	at, err := r.Insp.WaitNewLeaders(wctx, n.Name, "KV_"+r.Bucket, r.Insp.AuditStream(), r.Insp.SessionStream())
+	at, err := r.Owner.WaitNewLeaders(wctx, n.Name, "KV_"+r.Bucket, r.Owner.AuditStream(), r.Owner.SessionStream())
 	if err != nil {
 		return nil, err
 	}
