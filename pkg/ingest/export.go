@@ -160,17 +160,16 @@ func (x *exporter) exportChunk(ctx context.Context, date time.Time, chunk string
 	if err := saveFloor(ctx, in, key, &cs, &cs.Floor, tr); err != nil {
 		return err
 	}
-	var published atomic.Int64
 	commit := func(ctx context.Context, done bool) error {
-		cur, floor, moved, err := tr.position()
+		cur, floor, moved, events, err := tr.commitPoint()
 		if err != nil {
 			return err
 		}
+		cs.Events += events
 		if !moved && !done {
 			return nil
 		}
 		cs.Cursor, cs.Done, cs.Floor = cur, done, &floor
-		cs.Events += published.Swap(0)
 		return in.st.put(ctx, key, cs)
 	}
 	s := in.src.ExportUnstructuredEvents(ctx, &auditlogpb.ExportUnstructuredEventsRequest{
@@ -183,7 +182,7 @@ func (x *exporter) exportChunk(ctx context.Context, date time.Time, chunk string
 		if err := tr.failed(); err != nil {
 			return err
 		}
-		if err := handleAudit(ctx, in, item.Event, tr, item.Cursor, &published); err != nil {
+		if err := handleAudit(ctx, in, item.Event, tr, item.Cursor); err != nil {
 			return fmt.Errorf("export %s chunk %q: %w", date.Format(time.DateOnly), chunk, err)
 		}
 		if time.Since(last) >= commitEvery {
