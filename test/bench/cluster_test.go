@@ -12,6 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/teleport-event-bus/teleport-event-bus/test/harness"
 )
 
@@ -212,24 +214,34 @@ func runCluster(ctx context.Context, bin, dir string, o clusterOptions, kind har
 			cr.rss = append(cr.rss, procRSS{name: n.Name + " (killed)", bytes: cr.loss.PeakRSS, noGoal: "(bus)"})
 		}
 	}
-	if cr.gap, err = r.Insp.LongestGap(ctx, r.Insp.AuditStream(), r.IngestStart); err != nil {
+	gap := func(since time.Time) (harness.Gap, error) {
+		return harness.Settled(ctx, func(ctx context.Context) (harness.Gap, error) {
+			return r.Insp.LongestGap(ctx, r.Insp.AuditStream(), since)
+		})
+	}
+	if cr.gap, err = gap(r.IngestStart); err != nil {
 		return nil, err
 	}
 	if cr.loss != nil {
-		if cr.killedGap, err = r.Insp.LongestGap(ctx, r.Insp.AuditStream(), cr.loss.KilledAt); err != nil {
+		if cr.killedGap, err = gap(cr.loss.KilledAt); err != nil {
 			return nil, err
 		}
 	}
 	if cr.statusEvents, _, err = r.StatusEvents(ctx); err != nil {
 		return nil, err
 	}
-	info, err := r.Insp.StreamInfo(ctx, r.Insp.AuditStream())
+	info, err := harness.Settled(ctx, func(ctx context.Context) (*jetstream.StreamInfo, error) {
+		return r.Insp.StreamInfo(ctx, r.Insp.AuditStream())
+	})
 	if err != nil {
 		return nil, err
 	}
 	cr.stream = info.State.Msgs
 	bf := &backfill{}
-	if err := checkBackfill(ctx, p, r.Insp, bf); err != nil {
+	if _, err := harness.Settled(ctx, func(ctx context.Context) (struct{}, error) {
+		*bf = backfill{}
+		return struct{}{}, checkBackfill(ctx, p, r.Insp, bf)
+	}); err != nil {
 		return nil, err
 	}
 	cr.missing, cr.fluentdDups, cr.streamDups = bf.missing, bf.fluentdDups, bf.streamDup
