@@ -23,10 +23,10 @@ type ClusterRun struct {
 	// Insp reads the streams as the reader role; Owner looks at the
 	// streams and the state bucket as ingest, their owner, does (the
 	// reader may not see the bucket).
-	Insp    *Inspector
-	Owner   *Inspector
-	Ingest  *Proc
-	Sinks   []*Proc
+	Insp   *Inspector
+	Owner  *Inspector
+	Ingest *Proc
+	Sinks  []*Proc
 	// IngestStart is when ingest was started; the stream's messages from
 	// then on are its publishes.
 	IngestStart time.Time
