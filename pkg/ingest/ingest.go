@@ -219,13 +219,14 @@ func lead(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bus.Bu
 	})
 	g.Go(func() error {
 		defer cancel()
-		return readWith(gctx, cfg, log, b, kv, m)
+		return readWith(gctx, cfg, log, b, kv, m, l.gate)
 	})
 	return g.Wait()
 }
 
-// readWith connects to Teleport and runs the readers over the bus.
-func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bus.Bus, kv jetstream.KeyValue, m *metrics) error {
+// readWith connects to Teleport and runs the readers over the bus; gate
+// is the lease's (see lease.gate), waited on before every publish.
+func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bus.Bus, kv jetstream.KeyValue, m *metrics, gate func(context.Context) error) error {
 	src, err := teleport.Connect(ctx, cfg.Teleport, log)
 	if err != nil {
 		return err
@@ -262,7 +263,7 @@ func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bu
 	if err != nil {
 		return err
 	}
-	out := &outlet{pub: pub, limit: messageLimit(b), m: m, log: log, guard: g, skip: skip, storage: embeddedStorage(b),
+	out := &outlet{pub: pub, limit: messageLimit(b), m: m, log: log, guard: g, skip: skip, storage: embeddedStorage(b), gate: gate,
 		js: b.JS, audit: b.Cfg.AuditStream, sessions: b.Cfg.SessionStream}
 	in, err := newIngester(ctx, cfg, log, src, st, out, m)
 	if err != nil {

@@ -38,6 +38,10 @@ type outlet struct {
 	skip *skipSet
 	// storage is the embedded server's directory, for the pause message.
 	storage string
+	// gate, when set, is waited on before every publish: the lease's,
+	// which holds publishing while the lease is not known to be this
+	// process's (lease.gate).
+	gate func(context.Context) error
 	// js reads the streams' tails (resumeSet); audit and sessions name
 	// the streams events go to. Unset in a dry run.
 	js              jetstream.JetStream
@@ -118,6 +122,11 @@ func (o *outlet) send(ctx context.Context, e bus.Event, done func(error)) error 
 		o.count(fitted)
 		done(nil)
 		return nil
+	}
+	if o.gate != nil {
+		if err := o.gate(ctx); err != nil {
+			return err
+		}
 	}
 	err = o.pub.Publish(ctx, fitted, func(ack *jetstream.PubAck, err error) {
 		if err != nil {
