@@ -129,7 +129,7 @@ func (x *exporter) exportChunkRetry(ctx context.Context, date time.Time, chunk s
 		if _, gerr := x.in.st.get(chunkKey(date, chunk), &after); gerr == nil && after.Cursor != cs.Cursor {
 			b.Reset()
 		}
-		d := b.Next()
+		d := retryDelay(&b, err)
 		lvl := zerolog.WarnLevel
 		if noRoom(err) {
 			lvl = zerolog.DebugLevel // the pause is logged once
@@ -144,6 +144,24 @@ func (x *exporter) exportChunkRetry(ctx context.Context, date time.Time, chunk s
 // retryable reports whether a read or publish error is worth another try.
 func retryable(err error) bool {
 	return errors.Is(err, errBus) || teleport.IsTransient(err)
+}
+
+// busRetryMax caps the wait before retrying after NATS failed (a state
+// save, a publish or a scan that timed out): after a node loss the
+// cluster answers again once it has elected leaders, within seconds, and
+// a wait grown during the election would only add to the stall. A full
+// stream or store (noRoom) keeps the longer waits: it lasts until someone
+// makes room.
+const busRetryMax = 2 * time.Second
+
+// retryDelay is the wait before retrying after err: the backoff's next
+// delay, capped at busRetryMax for a bus failure other than no room.
+func retryDelay(b *backoff.Backoff, err error) time.Duration {
+	d := b.Next()
+	if errors.Is(err, errBus) && !noRoom(err) {
+		d = min(d, busRetryMax)
+	}
+	return d
 }
 
 // exportChunk publishes one chunk's events from its saved cursor, saving

@@ -483,7 +483,7 @@ func (in *ingester) read(ctx context.Context) error {
 		case retryable(err):
 			in.m.readErrors.Inc()
 			in.checkIdentity()
-			d := b.Next()
+			d := retryDelay(&b, err)
 			lvl := zerolog.WarnLevel
 			if noRoom(err) {
 				lvl = zerolog.DebugLevel // the pause is logged once

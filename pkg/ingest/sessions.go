@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -228,6 +229,9 @@ func (s *sessions) finish(ctx context.Context, j job, err error) {
 	j.next = ss.Next
 	// Several tries fit in the TTL however short it is configured.
 	b := min(missingRetry.Delay(uint64(j.attempt)+1), max(ttl/4, 100*time.Millisecond))
+	if errors.Is(err, errBus) && !noRoom(err) {
+		b = min(b, busRetryMax)
+	}
 	if missing || noRoom(err) {
 		log.Debug().Err(err).Dur("retry_in", b).Msg("session recording not available yet, or no room on the bus")
 	} else {
