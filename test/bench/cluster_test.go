@@ -216,7 +216,7 @@ func runCluster(ctx context.Context, bin, dir string, o clusterOptions, kind har
 	}
 	gap := func(since time.Time) (harness.Gap, error) {
 		return harness.Settled(ctx, func(ctx context.Context) (harness.Gap, error) {
-			return r.Insp.LongestGap(ctx, r.Insp.AuditStream(), since)
+			return r.Insp.LongestGap(ctx, r.Insp.AuditStream(), since, time.Time{})
 		})
 	}
 	if cr.gap, err = gap(r.IngestStart); err != nil {

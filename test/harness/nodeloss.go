@@ -80,9 +80,10 @@ func (g Gap) Len() time.Duration { return g.To.Sub(g.From) }
 
 // LongestGap reads the stream's message headers and metadata (an ordered
 // consumer, headers only) and returns the longest pause between two
-// consecutive messages stored at or after since: while a writer publishes
-// steadily, that is the longest time nothing reached the stream.
-func (i *Inspector) LongestGap(ctx context.Context, stream string, since time.Time) (Gap, error) {
+// consecutive messages, the second stored at or after since and, unless
+// until is zero, before until: while a writer publishes steadily, that is
+// the longest time nothing reached the stream.
+func (i *Inspector) LongestGap(ctx context.Context, stream string, since, until time.Time) (Gap, error) {
 	var g Gap
 	s, err := i.js.Stream(ctx, stream)
 	if err != nil {
@@ -114,7 +115,8 @@ func (i *Inspector) LongestGap(ctx context.Context, stream string, since time.Ti
 				return g, fmt.Errorf("stream %s: %w", stream, err)
 			}
 			at := meta.Timestamp
-			if !prev.IsZero() && !at.Before(since) && at.Sub(prev) > g.Len() {
+			in := !at.Before(since) && (until.IsZero() || at.Before(until))
+			if !prev.IsZero() && in && at.Sub(prev) > g.Len() {
 				g = Gap{From: prev, To: at, AfterSeq: prevSeq}
 			}
 			prev, prevSeq = at, meta.Sequence.Stream
@@ -207,4 +209,57 @@ func Settled[T any](ctx context.Context, f func(context.Context) (T, error)) (T,
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// WaitCurrent waits until every replica of each stream is current (none
+// offline or behind), as after a killed node was started again and caught
+// up: only then can another node be lost without losing the quorum.
+func (i *Inspector) WaitCurrent(ctx context.Context, streams ...string) error {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		why := ""
+		for _, name := range streams {
+			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			s, err := i.js.Stream(actx, name)
+			if err == nil {
+				var info *jetstream.StreamInfo
+				info, err = s.Info(actx)
+				if err == nil {
+					why = lagging(name, info)
+				}
+			}
+			cancel()
+			if err != nil {
+				why = fmt.Sprintf("%s: %v", name, err)
+			}
+			if why != "" {
+				break
+			}
+		}
+		if why == "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("replicas not current: %s: %w", why, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// lagging says which replica of the stream is not current, or "".
+func lagging(name string, info *jetstream.StreamInfo) string {
+	if info.Cluster == nil || info.Cluster.Leader == "" {
+		return name + ": no leader"
+	}
+	if len(info.Cluster.Replicas) < info.Config.Replicas-1 {
+		return fmt.Sprintf("%s: %d of %d followers known", name, len(info.Cluster.Replicas), info.Config.Replicas-1)
+	}
+	for _, r := range info.Cluster.Replicas {
+		if !r.Current || r.Offline {
+			return fmt.Sprintf("%s: replica %s current %v, offline %v, lag %d", name, r.Name, r.Current, r.Offline, r.Lag)
+		}
+	}
+	return ""
 }
