@@ -51,6 +51,7 @@ func BenchmarkCluster(b *testing.B) {
 		for _, kind := range o.kills {
 			cr, err := runCluster(ctx, bin, filepath.Join(dir, string(kind)), o, kind)
 			if err != nil {
+				printCluster(os.Stdout, o, runs) // the runs that completed
 				b.Fatal(err)
 			}
 			runs = append(runs, cr)
@@ -220,11 +221,11 @@ func runCluster(ctx context.Context, bin, dir string, o clusterOptions, kind har
 		})
 	}
 	if cr.gap, err = gap(r.IngestStart); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the longest publish gap: %w", err)
 	}
 	if cr.loss != nil {
 		if cr.killedGap, err = gap(cr.loss.KilledAt); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("the longest publish gap after the kill: %w", err)
 		}
 	}
 	if cr.statusEvents, _, err = r.StatusEvents(ctx); err != nil {
@@ -234,7 +235,7 @@ func runCluster(ctx context.Context, bin, dir string, o clusterOptions, kind har
 		return r.Insp.StreamInfo(ctx, r.Insp.AuditStream())
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the audit stream's count: %w", err)
 	}
 	cr.stream = info.State.Msgs
 	bf := &backfill{}
@@ -242,7 +243,7 @@ func runCluster(ctx context.Context, bin, dir string, o clusterOptions, kind har
 		*bf = backfill{}
 		return struct{}{}, checkBackfill(ctx, p, r.Insp, bf)
 	}); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("check the events by id: %w", err)
 	}
 	cr.missing, cr.fluentdDups, cr.streamDups = bf.missing, bf.fluentdDups, bf.streamDup
 	return cr, nil

@@ -192,21 +192,21 @@ func (c *NATSCluster) ConnectedTo(ctx context.Context, name string) (int, error)
 	return -1, fmt.Errorf("no running node lists a client named %q: %w", name, errors.Join(errs...))
 }
 
-// Settled calls f until it succeeds, five times at most, a second apart:
-// for reads of the cluster after a node loss, while clients reconnect and
-// leaders settle ("no responders" for a moment).
+// Settled calls f until it succeeds, ten times at most, two seconds
+// apart: for reads of the cluster after a node loss, while clients
+// reconnect and leaders settle ("no responders" for a moment).
 func Settled[T any](ctx context.Context, f func(context.Context) (T, error)) (T, error) {
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		v, err := f(actx)
 		cancel()
-		if err == nil || attempt == 5 || ctx.Err() != nil {
+		if err == nil || attempt == 10 || ctx.Err() != nil {
 			return v, err
 		}
 		select {
 		case <-ctx.Done():
 			return v, err
-		case <-time.After(time.Second):
+		case <-time.After(2 * time.Second):
 		}
 	}
 }
