@@ -263,7 +263,11 @@ func (l *lease) renew(ctx context.Context) error {
 		return fmt.Errorf("renew lease: revision %d is not the latest, and reading the entry failed: %w", l.rev, gerr)
 	}
 	var cur leaseValue
-	if err := json.Unmarshal(e.Value(), &cur); err == nil && cur.Holder == l.holder && e.Revision() != l.rev {
+	if jerr := json.Unmarshal(e.Value(), &cur); jerr == nil && cur.Holder == l.holder {
+		if e.Revision() == l.rev {
+			// A follower's stale answer: not another's, try again.
+			return fmt.Errorf("renew lease: revision %d refused as not the latest, though it still is: %w", l.rev, err)
+		}
 		l.rev = e.Revision()
 		return l.renew(ctx)
 	}
