@@ -249,7 +249,7 @@ func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bu
 		return err
 	}
 	pub := bus.NewPublisher(b.JS, cfg.Ingest.MaxInFlight, bus.WithPublisherLog(log),
-		bus.WithTailCheck(streamOfSubject(b.Cfg), last))
+		bus.WithTailCheck(streamOfSubject(b.Cfg), last), bus.WithAckTimeout(publishAckTimeout))
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
@@ -286,6 +286,15 @@ func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bu
 	// Caught up with everything acknowledged (in.run drained the outlet).
 	return finish(ctx, cfg, log, b, kv)
 }
+
+// publishAckTimeout is how long ingest waits for a PubAck before
+// publishing again. The messages in flight when a stream's leader dies are
+// never answered: each second of this wait past the re-election (2-10 s)
+// is a second without publishing (the default 10 s made a loss of the
+// audit stream's leader stop publishing for 9 s beyond it). A retry is
+// cheap and safe (the tail check finds what did land), so a PubAck slower
+// than this on a loaded machine only costs a retry round.
+const publishAckTimeout = 3 * time.Second
 
 // lastSequences are the last sequences of the streams ingest publishes
 // to, before it publishes: the floor of its first messages (see
