@@ -2,7 +2,12 @@ package bus
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 )
@@ -69,4 +74,28 @@ func TestScansLeaveNoConsumers(t *testing.T) {
 	}
 	t.Logf("the failed scan: %v", err)
 	consumers("a failed scan")
+}
+
+// TestWaitStream: a stream that answers is not waited for, and neither is
+// one that does not exist; with the server gone, the wait ends with the
+// context, saying which stream did not answer.
+func TestWaitStream(t *testing.T) {
+	ctx := testCtx(t)
+	b := openTestBus(t, config.NATSConfig{})
+	if err := b.EnsureStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := WaitStream(ctx, b.JS, DefaultAuditStream); err != nil {
+		t.Fatalf("WaitStream on a stream with a leader: %v", err)
+	}
+	if err := WaitStream(ctx, b.JS, "NO_SUCH_STREAM"); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatalf("WaitStream on a missing stream: %v; want ErrStreamNotFound", err)
+	}
+	b.Embedded.Shutdown()
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	err := WaitStream(wctx, b.JS, DefaultAuditStream)
+	if err == nil || !strings.Contains(err.Error(), `stream "TELEPORT_AUDIT" does not answer`) {
+		t.Fatalf("WaitStream with the server gone: %v", err)
+	}
 }
