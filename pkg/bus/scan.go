@@ -43,8 +43,9 @@ func (b *Bus) ScanMsgIDs(ctx context.Context, stream string, fn func(id string))
 // replica, no acks) that it names, creates when the stream holds anything
 // after after, and deletes when it returns, on success and error alike:
 // scans leave no consumer behind (scanInactive covers a delete that
-// fails). A message the consumer skipped (its consumer sequence jumps)
-// fails the scan rather than go unseen. An ordered consumer would do that
+// fails, and a create that failed in a leader election yet landed). A
+// message the consumer skipped (its consumer sequence jumps) fails the
+// scan rather than go unseen. An ordered consumer would do that
 // check itself, but replaces its consumer with a new one on every fetch,
 // leaving one to delete per thousand messages.
 func ScanTail(ctx context.Context, js jetstream.JetStream, stream string, after uint64, fn func(id string, seq uint64)) (int, error) {
@@ -69,12 +70,14 @@ func ScanTail(ctx context.Context, js jetstream.JetStream, stream string, after 
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = after + 1
 	}
-	// Deleted by name: a create whose answer was lost may still have made it.
-	defer deleteScanConsumer(ctx, s, cfg.Name)
 	cons, err := s.CreateConsumer(ctx, cfg)
 	if err != nil {
+		// Not deleted: while NATS elects a leader a delete would wait out
+		// its timeout too. A create that landed all the same is removed
+		// by its inactive threshold.
 		return 0, fmt.Errorf("scan stream %q: %w", stream, err)
 	}
+	defer deleteScanConsumer(ctx, s, cfg.Name)
 	n := 0
 	for {
 		batch, err := cons.Fetch(scanBatch, jetstream.FetchMaxWait(5*time.Second))

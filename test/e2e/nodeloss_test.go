@@ -36,7 +36,7 @@ func TestClusterEachNodeLoss(t *testing.T) {
 	ctx, p := newPipeline(t, 12*time.Minute)
 	from := time.Now().UTC().AddDate(0, 0, -4).Truncate(24 * time.Hour)
 	r, err := harness.StartClusterRun(ctx, p, from, []string{"--events", fmt.Sprint(events), "--sessions", fmt.Sprint(sessions),
-		"--from", from.Format(time.RFC3339), "--seed", "23", "--cut-after", "200", "--latency", "100ms"}, nil, 2)
+		"--from", from.Format(time.RFC3339), "--seed", "23", "--cut-after", "100", "--latency", "200ms"}, nil, 2)
 	if err != nil {
 		t.Fatal(err)
 	}

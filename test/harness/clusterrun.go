@@ -139,9 +139,10 @@ type NodeLoss struct {
 	Node     int
 	NodeName string
 	KilledAt time.Time
-	// Reelected is how long after the kill the state bucket's, the audit
-	// and the session stream's infos answered again, each with a leader
-	// other than the killed node: NATS's own re-election.
+	// Reelected is how long after the kill NATS had elected again every
+	// leader the killed node held: the JetStream meta leader (which
+	// creates consumers) as the running nodes' /jsz says, and the state
+	// bucket's, the audit and the session stream's, as their infos say.
 	Reelected time.Duration
 	// PeakRSS is the killed node's peak resident set.
 	PeakRSS int64
@@ -186,11 +187,13 @@ func (r *ClusterRun) Kill(ctx context.Context, kind NodeKind) (*NodeLoss, error)
 	loss.KilledAt = time.Now()
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	at, err := r.Owner.WaitNewLeaders(wctx, n.Name, "KV_"+r.Bucket, r.Owner.AuditStream(), r.Owner.SessionStream())
-	if err != nil {
+	if _, err := r.Owner.WaitNewLeaders(wctx, n.Name, "KV_"+r.Bucket, r.Owner.AuditStream(), r.Owner.SessionStream()); err != nil {
 		return nil, err
 	}
-	loss.Reelected = at.Sub(loss.KilledAt)
+	if err := r.Cluster.WaitReady(wctx); err != nil {
+		return nil, err
+	}
+	loss.Reelected = time.Since(loss.KilledAt)
 	return loss, nil
 }
 
