@@ -216,8 +216,8 @@ func runCluster(ctx context.Context, bin, dir string, o clusterOptions, kind har
 		}
 	}
 	gap := func(since time.Time) (harness.Gap, error) {
-		return harness.Settled(ctx, func(ctx context.Context) (harness.Gap, error) {
-			return r.Insp.LongestGap(ctx, r.Insp.AuditStream(), since, time.Time{})
+		return harness.Read(ctx, r, func(ctx context.Context, insp *harness.Inspector) (harness.Gap, error) {
+			return insp.LongestGap(ctx, insp.AuditStream(), since, time.Time{})
 		})
 	}
 	if cr.gap, err = gap(r.IngestStart); err != nil {
@@ -231,17 +231,17 @@ func runCluster(ctx context.Context, bin, dir string, o clusterOptions, kind har
 	if cr.statusEvents, _, err = r.StatusEvents(ctx); err != nil {
 		return nil, err
 	}
-	info, err := harness.Settled(ctx, func(ctx context.Context) (*jetstream.StreamInfo, error) {
-		return r.Insp.StreamInfo(ctx, r.Insp.AuditStream())
+	info, err := harness.Read(ctx, r, func(ctx context.Context, insp *harness.Inspector) (*jetstream.StreamInfo, error) {
+		return insp.StreamInfo(ctx, insp.AuditStream())
 	})
 	if err != nil {
 		return nil, fmt.Errorf("the audit stream's count: %w", err)
 	}
 	cr.stream = info.State.Msgs
 	bf := &backfill{}
-	if _, err := harness.Settled(ctx, func(ctx context.Context) (struct{}, error) {
+	if _, err := harness.Read(ctx, r, func(ctx context.Context, insp *harness.Inspector) (struct{}, error) {
 		*bf = backfill{}
-		return struct{}{}, checkBackfill(ctx, p, r.Insp, bf)
+		return struct{}{}, checkBackfill(ctx, p, insp, bf)
 	}); err != nil {
 		return nil, fmt.Errorf("check the events by id: %w", err)
 	}

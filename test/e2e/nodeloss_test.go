@@ -118,8 +118,8 @@ func TestClusterEachNodeLoss(t *testing.T) {
 		if i+1 < len(losses) {
 			until = losses[i+1].KilledAt
 		}
-		gap, err := harness.Settled(ctx, func(ctx context.Context) (harness.Gap, error) {
-			return r.Insp.LongestGap(ctx, r.Insp.AuditStream(), loss.KilledAt, until)
+		gap, err := harness.Read(ctx, r, func(ctx context.Context, insp *harness.Inspector) (harness.Gap, error) {
+			return insp.LongestGap(ctx, insp.AuditStream(), loss.KilledAt, until)
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -133,12 +133,12 @@ func TestClusterEachNodeLoss(t *testing.T) {
 		}
 	}
 
-	streams, err := harness.Settled(ctx, func(ctx context.Context) (harness.Delivery, error) {
-		audit, err := r.Insp.MsgIDs(ctx, r.Insp.AuditStream())
+	streams, err := harness.Read(ctx, r, func(ctx context.Context, insp *harness.Inspector) (harness.Delivery, error) {
+		audit, err := insp.MsgIDs(ctx, insp.AuditStream())
 		if err != nil {
 			return harness.Delivery{}, err
 		}
-		sessions, err := r.Insp.MsgIDs(ctx, r.Insp.SessionStream())
+		sessions, err := insp.MsgIDs(ctx, insp.SessionStream())
 		if err != nil {
 			return harness.Delivery{}, err
 		}
@@ -157,7 +157,7 @@ func TestClusterEachNodeLoss(t *testing.T) {
 	for _, problem := range d.Lost() {
 		t.Error(problem)
 	}
-	c, err := harness.Settled(ctx, r.Insp.Counts)
+	c, err := harness.Read(ctx, r, func(ctx context.Context, insp *harness.Inspector) (harness.BusCounts, error) { return insp.Counts(ctx) })
 	if err != nil {
 		t.Fatal(err)
 	}

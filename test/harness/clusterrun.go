@@ -235,3 +235,25 @@ func DateEventsTotal(out string) (int64, error) {
 	}
 	return sum, nil
 }
+
+// Read calls f with the run's reader inspector until it succeeds (see
+// Settled), connecting the inspector anew after each failure: after node
+// losses a connection has been seen to get "no responders" to every
+// JetStream request for longer than any election while others worked.
+func Read[T any](ctx context.Context, r *ClusterRun, f func(context.Context, *Inspector) (T, error)) (T, error) {
+	failed := false
+	return Settled(ctx, func(ctx context.Context) (T, error) {
+		if failed {
+			insp, err := NewInspectorFor(ctx, r.Cluster.NATSConfig(NATSUserReader))
+			if err != nil {
+				var zero T
+				return zero, err
+			}
+			r.Insp.Close()
+			r.Insp = insp
+		}
+		v, err := f(ctx, r.Insp)
+		failed = err != nil
+		return v, err
+	})
+}
