@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 )
 
 // What a node loss costs, measured from outside: which node leads a stream,
@@ -78,58 +80,80 @@ type Gap struct {
 // Len is how long the pause lasted.
 func (g Gap) Len() time.Duration { return g.To.Sub(g.From) }
 
-// LongestGap reads the stream's message headers and metadata (an ordered
-// consumer, headers only) and returns the longest pause between two
-// consecutive messages, the second stored at or after since and, unless
-// until is zero, before until: while a writer publishes steadily, that is
-// the longest time nothing reached the stream.
+// LongestGap reads the stream's message headers and metadata (see
+// ReadHeaders) and returns the longest pause between two consecutive
+// messages, the second stored at or after since and, unless until is
+// zero, before until: while a writer publishes steadily, that is the
+// longest time nothing reached the stream.
 func (i *Inspector) LongestGap(ctx context.Context, stream string, since, until time.Time) (Gap, error) {
 	var g Gap
+	var prev time.Time
+	var prevSeq uint64
+	err := i.ReadHeaders(ctx, stream, func(_ nats.Header, meta *jetstream.MsgMetadata) {
+		at := meta.Timestamp
+		in := !at.Before(since) && (until.IsZero() || at.Before(until))
+		if !prev.IsZero() && in && at.Sub(prev) > g.Len() {
+			g = Gap{From: prev, To: at, AfterSeq: prevSeq}
+		}
+		prev, prevSeq = at, meta.Sequence.Stream
+	})
+	return g, err
+}
+
+// ReadHeaders calls fn with the headers and metadata of every message the
+// stream holds, oldest first, through one consumer of the inspector's own
+// (headers only, no acks), deleted afterwards. The consumer has the
+// stream's replicas: an ordered consumer, one replica, made anew for every
+// fetch, sooner or later lands on a node that was killed and fails with
+// "no responders" to every fetch.
+func (i *Inspector) ReadHeaders(ctx context.Context, stream string, fn func(nats.Header, *jetstream.MsgMetadata)) error {
 	s, err := i.js.Stream(ctx, stream)
 	if err != nil {
-		return g, fmt.Errorf("stream %s: %w", stream, err)
+		return fmt.Errorf("stream %s: %w", stream, err)
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		return g, fmt.Errorf("stream %s: %w", stream, err)
+		return fmt.Errorf("stream %s: %w", stream, err)
 	}
 	if info.State.Msgs == 0 {
-		return g, nil
+		return nil
 	}
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{HeadersOnly: true})
+	cons, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{Name: "harness-" + nuid.Next(), AckPolicy: jetstream.AckNonePolicy,
+		HeadersOnly: true, MemoryStorage: true, InactiveThreshold: time.Minute})
 	if err != nil {
-		return g, fmt.Errorf("stream %s: %w", stream, err)
+		return fmt.Errorf("stream %s: %w", stream, err)
 	}
-	var prev time.Time
-	var prevSeq uint64
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = s.DeleteConsumer(dctx, cons.CachedInfo().Name) // or its inactive threshold
+	}()
 	for read := uint64(0); read < info.State.Msgs; {
 		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
-			return g, fmt.Errorf("stream %s: %w", stream, err)
+			return fmt.Errorf("stream %s: %w", stream, err)
 		}
 		n := 0
 		for m := range batch.Messages() {
 			n++
 			meta, err := m.Metadata()
 			if err != nil {
-				return g, fmt.Errorf("stream %s: %w", stream, err)
+				return fmt.Errorf("stream %s: %w", stream, err)
 			}
-			at := meta.Timestamp
-			in := !at.Before(since) && (until.IsZero() || at.Before(until))
-			if !prev.IsZero() && in && at.Sub(prev) > g.Len() {
-				g = Gap{From: prev, To: at, AfterSeq: prevSeq}
+			if meta.Sequence.Consumer != read+uint64(n) {
+				return fmt.Errorf("stream %s: message %d arrived as number %d (one was not delivered)", stream, read+uint64(n), meta.Sequence.Consumer)
 			}
-			prev, prevSeq = at, meta.Sequence.Stream
+			fn(m.Headers(), meta)
 		}
-		if err := batch.Error(); err != nil {
-			return g, fmt.Errorf("stream %s: %w", stream, err)
+		if err := batch.Error(); err != nil && n == 0 {
+			return fmt.Errorf("stream %s: %w", stream, err)
 		}
 		if n == 0 {
-			return g, fmt.Errorf("stream %s: read %d of %d messages, then nothing more", stream, read, info.State.Msgs)
+			return fmt.Errorf("stream %s: read %d of %d messages, then nothing more", stream, read, info.State.Msgs)
 		}
 		read += uint64(n)
 	}
-	return g, nil
+	return nil
 }
 
 // Consumers lists the names of stream's consumers, as `nats consumer ls`
