@@ -266,7 +266,7 @@ func printCluster(out io.Writer, o clusterOptions, runs []*clusterRun) {
 		}
 		row(run, "overall: ingest start → fluentd-sim stored all", fmt.Sprintf("%s events/s (%s)", num(rate(cr.events, cr.overall)), cr.overall.Round(10*time.Millisecond)))
 		if cr.loss != nil {
-			row("", "NATS re-election: kill → bucket and streams have a new leader", cr.loss.Reelected.Round(10*time.Millisecond).String())
+			row("", "NATS re-election: kill → new meta, bucket and stream leaders", cr.loss.Reelected.Round(10*time.Millisecond).String())
 			row("", "longest publish gap from the kill on", fmt.Sprintf("%s (%s after the kill; %s beyond the re-election)",
 				cr.killedGap.Len().Round(10*time.Millisecond), cr.killedGap.From.Sub(cr.loss.KilledAt).Round(10*time.Millisecond),
 				(cr.killedGap.Len()-cr.loss.Reelected).Round(10*time.Millisecond)))
