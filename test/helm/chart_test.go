@@ -98,6 +98,12 @@ func TestChart(t *testing.T) {
 			if err := lint(t, files, tc.sets); err != nil {
 				t.Errorf("helm lint --strict: %v", err)
 			}
+			notes, err := installNotes(t, files, tc.sets)
+			if err != nil {
+				t.Errorf("helm install --dry-run=client: %v", err)
+			} else if !strings.Contains(notes, "Check first") {
+				t.Errorf("helm install --dry-run=client prints no NOTES.txt (\"Check first\"):\n%s", notes)
+			}
 			out, err := template(t, files, tc.sets)
 			if err != nil {
 				t.Fatal(err)

@@ -98,6 +98,15 @@ func template(t *testing.T, files, sets []string) ([]byte, error) {
 	return runHelm(t, args...)
 }
 
+// installNotes runs helm install --dry-run=client (no cluster) and returns
+// what it prints, NOTES.txt included.
+func installNotes(t *testing.T, files, sets []string) (string, error) {
+	t.Helper()
+	args := append([]string{"install", release, chartDir(t), "--namespace", namespace, "--dry-run=client"}, helmArgs(files, sets)...)
+	out, err := runHelm(t, args...)
+	return string(out), err
+}
+
 // lint runs helm lint --strict.
 func lint(t *testing.T, files, sets []string) error {
 	t.Helper()
