@@ -36,6 +36,8 @@ func TestBadValuesFailTemplate(t *testing.T) {
 			want: []string{"persistentVolumeClaim.enabled is false", "loses undelivered events"}},
 		{name: "in_forward URL as in_http", sets: []string{"fluentd.url=tls://fluentd.logging.svc:24224/test.log"},
 			want: []string{`fluentd.url "tls://fluentd.logging.svc:24224/test.log" must start with https://`, "fluentd.forward.url"}},
+		{name: "autoscaling min above max", sets: []string{"sink.autoscaling.enabled=true", "sink.autoscaling.minReplicas=5", "sink.autoscaling.maxReplicas=3"},
+			want: []string{"sink.autoscaling.minReplicas (5) is above sink.autoscaling.maxReplicas (3)"}},
 		{name: "upstream tbot", sets: []string{"tbot.enabled=true"},
 			want: []string{"tbot.enabled", "not supported"}},
 		{name: "upstream image", sets: []string{"image.repository=public.ecr.aws/gravitational/teleport-plugin-event-handler"},

@@ -163,6 +163,11 @@ bus. Every template includes it, so `helm template` fails on any of them.
 {{- fail "ingest.replicas must be at least 1" }}
 {{- end }}
 {{- end }}
+{{- with $v.sink.autoscaling }}
+{{- if and .enabled (gt (int .minReplicas) (int .maxReplicas)) }}
+{{- fail (printf "sink.autoscaling.minReplicas (%d) is above sink.autoscaling.maxReplicas (%d)" (int .minReplicas) (int .maxReplicas)) }}
+{{- end }}
+{{- end }}
 {{- if $v.tbot.enabled }}
 {{- fail "tbot.enabled (teleport-plugin-event-handler chart) is not supported: run tbot yourself and set teleport.identitySecretName to the Secret it writes" }}
 {{- end }}
