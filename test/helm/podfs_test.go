@@ -21,9 +21,8 @@ import (
 // key missing from its ConfigMap or Secret is an error, as it keeps the
 // pod from starting.
 type podFS struct {
-	root    string
-	mounts  []corev1.VolumeMount
-	secrets secrets
+	root   string
+	mounts []corev1.VolumeMount
 }
 
 func layOut(root string, pod corev1.PodSpec, c corev1.Container, cms map[string]*corev1.ConfigMap, s secrets) (*podFS, error) {
@@ -35,7 +34,7 @@ func layOut(root string, pod corev1.PodSpec, c corev1.Container, cms map[string]
 	if pod.SecurityContext != nil {
 		fsGroup = pod.SecurityContext.FSGroup
 	}
-	pfs := &podFS{root: root, mounts: c.VolumeMounts, secrets: s}
+	pfs := &podFS{root: root, mounts: c.VolumeMounts}
 	for _, m := range c.VolumeMounts {
 		dir := filepath.Join(root, m.MountPath)
 		v, ok := volumes[m.Name]
