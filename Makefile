@@ -42,7 +42,7 @@ unit:
 bench:
 	BENCH_EVENTS=$${BENCH_EVENTS:-1000000} $(GO) test -run '^$$' -bench BenchmarkPipeline -benchtime 1x -timeout 60m ./test/bench/
 
-## bench-ingest, bench-sink: Go benchmarks of one stage each (BENCH_EVENTS, default 100,000)
+## bench-ingest, bench-sink: Go benchmarks of one stage each (BENCH_EVENTS, default 100,000; bench-sink's outage row: BENCH_OUTAGE, default 30s, 0 skips)
 bench-ingest:
 	$(GO) test -run '^$$' -bench BenchmarkBackfill -benchtime 1x -timeout 30m ./pkg/ingest/
 

@@ -114,6 +114,9 @@ func renderFluentConf(p paths, serverPass []byte) ([]byte, error) {
     time_type string
     time_format %%Y-%%m-%%dT%%H:%%M:%%S
     utc true
+    # Keep "time" in the record too: the event as Teleport returned it, the
+    # same record in_forward stores (Fluentd's default takes it out).
+    keep_time_key true
   </parse>
 </source>
 `, p.file(FluentConfFile), DefaultFluentdPort, DefaultFluentdBind,

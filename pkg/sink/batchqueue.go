@@ -12,8 +12,19 @@ import (
 // instead of a channel send and a goroutine wake-up, which at full speed
 // was a large part of the sink's CPU per event; the timer is touched once
 // per batch, not once per item.
+//
+// While delivery is paused (pause's channel closed: the breaker is open),
+// a ready batch no request slot takes at once is released (its messages
+// NAKed for a prompt redelivery) instead of waiting for slots that hold
+// their own batches: the consumers' goroutines never block then, so the
+// messages the client has buffered reach the intake, which hands them back
+// too, and nothing sits unacknowledged past its ack wait to come back as a
+// duplicate.
 type batchQueue struct {
 	out chan<- *Batch
+	// pause and release are optional (set both, or neither).
+	pause   func() <-chan struct{}
+	release func([]Item)
 
 	mu sync.Mutex
 	b  *Batcher
@@ -50,7 +61,21 @@ func (q *batchQueue) add(it Item) {
 		}
 	}
 	for _, bt := range ready {
-		q.out <- bt
+		q.send(bt)
+	}
+}
+
+// send hands bt to a request slot, or releases it while delivery is
+// paused and no slot is free.
+func (q *batchQueue) send(bt *Batch) {
+	var paused <-chan struct{}
+	if q.pause != nil {
+		paused = q.pause()
+	}
+	select {
+	case q.out <- bt:
+	case <-paused:
+		q.release(bt.Items)
 	}
 }
 
@@ -77,7 +102,7 @@ func (q *batchQueue) run() {
 			ready := q.b.Due(now)
 			q.mu.Unlock()
 			for _, bt := range ready {
-				q.out <- bt
+				q.send(bt)
 			}
 		}
 	}
@@ -92,7 +117,7 @@ func (q *batchQueue) close() {
 	ready := q.b.Flush()
 	q.mu.Unlock()
 	for _, bt := range ready {
-		q.out <- bt
+		q.send(bt)
 	}
 	close(q.out)
 }

@@ -24,7 +24,11 @@ import (
 // BENCH_EVENTS sets the stream size (default 100,000; the issue's figure
 // uses 1,000,000); the one-at-a-time model sends BENCH_SINGLE_EVENTS of them
 // (default 20,000), enough for a steady rate. The peak RSS is the sink
-// process's alone. Run it with `make bench-sink`.
+// process's alone. The outage row takes Fluentd down for BENCH_OUTAGE
+// (default 30s; 0 skips it) once a tenth of the stream is stored, and
+// reports how long after Fluentd's return the first and the last event
+// arrived. Run it
+// with `make bench-sink`.
 func BenchmarkSink(b *testing.B) {
 	n := envInt("BENCH_EVENTS", 100_000)
 	single := min(n, envInt("BENCH_SINGLE_EVENTS", 20_000))
@@ -56,6 +60,11 @@ func BenchmarkSink(b *testing.B) {
 			b.Logf("in_forward %.0f events/s, in_http %.0f events/s: forward/http %.2f", rate, rates[0], rate/rates[0])
 		}
 	})
+	if outage := envDuration(b, "BENCH_OUTAGE", 30*time.Second); outage > 0 {
+		b.Run("outage", func(b *testing.B) {
+			outageRecovery(b, e, filepath.Join(bin, "fluentd-sink"), n, outage)
+		})
+	}
 	b.Run("one-at-a-time", func(b *testing.B) {
 		rates[1] = drain(b, e, filepath.Join(bin, "fluentd-sink"), single, "single", "--sink-batch-size", "1", "--sink-in-flight", "1")
 		// Logged here rather than by the parent benchmark, whose log go test
@@ -109,6 +118,52 @@ func drain(b *testing.B, e *env, bin string, want int, name string, extra ...str
 	return rate
 }
 
+// outageRecovery starts the sink binary on a fresh consumer, takes fluentdsim
+// down for outage once a tenth of want is stored, brings it back, and
+// reports the time from its return to the first event stored after it (how
+// soon the backlog flows again) and to the last of want.
+func outageRecovery(b *testing.B, e *env, bin string, want int, outage time.Duration) {
+	for i := range b.N {
+		consumer := fmt.Sprintf("bench-outage-%d", i)
+		args := []string{"--nats-url", e.cfg.NATS.URL, "--fluentd-url", e.cfg.Fluentd.URL, "--fluentd-session-url", e.cfg.Fluentd.SessionURL,
+			"--fluentd-ca", e.cfg.Fluentd.CA, "--fluentd-cert", e.cfg.Fluentd.Cert, "--fluentd-key", e.cfg.Fluentd.Key,
+			"--sink-audit-consumer", consumer, "--sink-session-consumer", consumer + "-sessions"}
+		e.sim.Reset()
+		p, err := harness.Start(context.Background(), harness.Spec{Name: consumer, Bin: bin, Args: args, LogDir: b.TempDir()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		e.waitStored(want/10, 30*time.Minute)
+		e.sim.Down(0)
+		before := e.sim.Stats().StoredTotal
+		downFor := time.NewTimer(outage)
+		select {
+		case <-downFor.C:
+		case <-p.Done():
+			b.Fatalf("sink exited during the outage\n%s", p.Tail(20))
+		}
+		if err := e.sim.Up(); err != nil {
+			b.Fatal(err)
+		}
+		b.ResetTimer()
+		up := time.Now()
+		e.waitStored(int(before)+1, 30*time.Minute)
+		first := time.Since(up)
+		e.waitStored(want, 30*time.Minute)
+		recovery := time.Since(up)
+		b.StopTimer()
+		code, err := p.Stop(30 * time.Second)
+		if err != nil || code != 0 {
+			b.Fatalf("sink exit %d, %v\n%s", code, err, p.Tail(20))
+		}
+		st := e.sim.Stats()
+		b.ReportMetric(first.Seconds(), "s-from-return-to-first-event")
+		b.ReportMetric(recovery.Seconds(), "s-from-return-to-last-event")
+		b.Logf("outage: Fluentd down %s with %d of %d events stored; after it returned the first event arrived in %s, the last of the other %d in %s (%d duplicates)",
+			outage, before, want, first.Round(time.Millisecond), want-int(before), recovery.Round(time.Millisecond), st.DuplicatesTotal)
+	}
+}
+
 // shortDuplicateWindow gives the streams a 1 s duplicate window. The
 // pre-fill publishes in seconds a backlog that production builds up over
 // hours: with the default two-minute window the embedded server would hold a
@@ -138,6 +193,19 @@ func prefill(b *testing.B, e *env, n int) {
 		}
 		e.publish(evs...)
 	}
+}
+
+// envDuration reads a duration; "0" turns a phase off.
+func envDuration(b *testing.B, name string, def time.Duration) time.Duration {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		b.Fatalf("%s=%q: %v", name, v, err)
+	}
+	return d
 }
 
 func envInt(name string, def int) int {

@@ -141,24 +141,64 @@ func OpenOrdered(ctx context.Context, js jetstream.JetStream, src Source) (jetst
 // without draining (the rest is redelivered after the ack wait). It returns
 // nil on a clean stop, and an error when the consumer is deleted.
 //
+// While the breaker is open it does not pull: it drains the client's
+// buffer, handing each message back to JetStream at once (NAK) instead of
+// emitting it, and pulls again, at full speed, as soon as the breaker
+// closes. A message thus sits in this sink only while it is being
+// delivered or held by the Deliverer (kept alive there), never for longer
+// than its ack wait in the client's buffer.
+//
 // emit runs in the client's delivery goroutine (Consume) rather than in a
 // loop of ours over Messages: that iterator arms and stops a heartbeat
 // timer for every message, a visible share of the sink's CPU at full
 // speed. emit is never called after fetch has returned.
-func fetch(ctx, hard context.Context, c jetstream.Consumer, src Source, buffer int, emit func(jetstream.Msg), log zerolog.Logger) error {
+func fetch(ctx, hard context.Context, c jetstream.Consumer, src Source, buffer int, breaker *Breaker, emit func(jetstream.Msg), log zerolog.Logger) error {
 	var (
 		// gate holds back fetch's return while emit runs, and emit once
 		// fetch has returned (the caller takes no items after that).
 		gate   sync.Mutex
 		closed bool
 	)
+	defer func() {
+		gate.Lock()
+		closed = true
+		gate.Unlock()
+	}()
 	handler := func(m jetstream.Msg) {
+		if breaker.Open() {
+			// Redelivered once the breaker closes and pulling resumes.
+			_ = m.Nak()
+			return
+		}
 		gate.Lock()
 		defer gate.Unlock()
 		if !closed {
 			emit(m)
 		}
 	}
+	for {
+		paused, err := pull(ctx, hard, c, src, buffer, breaker.Opened(), handler, log)
+		if err != nil || !paused {
+			return err
+		}
+		log.Debug().Str("stream", src.Stream).Str("consumer", src.Consumer).Msg("not pulling while fluentd refuses events")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-breaker.Closed():
+		}
+	}
+}
+
+// pauseDrainWait bounds the drain of the client's buffer when the breaker
+// opens.
+const pauseDrainWait = 5 * time.Second
+
+// pull runs one Consume of c until ctx is done (then it drains, bounded by
+// hard), the consumer is deleted, or pause is closed (then it drains, and
+// returns paused true).
+func pull(ctx, hard context.Context, c jetstream.Consumer, src Source, buffer int, pause <-chan struct{},
+	handler func(jetstream.Msg), log zerolog.Logger) (paused bool, err error) {
 	deleted := make(chan error, 1)
 	onError := func(_ jetstream.ConsumeContext, err error) {
 		switch {
@@ -178,23 +218,28 @@ func fetch(ctx, hard context.Context, c jetstream.Consumer, src Source, buffer i
 	}
 	cc, err := c.Consume(handler, jetstream.PullMaxMessages(buffer), jetstream.ConsumeErrHandler(onError))
 	if err != nil {
-		return fmt.Errorf("pull from consumer %q on stream %q: %w", src.Consumer, src.Stream, err)
+		return false, fmt.Errorf("pull from consumer %q on stream %q: %w", src.Consumer, src.Stream, err)
 	}
-	defer func() {
-		cc.Stop()
-		gate.Lock()
-		closed = true
-		gate.Unlock()
-	}()
+	defer cc.Stop()
 	done := cc.Closed()
-	select {
-	case <-ctx.Done():
+	drain := func(giveUp <-chan struct{}) {
 		cc.Drain()
 		select {
 		case <-done:
-		case <-hard.Done():
+		case <-giveUp:
 		case err = <-deleted:
 		}
+	}
+	select {
+	case <-ctx.Done():
+		drain(hard.Done())
+	case <-pause:
+		// Bounded: without NATS the drain cannot end, and what is left in
+		// the buffer is redelivered after its ack wait anyway.
+		giveUp, cancel := context.WithTimeout(ctx, pauseDrainWait)
+		drain(giveUp.Done())
+		cancel()
+		paused = err == nil
 	case err = <-deleted:
 	case <-done:
 	}
@@ -203,13 +248,14 @@ func fetch(ctx, hard context.Context, c jetstream.Consumer, src Source, buffer i
 		// done may have been seen first.
 		select {
 		case err = <-deleted:
+			paused = false
 		default:
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("pull from consumer %q on stream %q: %w", src.Consumer, src.Stream, err)
+		return false, fmt.Errorf("pull from consumer %q on stream %q: %w", src.Consumer, src.Stream, err)
 	}
-	return nil
+	return paused, nil
 }
 
 // backlog reads the consumer's info: what is pending on the server and

@@ -3,8 +3,8 @@ package sink
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,81 +21,148 @@ type Sender interface {
 	Send(ctx context.Context, url string, records []json.RawMessage) (fluentd.Result, error)
 }
 
-// DefaultBackoff spaces redeliveries after a retryable failure: one second,
-// doubling up to 30 seconds, so a recovered Fluentd gets the backlog again
-// within half a minute; the jitter keeps sinks retrying after an outage from
-// arriving at Fluentd together.
+// DefaultBackoff spaces the redeliveries of a message Fluentd refused (a
+// 4xx, before it is dead-lettered) or that could not be sent for a reason
+// of its own: one second, doubling up to 30 seconds; the jitter keeps
+// sinks from coming back together. An outage of Fluentd does not use it:
+// the Breaker holds the messages and probes instead.
 var DefaultBackoff = backoff.Policy{Base: time.Second, Max: 30 * time.Second, Jitter: 0.2}
 
 // Deliverer sends batches and settles their messages with JetStream
 // according to Fluentd's answer:
-//   - 2xx: every message is acknowledged;
-//   - 5xx, timeout, connection error: every message is NAKed with a backoff
-//     delay, so JetStream redelivers it later (nothing is lost, however long
-//     Fluentd is down);
+//   - 2xx (an ack for in_forward): every message is acknowledged;
+//   - 5xx, timeout, connection or TLS error, no ack: Fluentd refuses
+//     events, whichever they are. The Breaker opens, and the batch is held
+//     (kept alive with in-progress acks, so JetStream does not redeliver
+//     it and its delivery count does not grow) and sent again when the
+//     breaker lets it through, as a probe or once Fluentd answers again;
 //   - 4xx for several records: the batch is split in halves and each half
 //     sent again, until the refused records are isolated;
-//   - 4xx for one record: NAKed with a delay, or, on its MaxDeliver-th
-//     delivery, published to the dead-letter subject and terminated.
+//   - 4xx for one record: NAKed with a Backoff delay, or, on its
+//     MaxDeliver-th delivery, published to the dead-letter subject and
+//     terminated. An outage never dead-letters an event: only a refusal
+//     leads there, and held batches keep their delivery count;
+//   - an error that is not about Fluentd (an event that cannot be
+//     encoded): NAKed with a Backoff delay.
 type Deliverer struct {
 	Send        Sender
 	DeadLetters DeadLetters
 	Backoff     backoff.Policy
+	// Breaker pauses delivery while Fluentd refuses events. Without one, a
+	// batch Fluentd failed is handed back to JetStream with Backoff delays.
+	Breaker *Breaker
 	// MaxDeliver is how many deliveries a refused record gets before it is
 	// dead-lettered (1 dead-letters on the first refusal).
 	MaxDeliver int
 	// AckWait is the consumer's; acks of messages held for more than half of
-	// it are confirmed (double ack) so a late one is noticed.
+	// it are confirmed (double ack) so a late one is noticed, and held
+	// messages are marked in progress three times per AckWait.
 	AckWait time.Duration
 	Metrics *Metrics
 	Log     zerolog.Logger
 	// Settled(n) is called as n messages are acked, NAKed or terminated.
 	Settled func(n int)
 
-	failing  atomic.Bool
 	failures failureLog
 }
 
-// Failing reports whether the last request failed: neither a 2xx nor a
-// refusal of the records came back.
-func (d *Deliverer) Failing() bool { return d.failing.Load() }
+// Failing reports whether Fluentd is taken to refuse events now (the
+// breaker is open).
+func (d *Deliverer) Failing() bool { return d.Breaker.Open() }
 
-// Deliver sends b and settles every message in it. ctx bounds the requests;
-// once it is done the remaining messages are NAKed at once for another sink
-// (or this one, restarted) to deliver.
+// Deliver sends b and settles every message in it. ctx bounds the requests
+// and the holding; once it is done the remaining messages are NAKed at once
+// for another sink (or this one, restarted) to deliver.
 func (d *Deliverer) Deliver(ctx context.Context, b *Batch) {
 	d.send(ctx, b.URL, b.Items)
 }
 
 func (d *Deliverer) send(ctx context.Context, url string, items []Item) {
-	if ctx.Err() != nil {
-		d.release(items)
-		return
-	}
-	start := time.Now()
-	res, err := d.Send.Send(ctx, url, records(items))
-	d.Metrics.observeRequest(len(items), res.Status, time.Since(start))
-	switch {
-	case err == nil:
-		if d.failing.Swap(false) {
-			d.failures.recovered(d.Log)
+	kept := oldest(items)
+	for {
+		probe, err := d.turn(ctx, items, &kept)
+		if err != nil {
+			d.release(items)
+			return
 		}
-		d.ack(ctx, items)
-	case fluentd.Refused(err) && len(items) > 1:
-		d.failing.Store(false)
-		mid := len(items) / 2
-		d.Log.Debug().Err(err).Int("records", len(items)).Msg("array refused, splitting it to find the refused records")
-		d.send(ctx, url, items[:mid])
-		d.send(ctx, url, items[mid:])
-	case fluentd.Refused(err):
-		d.failing.Store(false)
-		d.refused(ctx, items[0], res, err)
-	case ctx.Err() != nil:
-		d.release(items)
-	default:
-		d.failing.Store(true)
-		d.retry(items, err)
+		start := time.Now()
+		res, err := d.Send.Send(ctx, url, records(items))
+		d.Metrics.observeRequest(len(items), res.Status, time.Since(start))
+		switch {
+		case err == nil:
+			d.Breaker.Report(probe, nil)
+			d.ack(ctx, items)
+			return
+		case fluentd.Refused(err):
+			d.Breaker.Report(probe, nil)
+			if len(items) == 1 {
+				d.refused(ctx, items[0], res, err)
+				return
+			}
+			mid := len(items) / 2
+			d.Log.Debug().Err(err).Int("records", len(items)).Msg("array refused, splitting it to find the refused records")
+			d.send(ctx, url, items[:mid])
+			d.send(ctx, url, items[mid:])
+			return
+		case ctx.Err() != nil:
+			d.Breaker.Abandon(probe)
+			d.release(items)
+			return
+		case fluentd.Retryable(err) && d.Breaker != nil:
+			// Held: the loop sends the same items again when the breaker
+			// lets them through.
+			d.Breaker.Report(probe, err)
+			d.Metrics.Retried.Add(float64(len(items)))
+		default:
+			d.Breaker.Abandon(probe)
+			d.retry(items, err)
+			return
+		}
 	}
+}
+
+// turn waits for the breaker to let items through. While it is open, the
+// items are marked in progress whenever keepAlive passed since *kept (when
+// they were received or last marked), so that JetStream keeps them
+// assigned to this sink, however many probes they take part in.
+func (d *Deliverer) turn(ctx context.Context, items []Item, kept *time.Time) (probe bool, err error) {
+	keepAlive := d.AckWait / 3
+	if keepAlive <= 0 {
+		keepAlive = 10 * time.Second
+	}
+	for {
+		if d.Breaker.Open() && time.Since(*kept) >= keepAlive {
+			d.keepAlive(items)
+			*kept = time.Now()
+		}
+		wait := max(time.Until(kept.Add(keepAlive)), time.Millisecond)
+		probe, err := d.Breaker.Turn(ctx, wait)
+		if !errors.Is(err, ErrStillOpen) {
+			return probe, err
+		}
+	}
+}
+
+// keepAlive marks held items in progress.
+func (d *Deliverer) keepAlive(items []Item) {
+	for _, it := range items {
+		if err := it.Msg.InProgress(); err != nil {
+			// JetStream redelivers it after its ack wait: a duplicate at
+			// worst, as the held copy is still sent.
+			d.Log.Debug().Err(err).Str("subject", it.Msg.Subject()).Msg("marking a held event in progress failed")
+		}
+	}
+}
+
+// oldest is when the earliest of items was received.
+func oldest(items []Item) time.Time {
+	t := time.Now()
+	for _, it := range items {
+		if !it.Received.IsZero() && it.Received.Before(t) {
+			t = it.Received
+		}
+	}
+	return t
 }
 
 // ack acknowledges items. A message held for most of its ack wait may
@@ -136,7 +203,8 @@ func (d *Deliverer) countDelivered(stream string, n int) {
 }
 
 // retry hands items back to JetStream for redelivery after a backoff that
-// grows with each delivery.
+// grows with each delivery: for errors that are not Fluentd's (it is not
+// told about them, so they do not pause delivery).
 func (d *Deliverer) retry(items []Item, cause error) {
 	var delay time.Duration
 	var most uint64
@@ -220,17 +288,10 @@ func (f *failureLog) failed(log zerolog.Logger, cause error, events int, deliver
 	}
 	log.Warn().Err(cause).Int("failed_requests", f.requests).Int("events", f.events).Uint64("delivery", delivery).
 		Str("retry_in", delay.Round(time.Millisecond).String()).
-		Msg("fluentd delivery failed; events handed back to JetStream, retrying with backoff")
+		Msg("sending to fluentd failed; events handed back to JetStream, retrying with backoff")
 	f.step = max(f.step, delivery)
 	f.last = time.Now()
 	f.requests, f.events = 0, 0
-}
-
-func (f *failureLog) recovered(log zerolog.Logger) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	log.Info().Int("failed_requests_since_last_line", f.requests).Msg("fluentd accepts events again")
-	f.step, f.last, f.requests, f.events = 0, time.Time{}, 0, 0
 }
 
 // deliveries is how many times JetStream has delivered msg (1 the first

@@ -16,6 +16,7 @@ type Metrics struct {
 	BatchSize       prometheus.Histogram
 	RequestDuration *prometheus.HistogramVec
 	ConsumerPending *prometheus.GaugeVec
+	BreakerOpen     prometheus.Gauge
 }
 
 // NewMetrics makes the collectors and registers them in reg (none when reg
@@ -29,7 +30,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"stream"}),
 		Retried: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: ns + "retried_total",
-			Help: "Event deliveries that failed (5xx, timeout, connection error, or a refusal before max-deliver) and were handed back to JetStream for a later retry.",
+			Help: "Event deliveries that failed and will be tried again: sent while Fluentd refused events (5xx, timeout, connection or TLS error, no ack; held and sent again when it answers), or refused before max-deliver (handed back to JetStream with a delay).",
 		}),
 		DeadLettered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: ns + "dead_lettered_total",
@@ -49,9 +50,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: ns + "consumer_pending",
 			Help: "Messages of the stream the sink's consumer has not yet had acknowledged (not delivered plus awaiting ack).",
 		}, []string{"stream"}),
+		BreakerOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: ns + "breaker_open",
+			Help: "1 while Fluentd refuses events and the sink has paused delivery and probes it (the circuit breaker is open), else 0.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Delivered, m.Retried, m.DeadLettered, m.BatchSize, m.RequestDuration, m.ConsumerPending)
+		reg.MustRegister(m.Delivered, m.Retried, m.DeadLettered, m.BatchSize, m.RequestDuration, m.ConsumerPending, m.BreakerOpen)
 	}
 	return m
 }

@@ -2,10 +2,13 @@
 // session streams through durable pull consumers and delivers the events to
 // Fluentd's in_http or in_forward. The pieces are separate: a consumer per
 // stream (consumer.go) feeds a Batcher that groups events per target (a URL
-// for in_http, a tag for in_forward), batches go to a Deliverer that sends
-// them with a fluentd.Client or fluentd.Forward and settles each message
-// (ack, NAK with backoff, or dead letter) by Fluentd's answer. Any number of
-// sink processes with the same consumer names share the work.
+// for in_http, a tag for in_forward), batches go to a Deliverer
+// (deliverer.go) that sends them with a fluentd.Client or fluentd.Forward
+// and settles each message (ack, NAK with backoff, or dead letter,
+// deadletter.go) by Fluentd's answer. A Breaker (breaker.go) pauses the
+// delivery, and with it the intake, while Fluentd refuses events, and
+// probes it so the backlog flows as soon as it is back. Any number of sink
+// processes with the same consumer names share the work.
 package sink
 
 import (
@@ -184,6 +187,7 @@ func New(js jetstream.JetStream, nc *nats.Conn, send Sender, cfg *config.Config,
 		Send:        send,
 		DeadLetters: DeadLetters{JS: js},
 		Backoff:     s.backoff,
+		Breaker:     NewBreaker(DefaultProbes, log, s.metrics.BreakerOpen),
 		MaxDeliver:  s.sc.MaxDeliver,
 		AckWait:     s.sc.AckWait,
 		Metrics:     s.metrics,
@@ -223,8 +227,8 @@ func withDefaults(sc config.SinkConfig) config.SinkConfig {
 	return sc
 }
 
-// Ready reports why the sink cannot deliver now: NATS disconnected, or the
-// last request to Fluentd failing.
+// Ready reports why the sink cannot deliver now: NATS disconnected, or
+// Fluentd refusing events (the breaker open).
 func (s *Sink) Ready() error {
 	if s.nc != nil && !s.nc.IsConnected() {
 		return errors.New("not connected to NATS")
@@ -233,7 +237,7 @@ func (s *Sink) Ready() error {
 		return errors.New("consumers not open yet")
 	}
 	if s.deliverer.Failing() {
-		return errors.New("the last request to Fluentd failed")
+		return errors.New("Fluentd refuses events; delivery paused while the sink probes it")
 	}
 	return nil
 }
@@ -265,14 +269,20 @@ func (s *Sink) Run(ctx context.Context) error {
 	defer stopFetch()
 	sendCtx, stopSend := afterDone(fetchCtx, s.sc.ShutdownTimeout)
 	defer stopSend()
+	var stopAt atomic.Pointer[time.Time]
+	defer context.AfterFunc(ctx, func() {
+		now := time.Now()
+		stopAt.Store(&now)
+	})()
 
 	batches := make(chan *Batch)
 	queue := newBatchQueue(&Batcher{MaxEvents: s.sc.BatchSize, MaxBytes: s.sc.BatchBytes, Wait: s.sc.BatchWait}, batches)
+	queue.pause, queue.release = s.deliverer.Breaker.Opened, s.deliverer.release
 
 	var intake errgroup.Group
 	for _, c := range consumers {
 		intake.Go(func() error {
-			err := fetch(fetchCtx, sendCtx, c.c, c.src, s.pullBuffer(), func(m jetstream.Msg) {
+			err := fetch(fetchCtx, sendCtx, c.c, c.src, s.pullBuffer(), s.deliverer.Breaker, func(m jetstream.Msg) {
 				s.outstanding.Add(1)
 				queue.add(s.item(c.src, m))
 			}, s.log)
@@ -305,30 +315,49 @@ func (s *Sink) Run(ctx context.Context) error {
 		return nil
 	})
 	err = pipeline.Wait()
-	if s.nc != nil {
+	// What is left (the final flush, the positions) ends with the
+	// shutdown timeout, whatever NATS is doing.
+	fctx, cancel := s.finalContext(ctx, &stopAt)
+	defer cancel()
+	if s.nc != nil && s.nc.IsConnected() {
 		// Acks are fire-and-forget publishes: make sure they left.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		_ = s.nc.FlushWithContext(fctx)
-		cancel()
 	}
 	if err != nil {
 		return err
 	}
-	s.logStop(ctx, consumers)
+	s.logStop(fctx, consumers)
 	return nil
 }
 
-// logStop says where each durable consumer stands now that the sink
-// stopped: the stream sequence acknowledged through (what the next sink
+// finalFlush bounds the last steps of a sink that stopped by itself
+// (exit-on-last-event, a failed consumer).
+const finalFlush = 5 * time.Second
+
+// finalContext is the context of the last steps after the pipeline
+// stopped: it ends sink.shutdown-timeout after the stop was asked for
+// (*stopAt), or finalFlush from now when the sink stopped by itself.
+func (s *Sink) finalContext(ctx context.Context, stopAt *atomic.Pointer[time.Time]) (context.Context, context.CancelFunc) {
+	base := context.WithoutCancel(ctx)
+	if at := stopAt.Load(); at != nil {
+		return context.WithDeadline(base, at.Add(s.sc.ShutdownTimeout))
+	}
+	return context.WithTimeout(base, finalFlush)
+}
+
+// logStop says, within ctx, where each durable consumer stands now that
+// the sink stopped: the stream sequence acknowledged through (what the next sink
 // resumes after), what is left, and what this sink fetched but did not
 // settle (redelivered after ack-wait).
 func (s *Sink) logStop(ctx context.Context, consumers []consumer) {
-	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
 	arr := zerolog.Arr()
 	for _, c := range consumers {
 		d := zerolog.Dict().Str("stream", c.src.Stream).Str("consumer", c.src.Consumer)
-		info, err := c.c.Info(ictx)
+		var info *jetstream.ConsumerInfo
+		err := errors.New("not connected to NATS")
+		if s.nc == nil || s.nc.IsConnected() {
+			info, err = c.c.Info(ctx)
+		}
 		if err != nil {
 			d = d.Str("error", fmt.Sprintf("consumer info: %v", err))
 		} else {

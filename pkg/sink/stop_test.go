@@ -61,3 +61,33 @@ func TestStopLogsPositions(t *testing.T) {
 		t.Errorf("the stop line names no consumer on %s: %s", e.cfg.NATS.AuditStream, lines[len(lines)-1])
 	}
 }
+
+// TestStopWithinShutdownTimeoutWithNATSAndFluentdDown: a SIGTERM while
+// Fluentd refuses events and the NATS server is gone ends Run within
+// sink.shutdown-timeout, the final flush and position report included.
+func TestStopWithinShutdownTimeoutWithNATSAndFluentdDown(t *testing.T) {
+	e := newEnv(t, fluentdsim.Options{})
+	e.cfg.Sink.ShutdownTimeout = 3 * time.Second
+	e.publishAudit(0, 50)
+	r := e.start(e.cfg)
+	e.waitStored(50, 30*time.Second)
+	e.sim.Down(0)
+	e.publishAudit(50, 50)
+	eventually(t, 30*time.Second, "readyz to report the failing Fluentd", func() bool { return r.sink.Ready() != nil })
+	e.emb.Shutdown()
+	eventually(t, 30*time.Second, "the sink to lose NATS", func() bool {
+		err := r.sink.Ready()
+		return err != nil && strings.Contains(err.Error(), "NATS")
+	})
+	start := time.Now()
+	err := r.stop(t)
+	took := time.Since(start)
+	if err != nil {
+		t.Errorf("Run after a stop: %v, want nil", err)
+	}
+	// Two seconds of slack for the goroutines to notice on a loaded machine.
+	if limit := e.cfg.Sink.ShutdownTimeout + 2*time.Second; took > limit {
+		t.Errorf("the sink took %s to stop, want at most %s (sink.shutdown-timeout %s)", took.Round(time.Millisecond), limit, e.cfg.Sink.ShutdownTimeout)
+	}
+	t.Logf("stopped in %s", took.Round(time.Millisecond))
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"gopkg.in/yaml.v3"
 
+	"github.com/teleport-event-bus/teleport-event-bus/test/fluentdsim"
 	"github.com/teleport-event-bus/teleport-event-bus/test/harness"
 )
 
@@ -366,11 +367,14 @@ func (r *docRun) fluentd(l docLine, m []string) error {
 	for _, mt := range regexp.MustCompile(`(?m)^<match (\S+)>`).FindAllStringSubmatch(string(conf), -1) {
 		tags = append(tags, mt[1])
 	}
+	args := []string{"--addr", net.JoinHostPort(settings["bind"], settings["port"]), "--ca", settings["ca_path"], "--cert", settings["cert_path"],
+		"--key", settings["private_key_path"], "--key-passphrase", settings["private_key_passphrase"], "--stats-addr", "127.0.0.1:0",
+		"--match", strings.Join(tags, ",")}
+	if fluentdsim.KeepTimeKey(conf) {
+		args = append(args, "--keep-time-key")
+	}
 	proc, err := harness.Start(r.ctx, harness.Spec{Name: fmt.Sprintf("line-%d-fluentd-sim", l.line), Bin: filepath.Join(binDir, "fluentd-sim"),
-		Args: []string{"--addr", net.JoinHostPort(settings["bind"], settings["port"]), "--ca", settings["ca_path"], "--cert", settings["cert_path"],
-			"--key", settings["private_key_path"], "--key-passphrase", settings["private_key_passphrase"], "--stats-addr", "127.0.0.1:0",
-			"--match", strings.Join(tags, ",")},
-		LogDir: r.p.LogDir})
+		Args: args, LogDir: r.p.LogDir})
 	if err != nil {
 		return err
 	}

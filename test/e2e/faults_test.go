@@ -134,6 +134,66 @@ func TestFluentdOutageAndSlowness(t *testing.T) {
 	r.checkRSS(rssLimit)
 }
 
+// TestFluentdOutageRecoveryIsPrompt takes Fluentd down for 30 s while the
+// sink has a backlog to deliver, over in_http and over in_forward: when
+// Fluentd returns, the rest of the backlog arrives within recoveryBound
+// (the sink probes Fluentd while it is down instead of giving each event a
+// growing delay), nothing is lost, and the duplicates are no more than
+// what the sink held unacknowledged.
+func TestFluentdOutageRecoveryIsPrompt(t *testing.T) {
+	t.Parallel()
+	const (
+		outage = 30 * time.Second
+		// Generous for a loaded 2-core machine; BenchmarkSink/outage
+		// gives the real figure.
+		recoveryBound = 10 * time.Second
+	)
+	for _, forward := range []bool{false, true} {
+		name := "in_http"
+		if forward {
+			name = "in_forward"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			r := newE2ERun(t, runSpec{
+				events:   sized(30_000, 300_000),
+				sessions: sized(50, 500),
+				days:     1,
+				timeout:  sized(5*time.Minute, 30*time.Minute),
+				forward:  forward,
+			})
+			ing := r.ingest("ingest")
+			snk := r.sink("fluentd-sink")
+			r.waitFluentd(1000, ing, snk)
+			if err := harness.Post(r.ctx, "POST", r.p.FluentdControl+"/down", ""); err != nil {
+				t.Fatal(err)
+			}
+			r.hold(outage, "Fluentd down", ing, snk)
+			backlog := r.progress()
+			if err := harness.Post(r.ctx, "POST", r.p.FluentdControl+"/up", ""); err != nil {
+				t.Fatal(err)
+			}
+			up := time.Now()
+			r.waitDelivered(ing, snk)
+			took := time.Since(up)
+			if left := int64(len(r.want.AuditIDs)) - backlog.Audit; left <= 0 {
+				t.Fatalf("every audit event was delivered before the outage ended (%s); the test proves nothing", backlog)
+			}
+			t.Logf("%s: Fluentd down %s holding %s; the last of the %d audit events arrived %s after it returned",
+				name, outage, backlog, len(r.want.AuditIDs), took.Round(100*time.Millisecond))
+			if took > recoveryBound {
+				t.Errorf("%s: the backlog took %s after Fluentd returned, want at most %s", name, took.Round(100*time.Millisecond), recoveryBound)
+			}
+			if !strings.Contains(snk.Log(), "fluentd refuses events: ") || !strings.Contains(snk.Log(), "fluentd accepts events again") {
+				t.Errorf("%s: the sink's log lacks the lines of the pause:\n%s", name, snk.Tail(20))
+			}
+			dups := r.checkFluentd(sinkUnacked())
+			t.Logf("%s: %d duplicates (bound %d: what the sink can hold unacknowledged)", name, dups, sinkUnacked())
+			r.checkStreams()
+		})
+	}
+}
+
 // progress reads Fluentd's progress, failing the test on error.
 func (r *e2eRun) progress() harness.Progress {
 	r.t.Helper()

@@ -95,6 +95,10 @@ var troubleshootingCases = []troubleshootingCase{
 			return s.sink("--fluentd-url", s.poisonURL+"/test.log", "--fluentd-session-url", s.poisonURL+"/session",
 				"--sink-max-deliver", "2", "--sink-ack-wait", "1s")
 		}},
+	{msgs: []string{"fluentd refuses events", "pausing delivery, probing every"}, bin: "fluentd-sink", code: running,
+		args: func(s *tsSetup) []string { // nothing listens there
+			return s.sink("--fluentd-url", "https://"+s.silent+"/test.log", "--fluentd-session-url", "https://"+s.silent+"/session")
+		}},
 	{msgs: []string{"unknown key", "(top-level keys go before the first [section])"}, bin: "ingest", code: exitUsage,
 		args: func(s *tsSetup) []string {
 			return []string{"--config", s.write("section.toml", "[teleport]\nbatch = 5\n")}

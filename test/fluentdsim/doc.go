@@ -5,7 +5,10 @@
 // It answers the way a real Fluentd 1.18 does with the fluent.conf that
 // `configure` writes (see REFERENCE.md): the tag is the URL path, the body is
 // one JSON object or an array of objects, `time` is parsed with
-// `%Y-%m-%dT%H:%M:%S` (400 on a bad time, the whole array refused), malformed
+// `%Y-%m-%dT%H:%M:%S` (400 on a bad time, the whole array refused) and taken
+// out of the stored record unless Options.KeepTimeKey (<parse>'s
+// keep_time_key true, which configure writes; KeepTimeKey reads it from a
+// fluent.conf), malformed
 // JSON is answered 200 and dropped, and the TLS handshake is refused without a
 // client certificate from the configured CA. Faults (500s, latency, dropped
 // connections, downtime, poison records) can be switched on at runtime.

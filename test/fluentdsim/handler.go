@@ -57,6 +57,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := parserPool.Get().(*recordParser)
 	defer putParser(p)
 	p.reset(tag, time.Now().UTC(), f.Poison, s.store.needJSON())
+	p.keepTimeKey = s.opts.KeepTimeKey
 	res, err := p.body(buf.Bytes())
 	if err != nil {
 		s.answer(w, http.StatusBadRequest, err.Error())

@@ -248,3 +248,42 @@ func TestJSONLOutput(t *testing.T) {
 		t.Errorf("line 3 = %+v", got[2])
 	}
 }
+
+// TestKeepTimeKey: with <parse> keep_time_key true the record keeps its
+// `time` (still read as the event time), as real Fluentd stores it.
+func TestKeepTimeKey(t *testing.T) {
+	s := startServer(t, Options{KeepRecords: true, KeepTimeKey: true})
+	c := newClient(t, getPKI(t).client)
+	body := `[{"uid":"a", "time":"2024-01-02T03:04:05.461Z","user":"alice"}]`
+	if r := mustPost(t, c, s, "test.log", body); r.code != 200 {
+		t.Fatalf("status %d %q", r.code, r.body)
+	}
+	recs := s.Records("test.log")
+	if len(recs) != 1 {
+		t.Fatalf("stored %d records, want 1", len(recs))
+	}
+	if want := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC); !recs[0].Time.Equal(want) {
+		t.Errorf("time = %v, want %v", recs[0].Time, want)
+	}
+	if got := string(recs[0].JSON); got != `{"uid":"a","time":"2024-01-02T03:04:05.461Z","user":"alice"}` {
+		t.Errorf("stored record = %s, want it with its time", got)
+	}
+}
+
+// TestKeepTimeKeyFromConf reads keep_time_key from in_http's <parse> only.
+func TestKeepTimeKeyFromConf(t *testing.T) {
+	for _, c := range []struct {
+		name, conf string
+		want       bool
+	}{
+		{"in_http keeps", "<source>\n  @type http\n  <parse>\n    @type json\n    keep_time_key true # keep it\n  </parse>\n</source>\n", true},
+		{"default", "<source>\n  @type http\n  <parse>\n    @type json\n  </parse>\n</source>\n", false},
+		{"false", "<source>\n  @type http\n  <parse>\n    keep_time_key false\n  </parse>\n</source>\n", false},
+		{"commented out", "<source>\n  @type http\n  <parse>\n    # keep_time_key true\n  </parse>\n</source>\n", false},
+		{"another source", "<source>\n  @type forward\n  <parse>\n    keep_time_key true\n  </parse>\n</source>\n", false},
+	} {
+		if got := KeepTimeKey([]byte(c.conf)); got != c.want {
+			t.Errorf("%s: KeepTimeKey = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

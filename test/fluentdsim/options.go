@@ -35,9 +35,16 @@ type Options struct {
 	// answered 200 and dropped with a warning. Empty: every tag matches.
 	MatchTags []string
 
-	// KeepRecords keeps every stored record's JSON (without `time`) for
-	// Records. Off, only ids, times and sizes are kept.
+	// KeepRecords keeps every stored record's JSON for Records. Off, only
+	// ids, times and sizes are kept.
 	KeepRecords bool
+
+	// KeepTimeKey is in_http's `keep_time_key true` in <parse>: the record
+	// is stored with its `time`. Off, as Fluentd's default, `time` becomes
+	// the event time and is taken out of the stored record. in_forward
+	// stores records as sent either way. KeepTimeKey(fluent.conf) reads
+	// it from a configuration.
+	KeepTimeKey bool
 
 	// JSONLPath, when set, appends each stored record as one line
 	// {"tag":…,"time":…,"record":{…}} to this file.

@@ -19,7 +19,8 @@ type parsed struct {
 	id   string
 	time time.Time
 	size int
-	// json is the record without `time`; only when the store needs it.
+	// json is the record as stored (without `time` unless keep_time_key);
+	// only when the store needs it.
 	json []byte
 }
 
@@ -40,7 +41,7 @@ func (e *badRequest) Error() string { return e.msg }
 // (other elements are skipped), anything else — malformed JSON, an empty
 // body, a top-level string — yields nothing and no error. A bad `time` or a
 // poison record anywhere refuses the whole body. keepJSON asks for each
-// record's JSON without `time`.
+// record's JSON without `time` (Fluentd's default keep_time_key false).
 func parseBody(body []byte, tag string, now time.Time, poison []Poison, keepJSON bool) (parseResult, error) {
 	var p recordParser
 	p.reset(tag, now, poison, keepJSON)
@@ -59,13 +60,17 @@ type recordParser struct {
 	now      time.Time
 	poison   []Poison
 	keepJSON bool
-	fields   []field
-	records  []parsed
+	// keepTimeKey is <parse>'s keep_time_key: `time` stays in the stored
+	// record (set after reset; reset clears it).
+	keepTimeKey bool
+	fields      []field
+	records     []parsed
 }
 
 // reset prepares p for a body posted to tag at now.
 func (p *recordParser) reset(tag string, now time.Time, poison []Poison, keepJSON bool) {
 	p.tag, p.now, p.poison, p.keepJSON = tag, now.Truncate(time.Second), poison, keepJSON
+	p.keepTimeKey = false
 }
 
 // body is parseBody with p's settings. The records it returns share p's
@@ -141,7 +146,7 @@ func (p *recordParser) parse(body []byte, i int) (parsed, int, error) {
 	}
 	rec.id = recordID(p.tag, uid, sid, ei)
 	if p.keepJSON {
-		rec.json = withoutTime(p.fields)
+		rec.json = compactRecord(p.fields, !p.keepTimeKey)
 	}
 	return rec, end, nil
 }

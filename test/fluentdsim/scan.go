@@ -109,9 +109,11 @@ func skipWS(b []byte, i int) int {
 	return i
 }
 
-// withoutTime writes the object's members except `time` as an
-// object without whitespace between members, keeping their order.
-func withoutTime(fields []field) []byte {
+// compactRecord writes the object's members, without `time` when
+// dropTime (in_http's <parse> takes it out of the record unless
+// keep_time_key true), as an object without whitespace between members,
+// keeping their order.
+func compactRecord(fields []field, dropTime bool) []byte {
 	n := 2
 	for _, f := range fields {
 		n += len(f.key) + len(f.val) + 2
@@ -120,7 +122,7 @@ func withoutTime(fields []field) []byte {
 	out = append(out, '{')
 	first := true
 	for _, f := range fields {
-		if f.is("time") {
+		if dropTime && f.is("time") {
 			continue
 		}
 		if !first {

@@ -21,8 +21,9 @@ type Record struct {
 	ID string
 	// Size is the length of the record's JSON as received.
 	Size int
-	// JSON is the record without `time` (compact, keys in the order
-	// received); only with
+	// JSON is the record as Fluentd keeps it (compact, keys in the order
+	// received; over in_http without `time` unless Options.KeepTimeKey);
+	// only with
 	// Options.KeepRecords.
 	JSON json.RawMessage
 }
@@ -133,7 +134,7 @@ func newStore(keep bool, jsonlPath string) (*store, error) {
 	return st, nil
 }
 
-// needJSON reports whether records must be re-encoded without `time`.
+// needJSON reports whether records must be re-encoded as stored.
 func (st *store) needJSON() bool { return st.keep || st.jsonl != nil }
 
 // add stores a request's records under one lock, and writes them to the

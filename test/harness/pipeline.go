@@ -143,8 +143,9 @@ func (p *Pipeline) StartTeleport(ctx context.Context, extra ...string) error {
 	return nil
 }
 
-// StartFluentd starts fluentd-sim with configure's server certificate and
-// the <match> patterns of the generated fluent.conf.
+// StartFluentd starts fluentd-sim with configure's server certificate,
+// the <match> patterns of the generated fluent.conf, and its in_http
+// <parse> keep_time_key.
 func (p *Pipeline) StartFluentd(ctx context.Context, extra ...string) error {
 	addr := "127.0.0.1:0"
 	if p.FluentdURL != "" { // a restart keeps the port the sinks know
@@ -158,6 +159,13 @@ func (p *Pipeline) StartFluentd(ctx context.Context, extra ...string) error {
 		"--stats-addr", "127.0.0.1:0",
 		"--match", "test.log,session.*.log",
 	}, extra...)
+	conf, err := os.ReadFile(filepath.Join(p.Conf, "fluent.conf"))
+	if err != nil {
+		return fmt.Errorf("fluentd-sim: %w", err)
+	}
+	if fluentdsim.KeepTimeKey(conf) {
+		args = append(args, "--keep-time-key")
+	}
 	if p.Forward {
 		fwd, err := p.forwardArgs()
 		if err != nil {

@@ -72,6 +72,7 @@ func parseFlags(args []string, stderr io.Writer) (settings, error) {
 	fs.BoolVar(&o.StatusCreated, "status-created", false, "answer 201 on success, as Fluent Bit does")
 	fs.StringVar(&s.match, "match", "", "comma-separated <match> `patterns` (e.g. 'test.log,session.*.log'); other tags are dropped with a warning; empty: all tags")
 	fs.BoolVar(&o.KeepRecords, "keep-records", false, "keep full records (for GET /records)")
+	fs.BoolVar(&o.KeepTimeKey, "keep-time-key", false, "keep `time` in the records in_http stores, as <parse> keep_time_key true does (default: taken out, as Fluentd's default)")
 	fs.StringVar(&o.JSONLPath, "jsonl", "", "append each stored record to this JSONL `file`")
 	fs.StringVar(&o.StatsAddr, "stats-addr", "127.0.0.1:0", "plain-HTTP stats and control `address`; empty: none")
 	fs.Float64Var(&o.Faults.ErrorPercent, "error-rate", 0, "`percent` (0-100) of requests answered 500")
