@@ -20,12 +20,18 @@ func main() {
 	app.Commands = append(app.Commands, config.Subcommand(config.Ingest, "status",
 		"Print the streams, consumers, export progress, session jobs and lease holder", status),
 		config.Subcommand(config.Ingest, "recover",
-			"After a stream was lost, recreated or cut short: reset the positions so the next run reads everything again, publishing only what the streams lack", recoverPositions))
+			"After a stream was lost, recreated or cut short: reset the positions so the next run reads everything again, publishing only what the streams lack", recoverPositions),
+		config.Subcommand(config.Ingest, "backfill",
+			"Move the fixed start-time earlier, to --start-time: the next run also reads what lies before the old one, publishing only what the streams lack", backfill))
 	config.Main(app)
 }
 
 func recoverPositions(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	return ingest.Recover(ctx, cfg, log, os.Stdout)
+}
+
+func backfill(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
+	return ingest.Backfill(ctx, cfg, log, os.Stdout)
 }
 
 func status(ctx context.Context, cfg *config.Config, _ zerolog.Logger) error {

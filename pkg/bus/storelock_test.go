@@ -2,8 +2,6 @@ package bus
 
 import (
 	"bufio"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -17,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+	"github.com/teleport-event-bus/teleport-event-bus/test/fsdigest"
 )
 
 // holdLockEnv makes the test binary a child that holds a storage lock
@@ -191,37 +190,12 @@ func TestEmbeddedOnLockedStoreTouchesNothing(t *testing.T) {
 	}
 }
 
-// treeDigest lists every file under dir with its size, mode and content
-// hash.
+// treeDigest is fsdigest.Tree of dir.
 func treeDigest(t *testing.T, dir string) string {
 	t.Helper()
-	var b strings.Builder
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(dir, path)
-		if err != nil {
-			return err
-		}
-		sum := ""
-		if !d.IsDir() {
-			data, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			h := sha256.Sum256(data)
-			sum = hex.EncodeToString(h[:8])
-		}
-		fmt.Fprintf(&b, "%s %v %d %s\n", rel, info.Mode(), info.Size(), sum)
-		return nil
-	})
+	d, err := fsdigest.Tree(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b.String()
+	return d
 }

@@ -22,6 +22,9 @@ type key struct {
 	extraEnv []string
 	cmds     cmdSet
 	usage    string
+	// unset says, in the reference's Default column, what an empty
+	// default means (a default that is not a value, such as "now").
+	unset string
 	// secret values are never logged.
 	secret bool
 	// path values name a file that must exist.
@@ -185,6 +188,12 @@ var keys = []*key{
 	{name: "nats.users", flag: "nats-users", cmds: forIngest, path: true,
 		usage: "Embedded server's users file (configure writes it): the NKeys it admits, each with its role's permissions; empty leaves the bus open to every local process",
 		field: func(c *Config) any { return &c.NATS.Users }},
+	{name: "nats.server-cert", flag: "nats-server-cert", cmds: forIngest, path: true,
+		usage: "Certificate the embedded server presents on its TLS listener (configure writes nats-server.crt, valid for its --nats-names); clients verify it with nats.ca. Required when nats.listen is not a loopback address; optional (used when set) on loopback",
+		field: func(c *Config) any { return &c.NATS.ServerCert }},
+	{name: "nats.server-key", flag: "nats-server-key", cmds: forIngest, path: true, secretFile: true,
+		usage: "Unencrypted key of nats.server-cert (mode 0600; configure writes nats-server.key)",
+		field: func(c *Config) any { return &c.NATS.ServerKey }},
 	{name: "nats.listen", flag: "nats-listen", cmds: forReaders,
 		usage: "Embedded server's client address, host:port (used when nats.url is empty)",
 		field: func(c *Config) any { return &c.NATS.Listen }, check: checkHostPort(false)},
@@ -215,7 +224,7 @@ var keys = []*key{
 
 	// [ingest]
 	{name: "ingest.nats-nkey", flag: "ingest-nats-nkey", cmds: forIngest, path: true, secretFile: true,
-		usage: "NKey seed file (mode 0600) ingest and ingest status connect to NATS with (the ingest role); replaces the [nats] credentials",
+		usage: "NKey seed file (mode 0600) ingest and ingest status connect to NATS with (the ingest role); takes precedence over nats.nkey, and with another kind of [nats] credential is an error",
 		field: func(c *Config) any { return &c.Ingest.NATSNKey }},
 	{name: "ingest.max-in-flight", flag: "ingest-max-in-flight", cmds: forIngest,
 		usage: "Publishes awaiting their PubAck at once",
@@ -247,11 +256,14 @@ var keys = []*key{
 
 	// [sink]
 	{name: "sink.nats-nkey", flag: "sink-nats-nkey", cmds: forSink, path: true, secretFile: true,
-		usage: "NKey seed file (mode 0600) the sink connects to NATS with (the fluentd-sink role); replaces the [nats] credentials",
+		usage: "NKey seed file (mode 0600) the sink connects to NATS with (the fluentd-sink role); takes precedence over nats.nkey, and with another kind of [nats] credential is an error",
 		field: func(c *Config) any { return &c.Sink.NATSNKey }},
 	{name: "sink.audit-consumer", flag: "sink-audit-consumer", cmds: forSink,
 		usage: "Durable consumer name on the audit stream (shared by all sink replicas)",
 		field: func(c *Config) any { return &c.Sink.AuditConsumer }, check: checkName},
+	{name: "sink.recreate-consumer", flag: "sink-recreate-consumer", cmds: forSink,
+		usage: "Only after a sink stopped because its durable consumer was deleted: \"resume\" recreates it after the last acknowledged position the sinks recorded, \"all\" from the stream's start (everything delivered again); remove it once the sink runs. Empty: a deleted consumer stops the sink",
+		field: func(c *Config) any { return &c.Sink.RecreateConsumer }, check: checkRecreateConsumer},
 	{name: "sink.session-consumer", flag: "sink-session-consumer", cmds: forSink,
 		usage: "Durable consumer name on the session stream",
 		field: func(c *Config) any { return &c.Sink.SessionConsumer }, check: checkName},
@@ -326,7 +338,8 @@ var keys = []*key{
 		usage: "Session recording event types dropped",
 		field: func(c *Config) any { return &c.SkipSessionTypes }},
 	{name: "start-time", flag: "start-time", legacy: true, cmds: forIngest,
-		usage: "Oldest event to export, RFC 3339; fixed on first run",
+		usage: "Oldest event to export, RFC 3339; fixed by the first run, which without it reads from the moment it starts; ingest backfill moves it earlier",
+		unset: "the first run's start (now)",
 		field: func(c *Config) any { return &c.StartTime }},
 	{name: "timeout", flag: "timeout", legacy: true, cmds: forIngest,
 		usage: "Poll interval once caught up",
@@ -396,6 +409,18 @@ var keys = []*key{
 	{name: "configure.nats-credentials", flag: "nats-credentials", cliOnly: true, cmds: forConfigure,
 		usage: "Only add NATS credentials (an NKey seed per role and the embedded server's users file) to an existing <out-dir> and its TOML, closing the bus; certificates are left alone",
 		field: func(c *Config) any { return &c.Configure.NATSCredentials }},
+	{name: "configure.nats-names", flag: "nats-names", cliOnly: true, cmds: forConfigure,
+		usage: "DNS names and IPs of the embedded NATS server's certificate nats-server.crt, the names other hosts reach it by (default localhost,127.0.0.1)",
+		field: func(c *Config) any { return &c.Configure.NATSNames }},
+	{name: "configure.nats-cluster", flag: "nats-cluster", cliOnly: true, cmds: forConfigure,
+		usage: "Write a NATS cluster's files to <out-dir>/nats-cluster and point the TOML at it: one entry per node (3 or more), NAME, NAME=HOST or NAME=HOST:PORT (client port, default 4222; routes use PORT+2000, monitoring PORT+4000). Each node gets NAME.conf and a certificate for server and client use naming NAME and HOST; accounts.conf admits the NKeys configure writes",
+		field: func(c *Config) any { return &c.Configure.NATSCluster }},
+	{name: "configure.nats-conf-dir", flag: "nats-conf-dir", cliOnly: true, cmds: forConfigure,
+		usage: "Directory the cluster's files will be in on every node (absolute; default: <out-dir>/nats-cluster), e.g. /etc/nats",
+		field: func(c *Config) any { return &c.Configure.NATSConfDir }},
+	{name: "configure.nats-store-dir", flag: "nats-store-dir", cliOnly: true, cmds: forConfigure,
+		usage: "Directory under which each cluster node keeps JetStream, in <dir>/<NAME> (absolute; default /var/lib/nats)",
+		field: func(c *Config) any { return &c.Configure.NATSStoreDir }},
 	{name: "configure.lock", flag: "lock", cliOnly: true, cmds: forConfigure,
 		usage: "Let the Teleport role create and update locks (for lock.enabled)",
 		field: func(c *Config) any { return &c.Configure.Lock }},

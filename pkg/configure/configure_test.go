@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pelletier/go-toml/v2"
 	"go.uber.org/goleak"
@@ -72,6 +73,7 @@ func TestRunWritesEveryFile(t *testing.T) {
 		"client.crt": 0o644, "client.key": 0o600,
 		RoleFile: 0o600, UserFile: 0o600, FluentConfFile: 0o600, TOMLFile: 0o600,
 		"nats-ingest.nk": 0o600, "nats-fluentd-sink.nk": 0o600, "nats-reader.nk": 0o600, "nats-users.toml": 0o600,
+		NATSServerCertFile: 0o644, NATSServerKeyFile: 0o600,
 	}
 	if len(res.Files) != len(want) {
 		t.Errorf("Result.Files has %d entries, want %d: %v", len(res.Files), len(want), res.Files)
@@ -111,7 +113,7 @@ func TestRunWritesEveryFile(t *testing.T) {
 	if strings.Contains(summary, pass) {
 		t.Error("summary shows the passphrase")
 	}
-	for _, step := range []string{"tctl create -f " + filepath.Join(dir, RoleFile), "tctl create -f " + filepath.Join(dir, UserFile), "tctl auth sign --format=file --user=teleport-event-handler --out=" + filepath.Join(dir, "identity"), "fluentd -c", "ingest --config", "fluentd-sink --config"} {
+	for _, step := range []string{"tctl create -f " + filepath.Join(dir, RoleFile), "tctl create -f " + filepath.Join(dir, UserFile), "tctl auth sign --format=file --user=teleport-event-handler --out=" + filepath.Join(dir, "identity"), "fluentd -c", "ingest --config " + filepath.Join(dir, TOMLFile) + " --start-time " + suggestedStart(time.Now()), "fluentd-sink --config"} {
 		if !strings.Contains(summary, step) {
 			t.Errorf("summary lacks %q:\n%s", step, summary)
 		}

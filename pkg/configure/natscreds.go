@@ -33,8 +33,8 @@ func natsFileNames() []string {
 	return append(names, NATSUsersFile)
 }
 
-// natsCredentials makes a key per role and the users file naming them; it
-// returns the users too.
+// natsCredentials makes a key per role and the users file naming them,
+// and returns the users (their public keys) too.
 func natsCredentials() ([]output, []bus.User, error) {
 	var outs []output
 	var users []bus.User

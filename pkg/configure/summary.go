@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 )
@@ -44,15 +45,19 @@ Next steps:
        tctl auth sign --format=file --user=%[2]s --out=%[3]s --ttl=%[4]s
   3. Start Fluentd (>= 1.12.4):
        fluentd -c %[5]s
-  4. Start the ingest (embedded NATS server) and the sink:
-       ingest --config %[6]s
+  4. Start the ingest (embedded NATS server) and the sink. --start-time is
+     the oldest event to export (here %[14]d days back), fixed by the first
+     run; without it ingest reads from the moment it first starts. To read
+     further back later: ingest backfill --config <toml> --start-time <earlier>.
+       ingest --config %[6]s --start-time %[15]s
        fluentd-sink --config %[6]s
 
 The embedded NATS server admits only the keys in %[13]s: ingest and the
 sink use their own (%[8]s, %[9]s); other readers use %[10]s:
        nats --server nats://%[11]s --nkey %[12]s stream info TELEPORT_AUDIT
 `, filepath.Join(res.Dir, RoleFile), RoleName, p.identity(), identityTTL(o), filepath.Join(res.Dir, FluentConfFile), filepath.Join(res.Dir, TOMLFile),
-		filepath.Join(res.Dir, UserFile), NATSSeedFile(bus.RoleIngest), NATSSeedFile(bus.RoleSink), NATSSeedFile(bus.RoleReader), defaultNATSListen, p.file(NATSSeedFile(bus.RoleReader)), NATSUsersFile)
+		filepath.Join(res.Dir, UserFile), NATSSeedFile(bus.RoleIngest), NATSSeedFile(bus.RoleSink), NATSSeedFile(bus.RoleReader), defaultNATSListen, p.file(NATSSeedFile(bus.RoleReader)), NATSUsersFile,
+		startDays, suggestedStart(time.Now()))
 	if o.Helm {
 		w.printf(`
 On Kubernetes instead of steps 3 and 4 (after step 2): create the Secrets
@@ -63,6 +68,16 @@ For a NATS cluster instead of the embedded server, %[4]s says how.
 `, p.file(SecretsScriptFile), HelmNamespace, p.file(HelmValuesFile), p.file(NATSChartValuesFile))
 	}
 	return w.err
+}
+
+// startDays is how far back the start-time configure suggests lies.
+const startDays = 30
+
+// suggestedStart is the --start-time configure suggests: midnight UTC,
+// startDays before now.
+func suggestedStart(now time.Time) string {
+	d := now.UTC().AddDate(0, 0, -startDays)
+	return time.Date(d.Year(), d.Month(), d.Day(), 0, 0, 0, 0, time.UTC).Format(time.RFC3339)
 }
 
 // identityTTL is the --ttl suggested for `tctl auth sign`: the

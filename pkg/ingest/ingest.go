@@ -62,6 +62,14 @@ const pruneEvery = time.Hour
 // positions when it dies. With dry-run it reads and logs, publishing
 // nothing and changing no state (no bus is needed).
 func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger) (err error) {
+	// The credentials first: a bad identity stops ingest before the
+	// store, the bucket or the streams are touched.
+	if err := teleport.Check(ctx, cfg.Teleport); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return cfg.TeleportCredentialsError(err)
+	}
 	noteBatch(cfg, log)
 	if cfg.DryRun {
 		return runDry(ctx, cfg, log)
@@ -264,7 +272,7 @@ func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bu
 	}
 	out := &outlet{pub: pub, limit: messageLimit(b), m: m, log: log, guard: g, skip: skip, storage: embeddedStorage(b),
 		js: b.JS, audit: b.Cfg.AuditStream, sessions: b.Cfg.SessionStream}
-	in, err := newIngester(ctx, cfg, log, src, st, out, m)
+	in, err := newIngester(ctx, cfg, log, readerSource(cfg, src), st, out, m)
 	if err != nil {
 		return err
 	}
@@ -285,6 +293,10 @@ func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bu
 	// Caught up with everything acknowledged (in.run drained the outlet).
 	return finish(ctx, cfg, log, b, kv)
 }
+
+// readerSource is what the readers read Teleport through: the client
+// itself. Tests replace it to shape the server's answers.
+var readerSource = func(_ *config.Config, c *teleport.Client) teleport.AuditLog { return c }
 
 // lastSequences are the last sequences of the streams ingest publishes
 // to, before it publishes: the floor of its first messages (see
@@ -362,9 +374,15 @@ func runDry(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 
 // newIngester fixes the start time and builds the reading pieces.
 func newIngester(ctx context.Context, cfg *config.Config, log zerolog.Logger, src teleport.AuditLog, st *state, out *outlet, m *metrics) (*ingester, error) {
-	start, err := st.fixStartTime(ctx, cfg.StartTime, time.Now())
+	start, fromNow, err := st.fixStartTime(ctx, cfg.StartTime, time.Now())
 	if err != nil {
 		return nil, err
+	}
+	if fromNow && !cfg.DryRun {
+		log.Warn().Time("start_time", start).
+			Msgf("no start-time given: reading from now; start-time fixed at %s, so the events Teleport holds from before are not read. "+
+				"To read them, stop ingest and run `ingest backfill --start-time <earlier RFC 3339 time>`, then start ingest again",
+				start.Format(time.RFC3339))
 	}
 	in := &ingester{
 		cfg: cfg, log: log, src: src, st: st, out: out, m: m,

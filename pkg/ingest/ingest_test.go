@@ -107,13 +107,21 @@ type contents struct {
 // checking what ingest left in it.
 func (e *env) open() *bus.Bus {
 	e.t.Helper()
+	b := e.openUntilClosed()
+	e.t.Cleanup(b.Close)
+	return b
+}
+
+// openUntilClosed is open for a caller that closes the bus itself, before
+// ingest runs on the storage again.
+func (e *env) openUntilClosed() *bus.Bus {
+	e.t.Helper()
 	nc := e.cfg.NATS
 	nc.Listen = "127.0.0.1:0"
 	b, err := bus.Open(context.Background(), nc, e.cfg.Storage, "test", zerolog.Nop(), true)
 	if err != nil {
 		e.t.Fatalf("open storage: %v", err)
 	}
-	e.t.Cleanup(b.Close)
 	return b
 }
 

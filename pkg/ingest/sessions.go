@@ -16,8 +16,11 @@ import (
 
 // Session job retry delays: a recording that is not there yet (upload lag)
 // is asked for again with a delay growing from 1 s to 5 min, until
-// missing-recording-ttl (defaultTTL unless configured) after its
-// session.upload.
+// missing-recording-ttl (defaultTTL unless configured) after ingest first
+// saw its session.upload. The last try is made when the TTL runs out, and
+// only a try that began then gives the recording up: a recording that
+// exists by its TTL is read, however slow the answers to the earlier
+// tries were.
 var missingRetry = backoff.Policy{Base: time.Second, Max: 5 * time.Minute}
 
 const defaultTTL = 48 * time.Hour
@@ -111,15 +114,18 @@ func (s *sessions) idle() bool {
 }
 
 // onlyMissing reports how many jobs are left when every one of them is
-// waiting for a recording that was not there (0 and false otherwise).
+// waiting for a recording that was not there and its next try is not due
+// yet (0 and false otherwise). A due job is about to run: it may read its
+// recording or give it up, so it is waited for.
 func (s *sessions) onlyMissing() (int, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.running > 0 || len(s.queue) == 0 {
 		return 0, false
 	}
+	now := time.Now()
 	for _, j := range s.queue {
-		if !j.missing {
+		if !j.missing || !j.notBefore.After(now) {
 			return 0, false
 		}
 	}
@@ -140,7 +146,8 @@ func (s *sessions) run(ctx context.Context, limit int) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				s.finish(ctx, j, s.stream(ctx, j.sid))
+				began := time.Now()
+				s.finish(ctx, j, began, s.stream(ctx, j.sid))
 			}()
 			continue
 		}
@@ -184,9 +191,13 @@ func (s *sessions) next(limit int) (job, time.Duration, bool) {
 	return j, 0, true
 }
 
-// finish books a job's end: done, retried later, or given up after the
-// missing-recording TTL.
-func (s *sessions) finish(ctx context.Context, j job, err error) {
+// finish books the end of a job's try that began at began: done, retried
+// later, or given up. Only a try that began once the missing-recording TTL
+// had run out gives up: a failure is what the server said when the try
+// began, and its answer may come late (a slow server, a long stream), so
+// a try begun earlier gets one more at the TTL, which reads a recording
+// that appeared meanwhile.
+func (s *sessions) finish(ctx context.Context, j job, began time.Time, err error) {
 	defer s.signal()
 	s.mu.Lock()
 	s.running--
@@ -208,7 +219,8 @@ func (s *sessions) finish(ctx context.Context, j job, err error) {
 		ttl = defaultTTL
 	}
 	missing := teleport.IsNotFound(err)
-	if time.Since(ss.FirstSeen) >= ttl {
+	deadline := ss.FirstSeen.Add(ttl)
+	if !began.Before(deadline) {
 		ss.GaveUp, ss.Reason, ss.Finished = true, err.Error(), time.Now().UTC()
 		if perr := s.in.st.put(ctx, sessionKey(j.sid), ss); perr != nil {
 			log.Error().Err(perr).Msg("saving a given-up session job failed; it will be tried again on restart")
@@ -236,6 +248,9 @@ func (s *sessions) finish(ctx context.Context, j job, err error) {
 	j.attempt++
 	j.missing = missing
 	j.notBefore = time.Now().Add(b)
+	if j.notBefore.After(deadline) {
+		j.notBefore = deadline
+	}
 	s.mu.Lock()
 	s.queue = append(s.queue, j)
 	s.mu.Unlock()
@@ -338,8 +353,11 @@ func (s *sessions) stream(ctx context.Context, sid string) error {
 		select {
 		case u, ok = <-events:
 		case err := <-errc:
-			if ferr := in.out.flush(ctx); ferr != nil {
-				return ferr
+			// Only this recording's publishes are waited for: the audit
+			// readers may keep the publisher busy for long, and this
+			// try's answer must be booked while it is fresh.
+			if serr := tr.settled(ctx); serr != nil {
+				return serr
 			}
 			if cerr := commit(ctx, false); cerr != nil {
 				return cerr
@@ -367,7 +385,7 @@ func (s *sessions) stream(ctx context.Context, sid string) error {
 			}
 		}
 	}
-	if err := in.out.flush(ctx); err != nil {
+	if err := tr.settled(ctx); err != nil {
 		return err
 	}
 	return commit(ctx, true)

@@ -189,31 +189,47 @@ type (
 var ErrStartTimeChanged = errors.New("start-time differs from the stored one")
 
 // fixStartTime returns the start time: the stored one, or (first run) the
-// configured one, or now, which it then stores. A configured value that
-// differs from the stored one is an error naming both.
-func (s *state) fixStartTime(ctx context.Context, configured time.Time, now time.Time) (time.Time, error) {
+// configured one, or now, which it then stores; fromNow reports the last
+// case. A configured value that differs from the stored one is an error
+// naming both and what to do: `ingest backfill` moves the start-time
+// earlier.
+func (s *state) fixStartTime(ctx context.Context, configured time.Time, now time.Time) (start time.Time, fromNow bool, err error) {
 	var st startState
 	ok, err := s.get(keyStartTime, &st)
 	if err != nil {
-		return time.Time{}, err
+		return time.Time{}, false, err
 	}
 	if ok {
 		if !configured.IsZero() && !configured.Equal(st.StartTime) {
-			return time.Time{}, fmt.Errorf("%w: start-time is %s but the first run stored %s in bucket %q (key %q); "+
-				"keep the stored value (remove start-time), or reset ingest state to export again from the new time "+
-				"(delete the bucket, e.g. `nats kv del %s`, or the storage directory with the embedded server)",
-				ErrStartTimeChanged, configured.UTC().Format(time.RFC3339), st.StartTime.UTC().Format(time.RFC3339),
-				s.bucket, keyStartTime, s.bucket)
+			return time.Time{}, false, s.startTimeChanged(configured.UTC(), st.StartTime.UTC())
 		}
-		return st.StartTime, nil
+		return st.StartTime, false, nil
 	}
-	start := configured
+	start = configured
 	if start.IsZero() {
-		start = now
+		start, fromNow = now, true
 	}
 	start = start.UTC()
 	if err := s.put(ctx, keyStartTime, startState{StartTime: start}); err != nil {
-		return time.Time{}, err
+		return time.Time{}, false, err
 	}
-	return start, nil
+	return start, fromNow, nil
+}
+
+// startTimeChanged is the error for a configured start-time that differs
+// from the stored one: an earlier one is moved to with `ingest backfill`,
+// a later one needs the state reset.
+func (s *state) startTimeChanged(configured, stored time.Time) error {
+	c, st := configured.Format(time.RFC3339), stored.Format(time.RFC3339)
+	reset := fmt.Sprintf("keep the stored value (remove start-time), or reset ingest state to export again from the new time "+
+		"(delete the bucket, e.g. `nats kv del %s`, or the storage directory with the embedded server)", s.bucket)
+	if configured.Before(stored) {
+		return fmt.Errorf("%w: start-time is %s but the first run stored %s in bucket %q (key %q); "+
+			"to read the events from %s on as well, stop ingest and run `ingest backfill --start-time %s` once "+
+			"(events already on the bus are not published again); or %s",
+			ErrStartTimeChanged, c, st, s.bucket, keyStartTime, c, c, reset)
+	}
+	return fmt.Errorf("%w: start-time is %s but the first run stored %s in bucket %q (key %q); "+
+		"a later start-time would unread what is read: %s; an earlier one is moved to with `ingest backfill --start-time <time>`",
+		ErrStartTimeChanged, c, st, s.bucket, keyStartTime, reset)
 }

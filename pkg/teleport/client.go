@@ -95,7 +95,7 @@ func Connect(ctx context.Context, cfg config.TeleportConfig, log zerolog.Logger)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkCredentials(creds, what, time.Now()); err != nil {
+	if err := checkCredentials(cfg, creds, what, time.Now()); err != nil {
 		return nil, err
 	}
 	api, err := dialRetry(ctx, cfg, creds, what, log)
@@ -117,8 +117,12 @@ func Connect(ctx context.Context, cfg config.TeleportConfig, log zerolog.Logger)
 }
 
 // credentials builds the api credentials from the config and names them
-// for error messages.
+// for error messages. Each file must be a regular file this process can
+// read (checkFiles).
 func credentials(cfg config.TeleportConfig) (client.Credentials, string, error) {
+	if err := checkFiles(cfg); err != nil {
+		return nil, "", err
+	}
 	switch {
 	case cfg.Identity != "":
 		return client.LoadIdentityFile(cfg.Identity), fmt.Sprintf("identity file %q", cfg.Identity), nil
@@ -134,9 +138,12 @@ func credentials(cfg config.TeleportConfig) (client.Credentials, string, error) 
 // checkCredentials reads the credentials and rejects an expired
 // certificate before any network traffic, because the server's answer to
 // one ("context deadline exceeded" after a TLS alert) does not say so.
-func checkCredentials(creds client.Credentials, what string, now time.Time) error {
+func checkCredentials(cfg config.TeleportConfig, creds client.Credentials, what string, now time.Time) error {
 	if _, err := creds.TLSConfig(); err != nil {
-		return fmt.Errorf("teleport: read %s: %v", what, err)
+		if cfg.Identity != "" {
+			return notIdentity(cfg.Identity, err)
+		}
+		return fmt.Errorf("%w: read %s: %v", ErrBadCredentials, what, err)
 	}
 	if exp, ok := creds.Expiry(); ok && !exp.IsZero() && now.After(exp) {
 		return fmt.Errorf("%w: %s expired at %s (%s ago); issue a new one (tctl auth sign)",
@@ -246,7 +253,7 @@ func (c *Client) Reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := checkCredentials(creds, what, time.Now()); err != nil {
+	if err := checkCredentials(c.cfg, creds, what, time.Now()); err != nil {
 		return err
 	}
 	api, err := dial(ctx, c.cfg, creds, what)
@@ -275,7 +282,7 @@ func (c *Client) CheckIdentity() error {
 	if err != nil {
 		return nil
 	}
-	if err := checkCredentials(creds, what, time.Now()); errors.Is(err, ErrIdentityExpired) {
+	if err := checkCredentials(c.cfg, creds, what, time.Now()); errors.Is(err, ErrIdentityExpired) {
 		return err
 	}
 	return nil

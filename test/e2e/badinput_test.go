@@ -221,7 +221,9 @@ func TestBadInput(t *testing.T) {
 	}
 	// sink flags that reach NATS (the token server) and a Fluentd URL.
 	sink := func(extra ...string) []string {
-		return withFlags([]string{"--config", p.Config, "--nats-url", natsURL, "--nats-token", token, "--sink-metrics-addr", "127.0.0.1:0",
+		// The token server takes no NKeys: the TOML's own key is emptied
+		// (a command logs in one way).
+		return withFlags([]string{"--config", p.Config, "--nats-url", natsURL, "--sink-nats-nkey", "", "--nats-token", token, "--sink-metrics-addr", "127.0.0.1:0",
 			"--fluentd-url", "https://127.0.0.1:8888/test.log", "--fluentd-session-url", "https://127.0.0.1:8888/session"}, extra...)
 	}
 
@@ -284,11 +286,11 @@ func TestBadInput(t *testing.T) {
 		{name: "ingest/missing identity file", bin: "ingest", args: ingest("--teleport-identity", filepath.Join(dir, "no-identity")),
 			code: exitUsage, words: []string{"--teleport-identity", "no-identity", "does not exist"}},
 		{name: "ingest/identity not an identity", bin: "ingest", args: ingest("--teleport-identity", conf("ca.crt")),
-			code: exitRuntime, words: []string{"identity", conf("ca.crt")}},
+			code: exitUsage, words: []string{"identity", conf("ca.crt"), "is not a Teleport identity file"}},
 		{name: "ingest/expired identity", bin: "ingest", args: ingest("--teleport-addr", expired.addr, "--teleport-identity", expired.identity),
-			code: exitRuntime, words: []string{"expired", expired.identity, "tctl auth sign"}},
+			code: exitUsage, words: []string{"expired", expired.identity, "tctl auth sign"}},
 		{name: "ingest/identity from another CA", bin: "ingest", args: ingest("--teleport-addr", expired.addr),
-			code: exitRuntime, words: []string{expired.addr, "not signed by the configured CA"}},
+			code: exitUsage, words: []string{expired.addr, "not signed by the configured CA"}},
 		{name: "ingest/Teleport unreachable", bin: "ingest", args: ingest("--teleport-addr", fmt.Sprintf("127.0.0.1:%d", closed)),
 			code: exitRuntime, words: []string{"connect to teleport", fmt.Sprintf("127.0.0.1:%d", closed), "giving up after 1", "connection refused"}},
 		{name: "ingest/Teleport address without port", bin: "ingest", args: ingest("--teleport-addr", "nohost"),
@@ -297,7 +299,7 @@ func TestBadInput(t *testing.T) {
 			code: exitUsage, words: []string{"--teleport-addr", "99999"}},
 		{name: "ingest/NATS unreachable", bin: "ingest", args: ingest("--nats-url", fmt.Sprintf("nats://127.0.0.1:%d", closed)),
 			code: exitRuntime, words: []string{"connect to NATS", fmt.Sprintf("nats://127.0.0.1:%d", closed)}},
-		{name: "ingest/NATS auth refused", bin: "ingest", args: ingest("--nats-url", natsURL, "--nats-token", "wrong-token"),
+		{name: "ingest/NATS auth refused", bin: "ingest", args: ingest("--nats-url", natsURL, "--ingest-nats-nkey", "", "--nats-token", "wrong-token"),
 			code: exitRuntime, words: []string{natsURL, "refused the credentials"},
 			check: func(t *testing.T, r cliResult) {
 				if strings.Contains(r.stderr, "wrong-token") {
@@ -423,7 +425,7 @@ func testSinkWrongFluentdCA(ctx context.Context, t *testing.T, p *harness.Pipeli
 	}
 
 	sink, err := harness.Start(ctx, harness.Spec{Name: "sink-wrong-ca", Bin: filepath.Join(binDir, "fluentd-sink"), LogDir: p.LogDir,
-		Args: []string{"--config", p.Config, "--nats-url", natsURL, "--nats-token", token,
+		Args: []string{"--config", p.Config, "--nats-url", natsURL, "--sink-nats-nkey", "", "--nats-token", token,
 			"--fluentd-url", p.FluentdURL + "/test.log", "--fluentd-session-url", p.FluentdURL + "/session",
 			"--fluentd-ca", wrongCA, "--sink-shutdown-timeout", "2s", "--sink-metrics-addr", "127.0.0.1:0"}})
 	if err != nil {

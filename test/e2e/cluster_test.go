@@ -20,8 +20,8 @@ import (
 )
 
 // TestClusterNodeLoss runs the pipeline against a 3-node NATS cluster of
-// real nats-server processes (deploy/nats rendered for this machine: client
-// and route TLS, per-role users) with R3 streams: one ingest and two sinks,
+// real nats-server processes (configure --nats-cluster's files for this
+// machine: client and route TLS, per-role NKey users) with R3 streams: one ingest and two sinks,
 // each given the list of all three URLs. Mid-run the node leading the audit
 // stream is killed with SIGKILL; delivery must go on with two nodes, and
 // after the node is restarted it must catch up. At the end every event
@@ -76,9 +76,14 @@ func TestClusterNodeLoss(t *testing.T) {
 	if err := os.WriteFile(p.Config, []byte(clusterTOML), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The cluster's URLs and CA, and the role's own NKey (the flag wins
+	// over the pipeline TOML's [ingest]/[sink] nats-nkey).
 	natsFlags := func(user string) []string {
-		return []string{"--nats-url", cluster.URLs(), "--nats-ca", cluster.CA, "--nats-cert", cluster.ClientCert,
-			"--nats-key", cluster.ClientKey, "--nats-user", user, "--nats-password", cluster.Passwords[user]}
+		own := "--ingest-nats-nkey"
+		if user == harness.NATSUserSink {
+			own = "--sink-nats-nkey"
+		}
+		return []string{"--nats-url", cluster.URLs(), "--nats-ca", cluster.CA, own, cluster.Seeds[user]}
 	}
 	ing, err := p.StartIngest(ctx, "ingest", append(natsFlags(harness.NATSUserIngest),
 		"--nats-replicas", "3", "--start-time", from.Format(time.RFC3339))...)

@@ -117,6 +117,9 @@ var docRules = []docRule{
 	{match: regexp.MustCompile(`^fluentd -c (\S+)$`),
 		instead: "no Fluentd here: fluentd-sim listens where the fluent.conf says, with its TLS files, passphrase and <match> tags",
 		do:      (*docRun).fluentd},
+	{match: regexp.MustCompile(`^nats --server (\S+) --nkey (\S+) stream info (\S+)$`),
+		instead: "no nats CLI here: the test asks the same server for the stream's info with nats.go, with the same NKey seed file",
+		do:      (*docRun).natsStreamInfo},
 	{match: regexp.MustCompile(`^nats --server (\S+) --nkey (\S+) sub '([^']+)'$`),
 		instead: "no nats CLI here: the test subscribes to the same server and subject with nats.go, with the same NKey seed file, and waits for a live event",
 		do:      (*docRun).natsSub},
@@ -135,13 +138,16 @@ type docRun struct {
 	dir     string
 	p       *harness.Pipeline
 	created map[string]string // kind/name → file, what tctl create took
-	events  int               // backfill audit events the Teleport double holds
+	// before are the ids of the audit events Teleport held before the
+	// first command: the backfill a documented start-time must bring.
+	before []string
 }
 
 // TestDocsCommandsRun runs the shell command lines of README.md and
-// docs/quickstart.md as written, in order, against the Teleport and
-// Fluentd doubles (see docRules for the lines that need tools this machine
-// lacks), and fails for each line that does not work.
+// docs/quickstart.md, and the commands configure prints under "Next
+// steps", as written, in order, against the Teleport and Fluentd doubles
+// (see docRules for the lines that need tools this machine lacks), and
+// fails for each line that does not work.
 func TestDocsCommandsRun(t *testing.T) {
 	for _, doc := range []string{"README.md", "docs/quickstart.md"} {
 		t.Run(doc, func(t *testing.T) {
@@ -149,24 +155,56 @@ func TestDocsCommandsRun(t *testing.T) {
 			if len(lines) < 8 {
 				t.Fatalf("%s has %d shell lines; the parser is broken", doc, len(lines))
 			}
-			r := newDocRun(t)
-			for _, l := range lines {
-				rule, m := matchRule(l)
-				if rule == nil {
-					t.Errorf("%s: no rule says how to run it; add one to docRules", l)
-					continue
-				}
-				if rule.instead != "" {
-					t.Logf("%s: %s", l, rule.instead)
-				}
-				if err := rule.do(r, l, m); err != nil {
-					t.Errorf("%s does not work as written: %v", l, err)
-				} else if rule.instead == "" {
-					t.Logf("%s: ran as written", l)
-				}
-			}
+			runLines(t, newDocRun(t), lines)
 		})
 	}
+	t.Run("configure's Next steps", func(t *testing.T) {
+		r := newDocRun(t)
+		l := docLine{doc: "the user", line: 1, cmd: "configure ./conf " + exampleTeleportAddr}
+		out, err := r.output(l, "configure ./conf "+r.p.TeleportAddr, r.p.Passphrase+"\n", 0)
+		if err != nil {
+			t.Fatalf("%s: %v", l, err)
+		}
+		lines := nextSteps(out)
+		if len(lines) < 7 {
+			t.Fatalf("configure printed %d commands under Next steps; the parser is broken:\n%s", len(lines), out)
+		}
+		runLines(t, r, lines)
+	})
+}
+
+// runLines runs lines in order, each by the first docRule it matches.
+func runLines(t *testing.T, r *docRun, lines []docLine) {
+	t.Helper()
+	for _, l := range lines {
+		rule, m := matchRule(l)
+		if rule == nil {
+			t.Errorf("%s: no rule says how to run it; add one to docRules", l)
+			continue
+		}
+		if rule.instead != "" {
+			t.Logf("%s: %s", l, rule.instead)
+		}
+		if err := rule.do(r, l, m); err != nil {
+			t.Errorf("%s does not work as written: %v", l, err)
+		} else if rule.instead == "" {
+			t.Logf("%s: ran as written", l)
+		}
+	}
+}
+
+// nextSteps are the command lines configure printed after "Next steps:":
+// the lines indented by seven spaces (the prose around them by five or
+// none).
+func nextSteps(out string) []docLine {
+	_, after, _ := strings.Cut(out, "Next steps:\n")
+	var lines []docLine
+	for n, text := range strings.Split(after, "\n") {
+		if cmd, ok := strings.CutPrefix(text, "       "); ok && cmd != "" && cmd[0] != ' ' {
+			lines = append(lines, docLine{doc: "configure's Next steps", line: n + 1, cmd: strings.TrimSpace(cmd)})
+		}
+	}
+	return lines
 }
 
 func matchRule(l docLine) (*docRule, []string) {
@@ -207,7 +245,14 @@ func newDocRun(t *testing.T) *docRun {
 	if err := p.StartTeleport(ctx, "--events", fmt.Sprint(events), "--sessions", "3", "--live-rate", "20"); err != nil {
 		t.Fatal(err)
 	}
-	return &docRun{t: t, ctx: ctx, dir: dir, p: p, created: map[string]string{}, events: events}
+	before, err := p.TeleportIDs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(before) < events {
+		t.Fatalf("the Teleport double holds %d events; started with %d", len(before), events)
+	}
+	return &docRun{t: t, ctx: ctx, dir: dir, p: p, created: map[string]string{}, before: before}
 }
 
 // env is the environment of a documented command: the built commands on
@@ -218,22 +263,37 @@ func (r *docRun) env() []string {
 
 // run runs cmd with sh in the run's directory and wants exit code want.
 func (r *docRun) run(l docLine, cmd, stdin string, want int) error {
+	_, err := r.output(l, cmd, stdin, want)
+	return err
+}
+
+// output is run that returns what cmd printed.
+func (r *docRun) output(l docLine, cmd, stdin string, want int) (string, error) {
 	proc, err := harness.Start(r.ctx, harness.Spec{Name: fmt.Sprintf("line-%d", l.line), Bin: "/bin/sh", Args: []string{"-c", cmd},
 		Env: r.env(), Dir: r.dir, LogDir: r.p.LogDir, Stdin: []byte(stdin)})
 	if err != nil {
-		return err
+		return "", err
 	}
 	ctx, cancel := context.WithTimeout(r.ctx, 2*time.Minute)
 	defer cancel()
 	code, err := proc.Wait(ctx)
 	if err != nil {
 		proc.Kill()
-		return err
+		return "", err
 	}
 	if code != want {
-		return fmt.Errorf("exit %d, want %d:\n%s", code, want, proc.Tail(8))
+		return "", fmt.Errorf("exit %d, want %d:\n%s", code, want, proc.Tail(8))
 	}
-	return nil
+	return proc.Log(), nil
+}
+
+// path is p in the run's directory (configure prints absolute paths, the
+// docs relative ones).
+func (r *docRun) path(p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(r.dir, p)
 }
 
 // background starts a long-running command as written and waits for the
@@ -256,24 +316,34 @@ func (r *docRun) background(l docLine, ready string) error {
 	return nil
 }
 
-// waitStored waits until Fluentd (the double) stored the backfill.
+// waitStored waits until Fluentd (the double) stored every audit event
+// Teleport held before the first command: a documented ingest command
+// without a start-time far enough back reads only live events, and fails
+// here.
 func (r *docRun) waitStored(l docLine) error {
-	return harness.WaitFor(r.ctx, "the backfill in Fluentd", func(ctx context.Context) (bool, string, error) {
+	ctx, cancel := context.WithTimeout(r.ctx, 3*time.Minute)
+	defer cancel()
+	return harness.WaitFor(ctx, "the backfill in Fluentd", func(ctx context.Context) (bool, string, error) {
 		if r.p.FluentdControl == "" {
 			return false, "", errors.New("no Fluentd is running (the fluentd line comes before this one)")
 		}
-		s, err := r.p.FluentdStats(ctx)
+		got, err := r.p.FluentdIDs(ctx, harness.AuditTag)
 		if err != nil {
 			return false, "", err
 		}
-		return s.StoredTotal >= int64(r.events), fmt.Sprintf("%d of %d stored", s.StoredTotal, r.events), nil
+		n := 0
+		for _, id := range r.before {
+			if got[id] > 0 {
+				n++
+			}
+		}
+		return n == len(r.before), fmt.Sprintf("%d of the %d events Teleport held before the first command stored", n, len(r.before)), nil
 	})
 }
 
 // tctlCreate validates a role or user file as tctl create would.
 func (r *docRun) tctlCreate(l docLine, m []string) error {
-	path := filepath.Join(r.dir, m[1])
-	data, err := os.ReadFile(path)
+	data, err := os.ReadFile(r.path(m[1]))
 	if err != nil {
 		return err
 	}
@@ -329,7 +399,7 @@ var roleVersionsOfV13 = regexp.MustCompile(`^v[3-6]$`)
 // tctlSign hands out the Teleport double's identity as tctl auth sign
 // would, once the user exists.
 func (r *docRun) tctlSign(l docLine, m []string) error {
-	user, out := m[1], filepath.Join(r.dir, m[2])
+	user, out := m[1], r.path(m[2])
 	if r.created["user/"+user] == "" {
 		return errors.New("ERROR: access denied (the user was never created)")
 	}
@@ -345,7 +415,7 @@ func (r *docRun) tctlSign(l docLine, m []string) error {
 
 // fluentd starts fluentd-sim with what the fluent.conf says.
 func (r *docRun) fluentd(l docLine, m []string) error {
-	conf, err := os.ReadFile(filepath.Join(r.dir, m[1]))
+	conf, err := os.ReadFile(r.path(m[1]))
 	if err != nil {
 		return err
 	}
@@ -416,6 +486,31 @@ func (r *docRun) natsSub(l docLine, m []string) error {
 	}
 	if prefix := strings.TrimSuffix(subject, ">"); !strings.HasPrefix(msg.Subject, prefix) {
 		return fmt.Errorf("subscribed to %s, got subject %s", subject, msg.Subject)
+	}
+	return nil
+}
+
+// natsStreamInfo asks for a stream's info as `nats stream info` would.
+func (r *docRun) natsStreamInfo(l docLine, m []string) error {
+	opt, err := nats.NkeyOptionFromSeed(r.path(m[2]))
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(m[1], opt)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := nc.JetStream()
+	if err != nil {
+		return err
+	}
+	info, err := js.StreamInfo(m[3], nats.Context(r.ctx))
+	if err != nil {
+		return fmt.Errorf("stream info %s: %v", m[3], err)
+	}
+	if info.State.Msgs == 0 {
+		return fmt.Errorf("stream %s holds no message; ingest ran before this line", m[3])
 	}
 	return nil
 }

@@ -2,12 +2,14 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -50,17 +52,40 @@ type troubleshootingCase struct {
 // quotes, and when the command does not print the message or exits
 // otherwise.
 var troubleshootingCases = []troubleshootingCase{
-	{msgs: []string{"teleport identity expired", "issue a new one (tctl auth sign)"}, bin: "ingest", code: exitRuntime,
+	{msgs: []string{"teleport identity expired", "issue a new one (tctl auth sign)"}, bin: "ingest", code: exitUsage,
 		args: func(s *tsSetup) []string {
 			return s.ingest("--teleport-addr", s.expired.addr, "--teleport-identity", s.expired.identity)
 		}},
-	{msgs: []string{"the server rejected the client certificate (identity from another cluster?)"}, bin: "ingest", code: exitRuntime,
+	{msgs: []string{"the server rejected the client certificate (identity from another cluster?)"}, bin: "ingest", code: exitUsage,
 		args: func(s *tsSetup) []string { // a certificate from another cluster, with this server's CA
 			return s.ingestNoIdentity("--teleport-addr", s.p.TeleportAddr, "--teleport-cert", filepath.Join(s.older.dir, "tls.crt"),
 				"--teleport-key", filepath.Join(s.older.dir, "tls.key"), "--teleport-ca", filepath.Join(s.p.Dir, "teleport", "ca.crt"))
 		}},
-	{msgs: []string{"teleport server certificate not signed by the configured CA"}, bin: "ingest", code: exitRuntime,
+	{msgs: []string{"teleport server certificate not signed by the configured CA"}, bin: "ingest", code: exitUsage,
 		args: func(s *tsSetup) []string { return s.ingest("--teleport-addr", s.expired.addr) }},
+	{msgs: []string{"does not exist: write it with tctl auth sign --format=file --user=teleport-event-handler --out="}, bin: "ingest", code: exitUsage,
+		args: func(s *tsSetup) []string {
+			return s.ingest("--teleport-identity", filepath.Join(s.p.Dir, "no-such-identity"))
+		}},
+	{msgs: []string{"is a directory, not a file"}, bin: "ingest", code: exitUsage,
+		args: func(s *tsSetup) []string { return s.ingest("--teleport-identity", s.p.Dir) }},
+	{msgs: []string{"is not a regular file (named pipe): give the path of the file itself"}, bin: "ingest", code: exitUsage,
+		args: func(s *tsSetup) []string {
+			fifo := filepath.Join(s.p.Dir, "identity-fifo")
+			if err := syscall.Mkfifo(fifo, 0o600); err != nil && !errors.Is(err, os.ErrExist) {
+				panic(err) // the test's own directory
+			}
+			return s.ingest("--teleport-identity", fifo)
+		}},
+	{msgs: []string{"cannot read file"}, bin: "ingest", code: exitUsage,
+		args: func(s *tsSetup) []string { // root reads any mode; a path under a file, no one can read
+			return s.ingest("--teleport-identity", filepath.Join(s.write("not-a-dir", "x"), "identity"))
+		}},
+	{msgs: []string{"is not a Teleport identity file (it holds no key or certificate); write one with tctl auth sign --format=file"},
+		bin: "ingest", code: exitUsage,
+		args: func(s *tsSetup) []string {
+			return s.ingest("--teleport-identity", s.write("garbage-identity", "this is not an identity\n"))
+		}},
 	{msgs: []string{`no Teleport credentials: set "teleport.identity" (--teleport-identity, FDFWD_TELEPORT_IDENTITY), or "teleport.cert", "teleport.key" and "teleport.ca"`},
 		bin: "ingest", code: exitUsage,
 		args: func(s *tsSetup) []string { return s.ingestNoIdentity() }},
@@ -69,13 +94,19 @@ var troubleshootingCases = []troubleshootingCase{
 		args: func(s *tsSetup) []string {
 			return s.ingest("--storage", s.fixedStorage, "--start-time", "2021-06-01T00:00:00Z")
 		}},
+	{msgs: []string{"to read the events from", "on as well, stop ingest and run"}, bin: "ingest", code: exitRuntime,
+		args: func(s *tsSetup) []string { // earlier than the stored 2020-01-01
+			return s.ingest("--storage", s.fixedStorage, "--start-time", "2019-06-01T00:00:00Z")
+		}},
 	{msgs: []string{"(is another process using it? [nats] listen sets the address)"}, bin: "ingest", code: exitRuntime,
 		args: func(s *tsSetup) []string { return s.ingest("--nats-listen", s.busy) }},
 	{msgs: []string{"NATS refused the credentials"}, bin: "ingest", code: exitRuntime,
-		args: func(s *tsSetup) []string { return s.ingest("--nats-url", s.natsURL, "--nats-token", "wrong-token") }},
+		args: func(s *tsSetup) []string {
+			return s.ingest("--nats-url", s.natsURL, "--ingest-nats-nkey", "", "--nats-token", "wrong-token")
+		}},
 	{msgs: []string{"does not exist (start ingest first, or check nats.*-stream)"}, bin: "fluentd-sink", code: exitRuntime,
 		args: func(s *tsSetup) []string { // a dry run creates no stream
-			return s.sink("--nats-url", s.natsURL, "--nats-token", s.token, "--dry-run",
+			return s.sink("--nats-url", s.natsURL, "--sink-nats-nkey", "", "--nats-token", s.token, "--dry-run",
 				"--nats-audit-stream", "NOT_CREATED", "--nats-session-stream", "NOT_CREATED_EITHER")
 		}},
 	{msgs: []string{"Fluentd refused our client certificate (client_cert_auth)"}, bin: "fluentd-sink", code: running,
@@ -122,7 +153,7 @@ var troubleshootingCases = []troubleshootingCase{
 		}},
 	{msgs: []string{"remove or rename the stream, or choose another name in [nats]"}, bin: "ingest", code: exitRuntime,
 		args: func(s *tsSetup) []string {
-			return s.ingest("--nats-url", s.natsURL, "--nats-token", s.token, "--nats-audit-stream", s.foreignStream)
+			return s.ingest("--nats-url", s.natsURL, "--ingest-nats-nkey", "", "--nats-token", s.token, "--nats-audit-stream", s.foreignStream)
 		}},
 	{msgs: []string{"another process serves there: set [ingest] metrics-addr, --ingest-metrics-addr or FDFWD_INGEST_METRICS_ADDR"},
 		bin: "ingest", code: exitRuntime,
@@ -143,7 +174,7 @@ var troubleshootingCases = []troubleshootingCase{
 		args: func(s *tsSetup) []string {
 			return s.ingest("--nats-users", filepath.Join(s.p.Dir, "no-such-users.toml"))
 		}},
-	{msgs: []string{"NATS refused the credentials", "of nkey seed file", "its public key is not in the server's users file"},
+	{msgs: []string{"NATS refused the credentials", "of nkey seed file", "the server does not know its public key"},
 		bin: "fluentd-sink", code: exitRuntime,
 		args: func(s *tsSetup) []string { // another installation's key, against the running ingest's server
 			seed, _, err := bus.NewUserKey()
