@@ -257,7 +257,7 @@ func pull(ctx, hard context.Context, c jetstream.Consumer, src Source, buffer in
 		}
 	}
 	if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return fmt.Errorf("%w: %w", &ConsumerDeletedError{Consumer: src.Consumer, Stream: src.Stream}, err)
+		return false, fmt.Errorf("%w: %w", &ConsumerDeletedError{Consumer: src.Consumer, Stream: src.Stream}, err)
 	}
 	if err != nil {
 		return false, fmt.Errorf("pull from consumer %q on stream %q: %w", src.Consumer, src.Stream, err)
