@@ -235,6 +235,9 @@ func withDefaults(o Options) (Options, error) {
 	if o.CAName == o.ServerName || o.CAName == o.ClientName || o.ServerName == o.ClientName {
 		return o, fmt.Errorf("CA, server and client file names must differ (got %q, %q, %q)", o.CAName, o.ServerName, o.ClientName)
 	}
+	if len(o.NATSNames) == 0 && o.Helm {
+		o.NATSNames = helmNATSNames
+	}
 	if len(o.NATSNames) == 0 {
 		o.NATSNames = []string{"localhost", "127.0.0.1"}
 	}
@@ -376,7 +379,7 @@ func generate(ctx context.Context, o Options, dir string, serverPass []byte) ([]
 	if err != nil || !o.Helm {
 		return outs, err
 	}
-	helm, err := helmOutputs(p, outs, users)
+	helm, err := helmOutputs(p, outs, users, ca, base)
 	if err != nil {
 		return nil, err
 	}

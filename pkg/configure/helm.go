@@ -10,6 +10,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/certs"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 )
 
@@ -31,7 +32,32 @@ const (
 	HelmNamespace = "teleport-event-bus"
 )
 
-var helmFileNames = []string{HelmValuesFile, NATSChartValuesFile, SecretsScriptFile}
+// NATSChartCertFile and NATSChartKeyFile are the NATS chart's server
+// certificate and key: one pair for the 3 pods, for clients and routes
+// (server and client auth), with the names the chart's Services give them.
+const (
+	NATSChartCertFile = "nats-chart-server.crt"
+	NATSChartKeyFile  = "nats-chart-server.key"
+)
+
+var helmFileNames = []string{NATSChartCertFile, NATSChartKeyFile, HelmValuesFile, NATSChartValuesFile, SecretsScriptFile}
+
+// helmRelease is the release name of the commands configure prints: with
+// it the chart's objects are named teleport-event-bus-*.
+const helmRelease = "teleport-event-bus"
+
+// helmNATSNames are the names of the embedded server's certificate with
+// --helm and no --nats-names: the chart's NATS Service (the sinks dial it)
+// and loopback.
+var helmNATSNames = []string{helmRelease + "-nats." + HelmNamespace + ".svc", "localhost", "127.0.0.1"}
+
+// natsChartNames are the names of the NATS chart's servers, released as
+// "nats" in HelmNamespace: each pod behind the headless Service (routes use
+// the short form) and the client Service.
+var natsChartNames = []string{
+	"*.nats-headless", "*.nats-headless." + HelmNamespace + ".svc", "*.nats-headless." + HelmNamespace + ".svc.cluster.local",
+	"nats", "nats." + HelmNamespace, "nats." + HelmNamespace + ".svc", "nats." + HelmNamespace + ".svc.cluster.local",
+}
 
 // The Secrets the values name. The chart's defaults for the NATS ones are
 // the same names, so a values file of teleport-plugin-event-handler's
@@ -67,7 +93,10 @@ func helmSecrets(p paths, written map[string]bool) []helmSecret {
 	if written[SharedKeyFile] {
 		out = append(out, helmSecret{SecretSharedKey, []secretKey{fileKey(SharedKeyFile)}})
 	}
-	out = append(out, helmSecret{SecretNATSTLS, []secretKey{fileKey(filepath.Base(p.caCert()))}})
+	out = append(out,
+		helmSecret{SecretNATSTLS, []secretKey{fileKey(filepath.Base(p.caCert())), fileKey(NATSServerCertFile), fileKey(NATSServerKeyFile)}},
+		helmSecret{SecretNATSServer, []secretKey{{"tls.crt", p.file(NATSChartCertFile)}, {"tls.key", p.file(NATSChartKeyFile)}}},
+	)
 	nkeys := helmSecret{name: SecretNATSNKeys}
 	for _, r := range []bus.Role{bus.RoleIngest, bus.RoleSink} {
 		nkeys.keys = append(nkeys.keys, fileKey(NATSSeedFile(r)))
@@ -76,8 +105,9 @@ func helmSecrets(p paths, written map[string]bool) []helmSecret {
 	return append(out, nkeys)
 }
 
-// helmOutputs are the three --helm files, for the files in outs.
-func helmOutputs(p paths, outs []output, users []bus.User) ([]output, error) {
+// helmOutputs are the --helm files, for the files in outs: the NATS
+// chart's certificate, issued by ca, and the three texts.
+func helmOutputs(p paths, outs []output, users []bus.User, ca *certs.CA, base certs.Request) ([]output, error) {
 	written := map[string]bool{}
 	for _, o := range outs {
 		written[o.name] = true
@@ -86,7 +116,15 @@ func helmOutputs(p paths, outs []output, users []bus.User) ([]output, error) {
 	if err != nil {
 		return nil, err
 	}
+	req := base
+	req.CommonName, req.DNSNames, req.Usage = "nats", natsChartNames, certs.ServerAuth|certs.ClientAuth
+	pair, err := ca.Issue(req)
+	if err != nil {
+		return nil, fmt.Errorf("NATS chart certificate: %w", err)
+	}
 	return []output{
+		{NATSChartCertFile, pair.CertPEM, 0o644},
+		{NATSChartKeyFile, pair.KeyPEM, 0o600},
 		{HelmValuesFile, renderHelmValues(p, written[SharedKeyFile]), 0o600},
 		{NATSChartValuesFile, natsValues, 0o600},
 		{SecretsScriptFile, renderSecretsScript(p, helmSecrets(p, written)), 0o600},
@@ -151,6 +189,9 @@ nats:
   tls:
     secretName: %[8]s
     caPath: %[2]s
+    # The embedded server's certificate and key (valid for %[13]s).
+    certPath: %[14]s
+    keyPath: %[15]s
   # The NKey seed of each role and the embedded server's users file.
   nkeys:
     secretName: %[9]s
@@ -159,7 +200,8 @@ nats:
     usersPath: %[12]s
 `, SecretFluentdClient, filepath.Base(p.caCert()), filepath.Base(p.clientCert()), filepath.Base(p.clientKey()),
 		NATSChartValuesFile, HelmNamespace, p.file(NATSChartValuesFile),
-		SecretNATSTLS, SecretNATSNKeys, NATSSeedFile(bus.RoleIngest), NATSSeedFile(bus.RoleSink), NATSUsersFile)
+		SecretNATSTLS, SecretNATSNKeys, NATSSeedFile(bus.RoleIngest), NATSSeedFile(bus.RoleSink), NATSUsersFile,
+		strings.Join(p.o.NATSNames, ", "), NATSServerCertFile, NATSServerKeyFile)
 	return b.Bytes()
 }
 
@@ -223,6 +265,10 @@ type natsChartValues struct {
 		SecretName string `yaml:"secretName"`
 		Key        string `yaml:"key"`
 	} `yaml:"tlsCA"`
+	// NATSBox is off: the chart's toolbox would connect without an NKey.
+	NATSBox struct {
+		Enabled bool `yaml:"enabled"`
+	} `yaml:"natsBox"`
 }
 
 type natsChartTLS struct {
@@ -231,7 +277,8 @@ type natsChartTLS struct {
 }
 
 // SecretNATSServer is the NATS chart's server certificate and key (keys
-// tls.crt and tls.key), for clients and routes alike.
+// tls.crt and tls.key, from NATSChartCertFile and NATSChartKeyFile), for
+// clients and routes alike.
 const SecretNATSServer = "teleport-event-bus-nats-server"
 
 // renderNATSChartValues is nats-values.yaml: 3 servers with JetStream on
@@ -257,9 +304,9 @@ func renderNATSChartValues(users []bus.User) ([]byte, error) {
 # set nats.streamReplicas 3 in the teleport-event-bus chart), TLS for clients
 # and routes, and the NKey users of this directory's seeds with the
 # permissions of their roles (pkg/bus Permissions). Do not edit the users:
-# run configure again. The Secret %[2]s holds each server's certificate
-# (tls.crt, tls.key; server and client auth, names *.nats-headless,
-# *.nats-headless.<ns>.svc and nats.<ns>.svc); %[3]s holds ca.crt.
+# run configure again. The Secret %[2]s holds the servers' certificate
+# (tls.crt, tls.key: nats-chart-server.crt/.key, for server and client
+# auth, naming the release "nats" in %[4]s); %[3]s holds ca.crt.
 #   helm repo add nats https://nats-io.github.io/k8s/helm/charts/
 #   helm install nats nats/nats --version %[1]s -n %[4]s -f %[5]s
 `, NATSChartVersion, SecretNATSServer, SecretNATSTLS, HelmNamespace, NATSChartValuesFile)

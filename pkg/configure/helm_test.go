@@ -66,7 +66,11 @@ func TestHelmFiles(t *testing.T) {
 			name := strings.Fields(line)[6]
 			secrets[name] = true
 			for _, m := range fromFileRE.FindAllStringSubmatch(line, -1) {
-				if m[1] != filepath.Base(m[2]) || filepath.Dir(m[2]) != res.Dir {
+				wantKey := filepath.Base(m[2])
+				if name == SecretNATSServer { // the NATS chart reads tls.crt and tls.key
+					wantKey = map[string]string{NATSChartCertFile: "tls.crt", NATSChartKeyFile: "tls.key"}[wantKey]
+				}
+				if m[1] != wantKey || filepath.Dir(m[2]) != res.Dir {
 					t.Errorf("%s: key %q from %q: want the key named as the file, in %s", name, m[1], m[2], res.Dir)
 				}
 				if _, err := os.Stat(m[2]); err != nil && m[1] != IdentityFile {
@@ -74,7 +78,7 @@ func TestHelmFiles(t *testing.T) {
 				}
 			}
 		}
-		want := []string{SecretIdentity, SecretFluentdClient, SecretNATSTLS, SecretNATSNKeys}
+		want := []string{SecretIdentity, SecretFluentdClient, SecretNATSTLS, SecretNATSServer, SecretNATSNKeys}
 		if forward {
 			want = append(want, SecretSharedKey)
 		}
