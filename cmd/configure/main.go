@@ -52,6 +52,7 @@ func run(ctx context.Context, cfg *config.Config, _ zerolog.Logger) error {
 		Force:            o.Force,
 		Lock:             o.Lock,
 		Forward:          o.Forward,
+		Helm:             o.Helm,
 		CACommonName:     o.CACommonName,
 		ServerCommonName: o.ServerCommonName,
 		ClientCommonName: o.ClientCommonName,

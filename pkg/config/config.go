@@ -91,6 +91,9 @@ type ConfigureOptions struct {
 	Lock bool
 	// Forward writes an in_forward configuration instead of in_http.
 	Forward bool
+	// Helm also writes the Helm chart's values, the NATS chart's values and
+	// the kubectl commands that create the Secrets.
+	Helm bool
 	// NATSCredentials only adds NATS credentials to an existing OutDir and
 	// its TOML (configure --nats-credentials).
 	NATSCredentials bool

@@ -427,6 +427,9 @@ var keys = []*key{
 	{name: "configure.forward", flag: "forward", cliOnly: true, cmds: forConfigure,
 		usage: "Configure Fluentd's in_forward (TLS, generated shared key) instead of in_http",
 		field: func(c *Config) any { return &c.Configure.Forward }},
+	{name: "configure.helm", flag: "helm", cliOnly: true, cmds: forConfigure,
+		usage: "Also write teleport-event-bus-values.yaml (the chart deploy/helm/teleport-event-bus), nats-values.yaml (the official NATS chart, for an external cluster) and teleport-event-bus-secrets.sh (the kubectl create secret commands for the files written)",
+		field: func(c *Config) any { return &c.Configure.Helm }},
 }
 
 // configFlag is the flag naming the TOML file.

@@ -79,6 +79,9 @@ type Options struct {
 	// in_http: fluent.conf's <source>, the TOML's URLs, and a generated
 	// shared key in SharedKeyFile.
 	Forward bool
+	// Helm also writes HelmValuesFile, NATSChartValuesFile and
+	// SecretsScriptFile (helm.go).
+	Helm bool
 	// CACommonName, ServerCommonName and ClientCommonName are the subjects'
 	// common names (defaults DefaultCACommonName, the first DNS name or IP,
 	// DefaultClientCommonName).
@@ -232,6 +235,9 @@ func withDefaults(o Options) (Options, error) {
 	if o.CAName == o.ServerName || o.CAName == o.ClientName || o.ServerName == o.ClientName {
 		return o, fmt.Errorf("CA, server and client file names must differ (got %q, %q, %q)", o.CAName, o.ServerName, o.ClientName)
 	}
+	if len(o.NATSNames) == 0 && o.Helm {
+		o.NATSNames = helmNATSNames
+	}
 	if len(o.NATSNames) == 0 {
 		o.NATSNames = []string{"localhost", "127.0.0.1"}
 	}
@@ -242,6 +248,9 @@ func withDefaults(o Options) (Options, error) {
 		if d.v != "" && !filepath.IsAbs(d.v) {
 			return o, fmt.Errorf("%s %q must be an absolute path (nats-server resolves relative ones from its working directory)", d.name, d.v)
 		}
+	}
+	if o.Helm && o.EncryptClientKey {
+		return o, errors.New("--helm and --encrypt-client-key: the chart mounts the sink's client key as a Secret and names no passphrase; drop --encrypt-client-key (the Secret protects the key)")
 	}
 	if o.Out == nil {
 		o.Out = io.Discard
@@ -272,7 +281,11 @@ func fileNames(o Options) []string {
 	if o.Forward {
 		names = append(names, SharedKeyFile)
 	}
-	return append(names, RoleFile, UserFile, FluentConfFile, TOMLFile)
+	names = append(names, RoleFile, UserFile, FluentConfFile, TOMLFile)
+	if o.Helm {
+		names = append(names, helmFileNames...)
+	}
+	return names
 }
 
 // refuseExisting fails naming every target that already exists.
@@ -359,8 +372,22 @@ func generate(ctx context.Context, o Options, dir string, serverPass []byte) ([]
 	}
 	outs = append(outs, tlsOuts...)
 	if o.Forward {
-		return appendForward(outs, o, p, serverPass)
+		outs, err = appendForward(outs, o, p, serverPass)
+	} else {
+		outs, err = appendHTTP(outs, o, p, serverPass)
 	}
+	if err != nil || !o.Helm {
+		return outs, err
+	}
+	helm, err := helmOutputs(p, outs, users, ca, base)
+	if err != nil {
+		return nil, err
+	}
+	return append(outs, helm...), nil
+}
+
+// appendHTTP adds the files of the in_http configuration to outs.
+func appendHTTP(outs []output, o Options, p paths, serverPass []byte) ([]output, error) {
 	fluentConf, err := renderFluentConf(p, serverPass)
 	if err != nil {
 		return nil, err
