@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,8 +16,10 @@ import (
 
 // ClusterRun is the pipeline against the 3-node cluster of deploy/nats:
 // ingest with R3 streams and bucket, and sinks, each given every node's
-// URL and logging in as its role. It is what the node-loss e2e test and
-// `make bench-cluster` run, so both measure the same thing.
+// URL and logging in as its role. `make bench-cluster` starts one with
+// StartClusterRun; the docs-following e2e test starts the processes as
+// docs/deployment.md says and takes them over with ClusterRunOf: both kill
+// nodes with Kill and measure the same thing.
 type ClusterRun struct {
 	P       *Pipeline
 	Cluster *NATSCluster
@@ -33,7 +36,10 @@ type ClusterRun struct {
 	// Bucket is the state bucket; its stream is "KV_" + Bucket.
 	Bucket string
 
-	statusRuns int // names each `ingest status` run's log
+	// ingestFlags are the [nats] flags ingest was started with, nil when
+	// configure's TOML says it all; `ingest status` gets the same.
+	ingestFlags []string
+	statusRuns  int // names each `ingest status` run's log
 }
 
 // StartClusterRun starts the cluster (nats-server from bin), teleport-sim
@@ -70,7 +76,8 @@ func StartClusterRun(ctx context.Context, p *Pipeline, start time.Time, teleport
 		return fail(err)
 	}
 	r.IngestStart = time.Now()
-	r.Ingest, err = p.StartIngest(ctx, "ingest", append(append(r.NATSFlags(NATSUserIngest),
+	r.ingestFlags = r.NATSFlags(NATSUserIngest)
+	r.Ingest, err = p.StartIngest(ctx, "ingest", append(append(slices.Clone(r.ingestFlags),
 		"--start-time", start.UTC().Format(time.RFC3339)), ingestArgs...)...)
 	if err != nil {
 		return fail(err)
@@ -85,14 +92,34 @@ func StartClusterRun(ctx context.Context, p *Pipeline, start time.Time, teleport
 		}
 		r.Sinks = append(r.Sinks, s)
 	}
-	if r.Insp, err = NewInspectorFor(ctx, cluster.NATSConfig(NATSUserReader)); err != nil {
-		return fail(err)
-	}
-	if r.Owner, err = NewInspectorFor(ctx, cluster.NATSConfig(NATSUserIngest)); err != nil {
-		r.Insp.Close()
+	if err := r.inspect(ctx); err != nil {
 		return fail(err)
 	}
 	return r, nil
+}
+
+// ClusterRunOf is the ClusterRun of processes started by hand against the
+// running cluster, as docs/deployment.md's steps start them (configure's
+// TOML alone, no [nats] flags): ingest, started at ingestStart and holding
+// the lease, and the sinks, all of them p's.
+func ClusterRunOf(ctx context.Context, p *Pipeline, cluster *NATSCluster, ingest *Proc, ingestStart time.Time, sinks []*Proc) (*ClusterRun, error) {
+	r := &ClusterRun{P: p, Cluster: cluster, Bucket: config.Default().NATS.StateBucket,
+		Ingest: ingest, IngestStart: ingestStart, Sinks: sinks}
+	return r, r.inspect(ctx)
+}
+
+// inspect connects the reader's and the owner's inspectors.
+func (r *ClusterRun) inspect(ctx context.Context) error {
+	var err error
+	if r.Insp, err = NewInspectorFor(ctx, r.Cluster.NATSConfig(NATSUserReader)); err != nil {
+		return err
+	}
+	if r.Owner, err = NewInspectorFor(ctx, r.Cluster.NATSConfig(NATSUserIngest)); err != nil {
+		r.Insp.Close()
+		r.Insp = nil
+		return err
+	}
+	return nil
 }
 
 // NATSFlags are the [nats] flags of a command logging in as user, with
@@ -204,10 +231,11 @@ func (r *ClusterRun) Kill(ctx context.Context, kind NodeKind) (*NodeLoss, error)
 	return loss, nil
 }
 
-// StatusEvents runs `ingest status` against the cluster and returns the
-// sum of its per-date EVENTS column, with the output.
+// StatusEvents runs `ingest status` against the cluster, with the [nats]
+// flags ingest runs with, and returns the sum of its per-date EVENTS
+// column, with the output.
 func (r *ClusterRun) StatusEvents(ctx context.Context) (int64, string, error) {
-	args := append(append([]string{"status"}, r.P.IngestArgs()...), r.NATSFlags(NATSUserIngest)...)
+	args := append(append([]string{"status"}, r.P.IngestArgs()...), r.ingestFlags...)
 	r.statusRuns++
 	proc, err := r.P.Run(ctx, fmt.Sprintf("ingest-status-%d", r.statusRuns), nil, "ingest", args...)
 	if err != nil {
