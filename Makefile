@@ -11,7 +11,7 @@ GOFLAGS_BUILD := -trimpath -ldflags '$(LDFLAGS)'
 COMMANDS := ingest fluentd-sink configure
 SIMS     := teleport-sim fluentd-sim nats-server demo
 
-.PHONY: all build test vet fmt-check unit bench bench-ingest bench-sink bench-search demo clean release install image gen-example-mtls
+.PHONY: all build test vet fmt-check unit bench bench-cluster bench-ingest bench-sink bench-search demo clean release install image gen-example-mtls
 
 all: build
 
@@ -41,6 +41,12 @@ unit:
 ## BENCH_SERIAL_EVENTS=0, BENCH_LIVE_FOR=0 skip phases; all knobs in the package comment of test/bench)
 bench:
 	BENCH_EVENTS=$${BENCH_EVENTS:-1000000} $(GO) test -run '^$$' -bench BenchmarkPipeline -benchtime 1x -timeout 60m ./test/bench/
+
+## bench-cluster: the backfill against a 3-node nats-server cluster (R3) with one node killed mid-way, one table: events/s, longest
+## publish gap, NATS's re-election, peak RSS per process, missing/duplicated (BENCH_CLUSTER_EVENTS, default 300,000; BENCH_CLUSTER_KILL:
+## state-leader (default), audit-leader, ingest-node, none or all, comma-separated; BENCH_CLUSTER_SINKS, default 3)
+bench-cluster:
+	$(GO) test -run '^$$' -bench BenchmarkCluster -benchtime 1x -timeout 60m ./test/bench/
 
 ## bench-ingest, bench-sink: Go benchmarks of one stage each (BENCH_EVENTS, default 100,000; bench-sink's outage row: BENCH_OUTAGE, default 30s, 0 skips)
 bench-ingest:

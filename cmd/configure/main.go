@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 
@@ -28,11 +29,18 @@ func run(ctx context.Context, cfg *config.Config, _ zerolog.Logger) error {
 	for _, s := range o.IPs {
 		ips = append(ips, net.ParseIP(s)) // validated by config.Load
 	}
+	nodes, err := configure.ParseClusterNodes(o.NATSCluster)
+	if err != nil {
+		return &config.UsageError{Err: err}
+	}
+	if o.NATSCredentials && len(nodes) > 0 {
+		return &config.UsageError{Err: errors.New("--nats-cluster makes its certificates with the CA of a new configure run: run configure <out-dir> --nats-cluster ... without --nats-credentials")}
+	}
 	if o.NATSCredentials {
 		_, err := configure.AddNATSCredentials(ctx, configure.Options{OutDir: o.OutDir, Force: o.Force, Out: os.Stdout})
 		return err
 	}
-	_, err := configure.Run(ctx, configure.Options{
+	_, err = configure.Run(ctx, configure.Options{
 		OutDir:           o.OutDir,
 		TeleportAddr:     o.TeleportAddr,
 		TTL:              o.TTL,
@@ -44,12 +52,17 @@ func run(ctx context.Context, cfg *config.Config, _ zerolog.Logger) error {
 		Force:            o.Force,
 		Lock:             o.Lock,
 		Forward:          o.Forward,
+		Helm:             o.Helm,
 		CACommonName:     o.CACommonName,
 		ServerCommonName: o.ServerCommonName,
 		ClientCommonName: o.ClientCommonName,
 		CAName:           o.CAName,
 		ServerName:       o.ServerName,
 		ClientName:       o.ClientName,
+		NATSNames:        o.NATSNames,
+		NATSCluster:      nodes,
+		NATSConfDir:      o.NATSConfDir,
+		NATSStoreDir:     o.NATSStoreDir,
 		Stdin:            os.Stdin,
 		StdinIsTerminal:  logging.IsTerminal(os.Stdin),
 		Out:              os.Stdout,

@@ -6,65 +6,44 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
-
-	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 )
 
-//go:generate go run ./internal/genaccounts -o ../../deploy/nats/accounts.conf
-
-// accountsRoles are the roles of deploy/nats/accounts.conf: the variable
-// holding the role's permissions, the user name and the environment
-// variable with its password.
+// accountsRoles are the roles of an authorization block: the variable
+// holding the role's permissions, the environment variable deploy/nats
+// reads the role's public NKey from, and what the role does.
 var accountsRoles = []struct {
 	role          Role
 	variable, env string
 	comment       string
 }{
-	{RoleIngest, "INGEST", "NATS_INGEST_PASSWORD",
-		"ingest: publishes audit.> and session.>, creates and updates the streams\n# (audit, sessions, dead letters) and the state bucket, runs the lock\n# watcher's consumer and `ingest status`."},
-	{RoleSink, "SINK", "NATS_SINK_PASSWORD",
+	{RoleIngest, "INGEST", "NATS_INGEST_NKEY",
+		"ingest: publishes audit.> and session.>, creates and updates the streams\n# (audit, sessions, dead letters) and the state bucket, runs the lock\n# watcher's consumer, its own stream scans and `ingest status`."},
+	{RoleSink, "SINK", "NATS_SINK_NKEY",
 		"fluentd-sink: reads through its two durable consumers (create/update,\n# info, pull, ack), publishes dead letters, may create a missing stream\n# (never change one) and read the state bucket's caught-up key only.\n# It cannot publish events."},
-	{RoleReader, "READER", "NATS_READER_PASSWORD",
-		"Other consumers (SIEM feed, archiver, `nats sub`): read the audit,\n# session and dead-letter streams through consumers of their own,\n# live-subscribe to audit.>, session.> and deadletter.>, and publish\n# nothing onto the bus. They cannot touch the sink's or the lock\n# watcher's consumers, or the state bucket."},
+	{RoleReader, "READER", "NATS_READER_NKEY",
+		"Other consumers (SIEM feed, archiver, `nats sub`): read the audit,\n# session and dead-letter streams through consumers of their own,\n# live-subscribe to audit.>, session.> and deadletter.>, and publish\n# nothing onto the bus. They cannot touch the sink's, the lock\n# watcher's or ingest's scan consumers, or the state bucket."},
 }
 
-// AccountsConf renders deploy/nats/accounts.conf, the cluster's users and
-// their permissions, from Permissions with the default names: the cluster
-// and the embedded server enforce the same roles. Passwords come from the
-// environment, never from the file.
-func AccountsConf() []byte {
-	n := NamesFor(config.Default().NATS, config.Default().Sink)
-	var b bytes.Buffer
-	fmt.Fprintf(&b, `# Generated from pkg/bus (Permissions) by go generate ./pkg/bus: do not
-# edit; the embedded server enforces the same roles.
-#
-# Users and what each may do. They share one account, because JetStream
-# keeps streams, consumers and KV buckets per account and every role works
-# on the same streams. Passwords come from the environment, never from this
-# file. The names below are the defaults of
-#   [nats] audit-stream    %s
-#   [nats] session-stream  %s
-#   [nats] state-bucket    %s (stream KV_%s)
-#   [sink] audit-consumer and session-consumer
-# If you change them there, change them here too.
-#
-# Every client receives JetStream API replies and publish acks on _INBOX.>.
-
-authorization {
-`, n.AuditStream, n.SessionStream, n.StateBucket, n.StateBucket)
-	writeRoles(&b, n)
-	b.WriteString("\n  users = [\n")
+// NKeyEnvUsers are one user per role whose NKey is a reference to an
+// environment variable of the nats-server process ($NATS_INGEST_NKEY,
+// $NATS_SINK_NKEY, $NATS_READER_NKEY): the placeholders of deploy/nats.
+func NKeyEnvUsers() []User {
+	users := make([]User, 0, len(accountsRoles))
 	for _, r := range accountsRoles {
-		fmt.Fprintf(&b, "    { user: %s, password: $%s, permissions: $%s }\n", r.role, r.env, r.variable)
+		users = append(users, User{Role: r.role, NKey: "$" + r.env})
 	}
-	b.WriteString("  ]\n}\n")
-	return b.Bytes()
+	return users
 }
 
-// NKeyAuthorization renders an authorization block for a nats-server of
-// your own (nats-server -c) that admits the users of a users file with the
-// permissions of their roles, as the embedded server does: the same
-// configure credentials then work against it.
+// NKeyAuthorization renders the authorization block of a nats-server
+// configuration that admits users, each with the permissions of its role
+// computed from n: the block of the cluster's accounts.conf, of a
+// nats-server of your own (nats-server -c) or of a Helm chart's server
+// configuration. A user's NKey is its public key (U…), or a "$VARIABLE"
+// nats-server resolves from its configuration or environment. Users share
+// one account, because JetStream keeps streams, consumers and KV buckets
+// per account and every role works on the same streams. No password is
+// ever written.
 func NKeyAuthorization(users []User, n AuthNames) []byte {
 	var b bytes.Buffer
 	b.WriteString("authorization {\n")

@@ -1,6 +1,8 @@
 package bus
 
 import (
+	"strconv"
+
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
@@ -32,6 +34,20 @@ var Roles = []Role{RoleIngest, RoleSink, RoleReader}
 // LockConsumer is the lock watcher's durable consumer on the audit stream
 // (package lock's DefaultDurable). Only the ingest role may use it.
 const LockConsumer = "teleport-event-bus-lock"
+
+// ScanConsumerPrefix starts the names of the consumers ingest creates to
+// scan its own streams (ScanTail): ingest-scan-1 … ingest-scan-N, N being
+// ScanConsumerSlots. NATS permissions match whole subject tokens only, and
+// a consumer's name is one token of its API subjects, so the ingest role
+// is granted these exact names: it can create, read and delete its scans
+// and no other consumer.
+const ScanConsumerPrefix = "ingest-scan-"
+
+// ScanConsumerSlots is how many scans of one stream may run at once.
+const ScanConsumerSlots = 8
+
+// ScanConsumerName is the name of scan slot i (1 … ScanConsumerSlots).
+func ScanConsumerName(i int) string { return ScanConsumerPrefix + strconv.Itoa(i) }
 
 // sinkStateKey is the one state bucket key the sink role may read: the
 // caught-up mark it checks with exit-on-last-event.
@@ -133,14 +149,18 @@ func ingestPublish(n AuthNames) []string {
 		jsAPI+"CONSUMER.INFO."+kv+".>",
 		"$JS.FC."+kv+".>",
 	)
-	// Ingest owns its streams: `ingest recover`'s run reads the ids they
-	// hold through ordered consumers of its own (ScanMsgIDs).
+	// Ingest reads the ids its own streams hold (ScanTail: `ingest
+	// recover`, a publish retry, a restart) through consumers of the scan
+	// names only: it cannot create, update, pull from or delete any other
+	// consumer of these streams.
 	for _, s := range []string{n.AuditStream, n.SessionStream} {
-		pub = append(pub,
-			jsAPI+"CONSUMER.CREATE."+s+".>",
-			jsAPI+"CONSUMER.INFO."+s+".>",
-			jsAPI+"CONSUMER.DELETE."+s+".>",
-			jsAPI+"CONSUMER.MSG.NEXT."+s+".>")
+		for i := 1; i <= ScanConsumerSlots; i++ {
+			at := s + "." + ScanConsumerName(i)
+			pub = append(pub,
+				jsAPI+"CONSUMER.CREATE."+at,
+				jsAPI+"CONSUMER.MSG.NEXT."+at,
+				jsAPI+"CONSUMER.DELETE."+at)
+		}
 	}
 	// The lock watcher's durable consumer on audit.user.login.
 	return append(pub, ownConsumer(n.AuditStream, n.LockConsumer)...)
@@ -160,12 +180,19 @@ func sinkPublish(n AuthNames) []string {
 	}
 	pub = append(pub, ownConsumer(n.AuditStream, n.SinkAuditConsumer)...)
 	pub = append(pub, ownConsumer(n.SessionStream, n.SinkSessionConsumer)...)
-	// Exactly one key of the state bucket: binding the bucket reads its
-	// stream's info, and the Get is a direct get of that key's subject.
-	return append(pub,
+	// Three keys of the state bucket: binding the bucket reads its
+	// stream's info, a Get is a direct get of the key's subject and a Put
+	// a publish to it. It reads caught-up, and reads and writes the record
+	// of each of its consumers (SinkConsumerKey).
+	pub = append(pub,
 		jsAPI+"STREAM.INFO."+kv,
 		jsAPI+"DIRECT.GET."+kv+".$KV."+n.StateBucket+"."+sinkStateKey,
 	)
+	for _, c := range []string{n.SinkAuditConsumer, n.SinkSessionConsumer} {
+		key := "$KV." + n.StateBucket + "." + SinkConsumerKey(c)
+		pub = append(pub, key, jsAPI+"DIRECT.GET."+kv+"."+key)
+	}
+	return pub
 }
 
 // ownConsumer is what a role needs for one durable pull consumer it owns:
@@ -204,8 +231,13 @@ func readerPublish(n AuthNames) (allow, deny []string) {
 			"$JS.FC."+s+".>",
 		)
 	}
-	// Consumers of its own only: never the sink's or the lock watcher's.
-	for _, c := range []string{n.SinkAuditConsumer, n.SinkSessionConsumer, n.LockConsumer} {
+	// Consumers of its own only: never the sink's, the lock watcher's or
+	// ingest's scans.
+	others := []string{n.SinkAuditConsumer, n.SinkSessionConsumer, n.LockConsumer}
+	for i := 1; i <= ScanConsumerSlots; i++ {
+		others = append(others, ScanConsumerName(i))
+	}
+	for _, c := range others {
 		deny = append(deny,
 			jsAPI+"CONSUMER.*.*."+c,
 			jsAPI+"CONSUMER.*.*."+c+".>",

@@ -2,9 +2,12 @@ package bus
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -76,7 +79,15 @@ func Open(ctx context.Context, cfg config.NATSConfig, storage string, name strin
 		connCfg.URL = emb.ClientURL()
 		log.Info().Str("url", connCfg.URL).Str("storage", emb.StoreDir()).Msg("embedded NATS server started")
 	}
-	nc, err := Connect(ctx, connCfg, name, log)
+	var extra []nats.Option
+	if emb != nil && emb.tls {
+		// Its own server's TLS is for other processes: this one connects
+		// in process, where the server asks for no TLS.
+		connCfg.URL = "nats://" + strings.TrimPrefix(connCfg.URL, "tls://")
+		connCfg.CA, connCfg.Cert, connCfg.Key = "", "", ""
+		extra = append(extra, nats.InProcessServer(emb.srv))
+	}
+	nc, err := connect(ctx, connCfg, name, log, extra...)
 	if err != nil {
 		emb.Shutdown()
 		return nil, err
@@ -100,7 +111,15 @@ func startEmbedded(ctx context.Context, cfg config.NATSConfig, storage, owner st
 			return nil, err
 		}
 	}
+	var tlsCfg *tls.Config
+	if cfg.ServerCert != "" {
+		var err error
+		if tlsCfg, err = ServerTLS(cfg.ServerCert, cfg.ServerKey); err != nil {
+			return nil, err
+		}
+	}
 	return StartEmbedded(ctx, EmbeddedOptions{
+		TLS:        tlsCfg,
 		Listen:     cfg.Listen,
 		StoreDir:   storage,
 		Users:      users,
@@ -134,6 +153,11 @@ func (b *Bus) Close() {
 // URL. ctx is checked before dialling; each server's dial is bounded by
 // nats.go's connect timeout (2 s).
 func Connect(ctx context.Context, cfg config.NATSConfig, name string, log zerolog.Logger) (*nats.Conn, error) {
+	return connect(ctx, cfg, name, log)
+}
+
+// connect is Connect with extra options.
+func connect(ctx context.Context, cfg config.NATSConfig, name string, log zerolog.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	servers := serverList(cfg)
 	shown := redactURLs(servers)
 	if err := ctx.Err(); err != nil {
@@ -143,13 +167,17 @@ func Connect(ctx context.Context, cfg config.NATSConfig, name string, log zerolo
 	if err != nil {
 		return nil, err
 	}
+	opts = append(opts, extra...)
 	nc, err := nats.Connect(strings.Join(servers, ","), opts...)
 	if err != nil {
 		if isAuthError(err) {
 			return nil, fmt.Errorf("connect to NATS at %s: NATS refused the credentials%s: %w", shown, credentialHint(cfg), err)
 		}
 		if errors.Is(err, nats.ErrNkeysNotSupported) {
-			return nil, fmt.Errorf("connect to NATS at %s: the server takes no NKeys, so the nkey seed file %q cannot log in: give the credentials it expects ([nats] token, user or creds) or start it with the users of deploy/nats: %w", shown, cfg.NKey, err)
+			return nil, fmt.Errorf("connect to NATS at %s: the server takes no NKeys, so the nkey seed file %q cannot log in: give the credentials it expects ([nats] token, user or creds), or give the server the NKey users configure writes (nats-users.toml for ingest's embedded server, nats-cluster/accounts.conf for a cluster): %w", shown, cfg.NKey, err)
+		}
+		if hint := tlsHint(err, cfg); hint != "" {
+			return nil, fmt.Errorf("connect to NATS at %s: %s: %w", shown, hint, err)
 		}
 		return nil, fmt.Errorf("connect to NATS at %s: %w", shown, err)
 	}
@@ -191,6 +219,9 @@ func connectOptions(cfg config.NATSConfig, name string, log zerolog.Logger) ([]n
 	}
 	if cfg.NKey != "" {
 		if err := config.CheckSecretFile("NATS nkey seed file", cfg.NKey); err != nil {
+			return nil, err
+		}
+		if err := checkSeedFile(cfg.NKey); err != nil {
 			return nil, err
 		}
 		o, err := nats.NkeyOptionFromSeed(cfg.NKey)
@@ -260,7 +291,7 @@ func redactURLs(urls []string) string {
 func credentialHint(cfg config.NATSConfig) string {
 	switch {
 	case cfg.NKey != "":
-		return fmt.Sprintf(" of nkey seed file %q (its public key is not in the server's users file: use the seed file configure wrote for this command's role, or run configure --nats-credentials <dir> --force and restart ingest)", cfg.NKey)
+		return fmt.Sprintf(" of nkey seed file %q (the server does not know its public key: use the seed file configure wrote for this command's role, and give the server the users of that same configure run: nats-users.toml for ingest's embedded server, nats-cluster/accounts.conf for a cluster)", cfg.NKey)
 	case cfg.Creds != "":
 		return fmt.Sprintf(" of credentials file %q", cfg.Creds)
 	case cfg.User != "":
@@ -287,4 +318,44 @@ func maxPayloadFor(maxMsgSize int32) int32 {
 		return 0
 	}
 	return maxMsgSize + headroom
+}
+
+// tlsHint says what to do about a server certificate the client refused,
+// or "".
+func tlsHint(err error, cfg config.NATSConfig) string {
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &unknown) && cfg.CA == "":
+		return "the server's TLS certificate is not signed by a CA this command trusts: set [nats] ca to the CA that signed it (configure's ca.crt)"
+	case errors.As(err, &unknown):
+		return fmt.Sprintf("the server's TLS certificate is not signed by [nats] ca %q: use the ca.crt of the configure run that made the server's certificate", cfg.CA)
+	case errors.As(err, &host):
+		return fmt.Sprintf("the server's TLS certificate is not valid for %q: connect by one of its names, or write it again with that name (configure --nats-names, or --nats-cluster NAME=HOST)", host.Host)
+	case errors.As(err, &invalid) && invalid.Reason == x509.IncompatibleUsage:
+		return "the server's TLS certificate is not valid for server use: give the server a certificate from configure (nats-server.crt, or a node certificate of --nats-cluster)"
+	}
+	return ""
+}
+
+// checkSeedFile recognises the credential files that are not a user's NKey
+// seed, so the message says which file it got and which key wants it.
+func checkSeedFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("NATS nkey seed file %q: %w", path, err)
+	}
+	text := strings.TrimSpace(string(data))
+	switch {
+	case strings.Contains(text, "BEGIN NATS USER JWT"):
+		return fmt.Errorf("NATS nkey seed file %q is a creds file (JWT and seed): name it with [nats] creds instead, or give the role's seed (nats-<role>.nk from configure)", path)
+	case strings.HasPrefix(text, "-----BEGIN"):
+		return fmt.Errorf("NATS nkey seed file %q holds a PEM certificate or key, not an NKey seed: give the role's seed file (nats-<role>.nk from configure); certificates go in [nats] ca", path)
+	case strings.HasPrefix(text, "SA") || strings.HasPrefix(text, "SO"):
+		return fmt.Errorf("NATS nkey seed file %q holds an account or operator seed, not a user seed (SU…): give the role's seed file (nats-<role>.nk from configure)", path)
+	case strings.HasPrefix(text, "U") && len(text) == 56:
+		return fmt.Errorf("NATS nkey seed file %q holds a public key (U…), not the seed: give the seed file (nats-<role>.nk from configure); public keys go in the server's users", path)
+	}
+	return nil
 }

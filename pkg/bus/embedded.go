@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -43,6 +44,9 @@ type EmbeddedOptions struct {
 	Token    string
 	User     string
 	Password string
+	// TLS, when set, makes the client listener serve TLS only (ServerTLS).
+	// The process that runs the server connects in process, without it.
+	TLS *tls.Config
 	// MaxPayload raises the largest message the server accepts (default 1 MB).
 	MaxPayload int32
 	// MaxMemory and MaxStore cap JetStream's memory and disk use; 0 lets the
@@ -64,6 +68,7 @@ type EmbeddedOptions struct {
 // Embedded is a running in-process nats-server with JetStream.
 type Embedded struct {
 	srv  *server.Server
+	tls  bool // the client listener serves TLS
 	dir  string
 	lock *StoreLock
 	log  *serverLog
@@ -139,6 +144,11 @@ func startLocked(listen, host string, port int, dir string, opts EmbeddedOptions
 	if len(opts.Users) > 0 {
 		sopts.Nkeys = nkeyUsers(opts.Users, opts.Names)
 	}
+	if opts.TLS != nil {
+		sopts.TLSConfig = opts.TLS
+		sopts.TLS = true
+		sopts.TLSTimeout = serverTLSTimeout
+	}
 	if opts.HTTPPort > 0 {
 		sopts.HTTPHost = host
 		sopts.HTTPPort = opts.HTTPPort
@@ -167,7 +177,7 @@ func startLocked(listen, host string, port int, dir string, opts EmbeddedOptions
 		}
 		return nil, fmt.Errorf("start embedded NATS server on %s: not ready after %s", listen, embeddedReadyTimeout)
 	}
-	return &Embedded{srv: srv, dir: dir, log: logger}, nil
+	return &Embedded{srv: srv, tls: opts.TLS != nil, dir: dir, log: logger}, nil
 }
 
 // ClientURL is the URL clients connect to, with the real port when the

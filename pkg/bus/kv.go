@@ -73,6 +73,13 @@ const (
 	RecoveryKey = "ingest.recovery"
 )
 
+// SinkConsumerKey is the state key where the sinks record their durable
+// consumer on a stream: when it was created and the last acknowledged
+// position they saw, so that a consumer deleted under them is told from
+// one never created (and resumed from there on request). The sink role
+// may read and write these keys, and no other.
+func SinkConsumerKey(consumer string) string { return "sink-consumer." + consumer }
+
 // StreamMarkKey is the key of what ingest's positions know about a stream:
 // when it was created and the highest sequence ingest saw acknowledged in
 // it. The positions are only valid while that stream holds that much.

@@ -424,16 +424,23 @@ func (p *Publisher) recheck(due []*pending) []*pending {
 	}
 	unread := map[*pending]bool{}
 	for stream, g := range groups {
+		// The scan starts once the stream answers: one sent while its
+		// leader is elected would wait the whole timeout (WaitStream).
 		ctx, cancel := context.WithTimeout(context.Background(), p.ackTimeout)
-		found := 0
-		n, err := ScanTail(ctx, p.js, stream, g.floor, func(id string, seq uint64) {
-			if pd, ok := g.want[id]; ok && pd.ack == nil {
-				pd.ack = &jetstream.PubAck{Stream: stream, Sequence: seq, Duplicate: true}
-				pd.failure = nil
-				found++
-			}
-		})
+		err := WaitStream(ctx, p.js, stream)
 		cancel()
+		found, n := 0, 0
+		if err == nil {
+			ctx, cancel = context.WithTimeout(context.Background(), p.ackTimeout)
+			n, err = ScanTail(ctx, p.js, stream, g.floor, func(id string, seq uint64) {
+				if pd, ok := g.want[id]; ok && pd.ack == nil {
+					pd.ack = &jetstream.PubAck{Stream: stream, Sequence: seq, Duplicate: true}
+					pd.failure = nil
+					found++
+				}
+			})
+			cancel()
+		}
 		if err != nil {
 			p.log.Warn().Err(err).Str("stream", stream).Int("messages", len(g.want)).
 				Msg("cannot read the stream to see which messages to publish again; not publishing them this round")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -208,4 +209,34 @@ func Unavailable(err error) bool {
 		return apiErr.Code == 503
 	}
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
+}
+
+// streamPoll is how long each look of WaitStream waits for an answer: a
+// stream whose leader was just elected answers within it, while a request
+// sent during the election would stay unanswered for the whole API
+// timeout.
+const streamPoll = 500 * time.Millisecond
+
+// WaitStream returns once stream answers its info request (it has a
+// leader), asking every streamPoll, or with the last error once ctx ends.
+// A stream that does not exist is not waited for: its error wraps
+// jetstream.ErrStreamNotFound. Writers call it before they read a stream
+// after a failure, so a read started in a leader election does not wait
+// the whole API timeout after the election is over.
+func WaitStream(ctx context.Context, js jetstream.JetStream, stream string) error {
+	tick := time.NewTicker(streamPoll)
+	defer tick.Stop()
+	for {
+		actx, cancel := context.WithTimeout(ctx, streamPoll)
+		_, err := js.Stream(actx, stream)
+		cancel()
+		if err == nil || errors.Is(err, jetstream.ErrStreamNotFound) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("stream %q does not answer: %w", stream, err)
+		case <-tick.C:
+		}
+	}
 }

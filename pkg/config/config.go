@@ -78,6 +78,11 @@ type ConfigureOptions struct {
 	Length int
 	// KeyType is "rsa" or "ecdsa" (P-256).
 	KeyType string
+	// NATSNames are the names of the embedded NATS server's certificate;
+	// NATSCluster the cluster's nodes (NAME[=HOST[:PORT]]); NATSConfDir
+	// and NATSStoreDir where the nodes keep their files and stores.
+	NATSNames, NATSCluster    []string
+	NATSConfDir, NATSStoreDir string
 	// EncryptClientKey also encrypts client.key with the passphrase.
 	EncryptClientKey bool
 	// Force overwrites existing files.
@@ -86,6 +91,9 @@ type ConfigureOptions struct {
 	Lock bool
 	// Forward writes an in_forward configuration instead of in_http.
 	Forward bool
+	// Helm also writes the Helm chart's values, the NATS chart's values and
+	// the kubectl commands that create the Secrets.
+	Helm bool
 	// NATSCredentials only adds NATS credentials to an existing OutDir and
 	// its TOML (configure --nats-credentials).
 	NATSCredentials bool
@@ -155,6 +163,10 @@ type NATSConfig struct {
 	// Users is the embedded server's users file (written by configure): the
 	// public NKeys it admits and their roles. Empty leaves it open.
 	Users string
+	// ServerCert and ServerKey are the certificate and unencrypted key of
+	// the embedded server's TLS listener.
+	ServerCert string
+	ServerKey  string
 	// Listen is the embedded server's client address (default 127.0.0.1:4222).
 	Listen          string
 	AuditStream     string
@@ -201,16 +213,19 @@ type SinkConfig struct {
 	NATSNKey        string
 	AuditConsumer   string
 	SessionConsumer string
-	FilterSubjects  []string
-	AckWait         time.Duration
-	MaxAckPending   int
-	MaxDeliver      int
-	BatchSize       int
-	BatchBytes      int
-	BatchWait       time.Duration
-	InFlight        int
-	ShutdownTimeout time.Duration
-	Gzip            bool
+	// RecreateConsumer is "", "resume" or "all": what to do about a
+	// durable consumer that was deleted after a sink created it.
+	RecreateConsumer string
+	FilterSubjects   []string
+	AckWait          time.Duration
+	MaxAckPending    int
+	MaxDeliver       int
+	BatchSize        int
+	BatchBytes       int
+	BatchWait        time.Duration
+	InFlight         int
+	ShutdownTimeout  time.Duration
+	Gzip             bool
 	// MetricsAddr is where the sink serves /metrics, /healthz and /readyz:
 	// host:port, or host:first-last for the first free port ("" = off).
 	MetricsAddr string

@@ -107,6 +107,7 @@ func load(c *cli.Context, cmd Command, required bool) (*Config, error) {
 			}
 		}
 	}
+	cfg.keepOwnKeys(cmd)
 	if err := cfg.applyEnv(cmd); err != nil {
 		return nil, err
 	}
@@ -133,6 +134,7 @@ func LoadFile(path string, cmd Command) (*Config, error) {
 	if err := cfg.readFile(path); err != nil {
 		return nil, err
 	}
+	cfg.keepOwnKeys(cmd)
 	cfg.resolve()
 	if err := cfg.validate(1<<cmd, true, true); err != nil {
 		return nil, err

@@ -247,34 +247,77 @@ func TestBadInputs(t *testing.T) {
 // TestCommandCredentials: one TOML serves both commands, each connecting
 // with its own seed file instead of the [nats] credentials; without its
 // own key a command uses the [nats] ones.
+// TestCommandCredentials: a command logs in to NATS one way. Its own NKey
+// ([ingest] or [sink] nats-nkey) wins over [nats] nkey (one TOML serves
+// both commands); with a user and password, a token or a creds file —
+// from the file, a variable or a flag — it is an error naming both, as the
+// issue saw FDFWD_NATS_USER/PASSWORD silently win over the NKey.
 func TestCommandCredentials(t *testing.T) {
 	f := newFixture(t)
-	path := f.write(t, "c.toml", ingestOK+sinkOK+"[nats]\nuser = \"u\"\npassword = \"p\"\n[ingest]\nnats-nkey = \"{d}/ingest.nk\"\n[sink]\nnats-nkey = \"{d}/sink.nk\"\n")
+	path := f.write(t, "c.toml", ingestOK+sinkOK+"[nats]\nnkey = \"{d}/users.toml\"\n[ingest]\nnats-nkey = \"{d}/ingest.nk\"\n[sink]\nnats-nkey = \"{d}/sink.nk\"\n")
 	for cmd, want := range map[Command]string{Ingest: f.path("ingest.nk"), Sink: f.path("sink.nk")} {
 		cfg, err := LoadFile(path, cmd)
 		if err != nil {
 			t.Fatalf("%s: %v", cmd, err)
 		}
-		if cfg.NATS.NKey != want || cfg.NATS.User != "" || cfg.NATS.Password != "" {
-			t.Errorf("%s: nkey %q user %q password set %v; want nkey %q and no user", cmd, cfg.NATS.NKey, cfg.NATS.User, cfg.NATS.Password != "", want)
+		if cfg.NATS.NKey != want {
+			t.Errorf("%s: nkey %q, want its own %q", cmd, cfg.NATS.NKey, want)
 		}
 	}
-	// A [nats] credential given by flag overrules the file's own key.
+
 	sinkFile := f.write(t, "e.toml", sinkOK+"[sink]\nnats-nkey = \"{d}/sink.nk\"\n")
-	cfg, err := loadArgs(t, Sink, "--config", sinkFile, "--nats-token", "t0k3n")
-	if err != nil {
-		t.Fatal(err)
+	t.Setenv("FDFWD_NATS_USER", "u")
+	t.Setenv("FDFWD_NATS_PASSWORD", "p")
+	_, err := loadArgs(t, Sink, "--config", sinkFile)
+	want := `environment variable FDFWD_NATS_USER: key "nats.user": conflicts with "sink.nats-nkey" (config ` + sinkFile + `): a command logs in to NATS one way; remove one of them`
+	if err == nil || err.Error() != want {
+		t.Errorf("[sink] nats-nkey with FDFWD_NATS_USER/PASSWORD:\n got %v\nwant %s", err, want)
 	}
-	if cfg.NATS.Token != "t0k3n" || cfg.NATS.NKey != "" {
-		t.Errorf("--nats-token with [sink] nats-nkey in the file: token %v nkey %q, want the flag's token", cfg.NATS.Token != "", cfg.NATS.NKey)
+	t.Setenv("FDFWD_NATS_USER", "")
+	t.Setenv("FDFWD_NATS_PASSWORD", "")
+	_, err = loadArgs(t, Sink, "--config", sinkFile, "--nats-token", "t0k3n")
+	if err == nil || !strings.Contains(err.Error(), `flag --nats-token: conflicts with "sink.nats-nkey"`) {
+		t.Errorf("--nats-token with [sink] nats-nkey: %v", err)
 	}
+	if err != nil && strings.Contains(err.Error(), "t0k3n") {
+		t.Error("the error shows the token")
+	}
+	both := f.write(t, "f.toml", ingestOK+"[nats]\ncreds = \"{d}/user.creds\"\n[ingest]\nnats-nkey = \"{d}/ingest.nk\"\n")
+	if _, err := LoadFile(both, Ingest); err == nil || !strings.Contains(err.Error(), `key "nats.creds": conflicts with "ingest.nats-nkey"`) {
+		t.Errorf("[nats] creds with [ingest] nats-nkey: %v", err)
+	}
+
+	// The other command's key is not this one's: the sink logs in with
+	// the [nats] user when only ingest has a key of its own.
 	path = f.write(t, "d.toml", ingestOK+sinkOK+"[nats]\nuser = \"u\"\npassword = \"p\"\n[ingest]\nnats-nkey = \"{d}/ingest.nk\"\n")
-	cfg, err = LoadFile(path, Sink)
+	cfg, err := LoadFile(path, Sink)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.NATS.NKey != "" || cfg.NATS.User != "u" || cfg.NATS.Password != "p" {
 		t.Errorf("sink without its own key: nkey %q user %q, want the [nats] user", cfg.NATS.NKey, cfg.NATS.User)
+	}
+}
+
+// TestSinkReadsNoIngestNATSKeys: [nats] replicas and the stream limits are
+// ingest's; the sink, reading the same TOML, keeps their defaults, so a
+// sink started first creates no R3 stream with ingest's settings.
+func TestSinkReadsNoIngestNATSKeys(t *testing.T) {
+	f := newFixture(t)
+	path := f.write(t, "r.toml", sinkOK+"[nats]\nreplicas = 3\nmax-age = \"1h\"\n")
+	cfg, err := LoadFile(path, Sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if def := Default().NATS; cfg.NATS.Replicas != def.Replicas || cfg.NATS.MaxAge != def.MaxAge {
+		t.Errorf("sink: replicas %d, max-age %s; want the defaults %d, %s", cfg.NATS.Replicas, cfg.NATS.MaxAge, def.Replicas, def.MaxAge)
+	}
+	cfg, err = LoadFile(f.write(t, "i.toml", ingestOK+"[nats]\nreplicas = 3\n"), Ingest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NATS.Replicas != 3 {
+		t.Errorf("ingest: replicas %d, want 3", cfg.NATS.Replicas)
 	}
 }
 
@@ -581,5 +624,38 @@ func TestEmptyEnvironmentVariableIsUnset(t *testing.T) {
 	}
 	if cfg.Batch != 31 {
 		t.Errorf("batch %d", cfg.Batch)
+	}
+}
+
+// TestNonLoopbackListenNeedsTLS: an embedded server other hosts can reach
+// serves TLS; without [nats] server-cert and server-key ingest refuses to
+// start with one line naming the keys and the command that writes them.
+func TestNonLoopbackListenNeedsTLS(t *testing.T) {
+	f := newFixture(t)
+	for _, listen := range []string{"0.0.0.0:4222", "10.1.2.3:4222", "[::]:4222"} {
+		path := f.write(t, "l.toml", ingestOK+"[nats]\nlisten = \""+listen+"\"\n")
+		_, err := LoadFile(path, Ingest)
+		want := `config ` + path + `: key "nats.listen": "` + listen + `" is not a loopback address, and the embedded server has no TLS: set "nats.server-cert" and "nats.server-key" (configure <dir> --nats-names <the names clients use> writes nats-server.crt and nats-server.key) and give the clients "nats.ca", or listen on 127.0.0.1`
+		if err == nil || err.Error() != want {
+			t.Errorf("listen %s without TLS:\n got %v\nwant %s", listen, err, want)
+		}
+		var ce *Error
+		if !errors.As(err, &ce) {
+			t.Errorf("listen %s: %T is not a config error (exit 2)", listen, err)
+		}
+	}
+	for name, body := range map[string]string{
+		"loopback":        "[nats]\nlisten = \"127.0.0.1:4222\"\n",
+		"localhost":       "[nats]\nlisten = \"localhost:4222\"\n",
+		"with TLS":        "[nats]\nlisten = \"0.0.0.0:4222\"\nserver-cert = \"{d}/tls.crt\"\nserver-key = \"{d}/tls.key\"\n",
+		"external server": "[nats]\nurl = \"tls://nats-1:4222\"\nlisten = \"0.0.0.0:4222\"\n",
+	} {
+		if _, err := LoadFile(f.write(t, "ok.toml", ingestOK+body), Ingest); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	_, err := LoadFile(f.write(t, "half.toml", ingestOK+"[nats]\nserver-cert = \"{d}/tls.crt\"\n"), Ingest)
+	if err == nil || !strings.Contains(err.Error(), `key "nats.server-cert": needs "nats.server-key" as well`) {
+		t.Errorf("server-cert alone: %v", err)
 	}
 }

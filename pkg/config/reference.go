@@ -42,6 +42,9 @@ variable counts as unset.
 	}
 	for _, s := range sections {
 		fmt.Fprintf(&b, "## %s\n\n", s.title)
+		if s.prefix == "nats." {
+			b.WriteString(natsNotes)
+		}
 		b.WriteString("| Key | Flag | Environment | Default | Commands | Description |\n|---|---|---|---|---|---|\n")
 		for _, k := range keys {
 			if k.cliOnly || sectionOf(k) != s.prefix {
@@ -120,3 +123,15 @@ func defaultText(k *key, def *Config) string {
 func cell(s string) string {
 	return strings.NewReplacer("|", `\|`, "<", "&lt;", ">", "&gt;").Replace(s)
 }
+
+// natsNotes opens the [nats] section of the reference: who reads which
+// key, and the credential rule checkOneCredential enforces.
+const natsNotes = "The Commands column says which command reads each key: `ingest` alone reads `replicas`, the " +
+	"stream limits, `users` and the embedded server's `server-cert`/`server-key`; `fluentd-sink` keeps their " +
+	"defaults even when the shared TOML sets them (so a sink started first creates a missing stream with the " +
+	"default limits, which ingest then brings to its own).\n\n" +
+	"**Credentials: one per command.** A command logs in to NATS one way: its own NKey (`[ingest] nats-nkey` " +
+	"for ingest and `ingest status`, `[sink] nats-nkey` for the sink; either takes precedence over `[nats] nkey`, " +
+	"since one TOML serves both commands), or `nats.creds`, or `nats.user` with `nats.password`, or `nats.token`. " +
+	"Two kinds for one command, wherever each was set (file, environment, flag), are an error naming both " +
+	"(exit 2): remove one.\n\n"

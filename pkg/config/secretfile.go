@@ -9,9 +9,11 @@ import (
 
 // CheckSecretFile checks a file holding a credential (a NATS NKey seed or
 // creds file) before it is used: it must exist, be a readable file, and
-// be readable by its owner only. what names the kind of file in the
-// message ("NATS nkey seed file"). Each error is one line naming the file
-// and the fix.
+// be readable by its owner only — or also by the command's own group,
+// which is how Kubernetes mounts a Secret for a non-root pod (the file
+// belongs to root and the pod's fsGroup, mode 0440). what names the kind
+// of file in the message ("NATS nkey seed file"). Each error is one line
+// naming the file and the fix.
 func CheckSecretFile(what, path string) error {
 	st, err := os.Stat(path)
 	switch {
@@ -22,7 +24,7 @@ func CheckSecretFile(what, path string) error {
 	case st.IsDir():
 		return fmt.Errorf("%s %q is a directory, not a file", what, path)
 	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+	if perm := st.Mode().Perm(); perm&0o077 != 0 && !(perm&0o077 == 0o040 && inOwnGroup(st)) {
 		return fmt.Errorf("%s %q is open to group or others (mode %04o), it must be readable by its owner only: run chmod 600 %s", what, path, perm, path)
 	}
 	f, err := os.Open(path)

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -55,8 +56,77 @@ func (c *Config) validate(set cmdSet, checkFiles, required bool) error {
 		if err := c.checkNATSUsers(); err != nil {
 			return err
 		}
+		if err := c.checkNATSServerTLS(); err != nil {
+			return err
+		}
+	}
+	return c.checkOneCredential(set)
+}
+
+// ownNKey is the key of the command's own NKey seed file ([ingest] or
+// [sink] nats-nkey), "" for a set of several commands.
+func ownNKey(set cmdSet) string {
+	switch set {
+	case forIngest:
+		return "ingest.nats-nkey"
+	case forSink:
+		return "sink.nats-nkey"
+	}
+	return ""
+}
+
+// checkOneCredential enforces the one rule of NATS credentials: a command
+// logs in one way. Its own NKey ([ingest] or [sink] nats-nkey) with a
+// creds file, a user and password or a token, wherever each was set, is an
+// error naming both. (It does take precedence over [nats] nkey, the same
+// kind of credential: one TOML serves every command.)
+func (c *Config) checkOneCredential(set cmdSet) error {
+	own := ownNKey(set)
+	if own == "" || !c.set(own) {
+		return nil
+	}
+	for _, n := range []string{"nats.creds", "nats.user", "nats.password", "nats.token"} {
+		if c.set(n) {
+			return c.errAt(byName[n], "conflicts with %q (%s): a command logs in to NATS one way; remove one of them",
+				own, describeSource(c.sources[own]))
+		}
 	}
 	return nil
+}
+
+// checkNATSServerTLS: the embedded server's certificate and key go
+// together, and a listener other hosts can reach serves TLS: NKeys prove
+// who a client is, but events and credentials' nonces would cross the
+// network in clear.
+func (c *Config) checkNATSServerTLS() error {
+	if c.set("nats.server-cert") != c.set("nats.server-key") {
+		if c.set("nats.server-cert") {
+			return c.errAt(byName["nats.server-cert"], "needs \"nats.server-key\" as well")
+		}
+		return c.errAt(byName["nats.server-key"], "needs \"nats.server-cert\" as well")
+	}
+	if c.set("nats.url") || c.set("nats.server-cert") {
+		return nil
+	}
+	listen := c.NATS.Listen
+	if listen == "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil || isLoopback(host) {
+		return nil // a bad address is checkHostPort's to report
+	}
+	return c.errAt(byName["nats.listen"], "%q is not a loopback address, and the embedded server has no TLS: set \"nats.server-cert\" and \"nats.server-key\" (configure <dir> --nats-names <the names clients use> writes nats-server.crt and nats-server.key) and give the clients \"nats.ca\", or listen on 127.0.0.1", listen)
+}
+
+// isLoopback reports a host only this machine reaches: localhost, a
+// loopback IP, or empty (the embedded server's default, 127.0.0.1).
+func isLoopback(host string) bool {
+	if host == "" || strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // checkNATSUsers: an embedded server with a users file admits nobody else,
@@ -77,27 +147,29 @@ func (c *Config) checkNATSUsers() error {
 }
 
 // useCommandCredentials makes the command's own NKey ([ingest] or [sink]
-// nats-nkey) the NATS client credential, in place of the [nats] ones: one
-// file serves both commands, each with its own role. [nats] credentials
-// given with more precedence (a flag or variable over the file) win.
+// nats-nkey) the NATS client credential, in place of [nats] nkey: one file
+// serves both commands, each with its own role. Other kinds of credential
+// given with it were refused by checkOneCredential.
 func (c *Config) useCommandCredentials() {
-	own := ""
-	switch {
-	case c.only.has(Ingest):
-		own = "ingest.nats-nkey"
-	case c.only.has(Sink):
-		own = "sink.nats-nkey"
-	}
+	own := ownNKey(c.only)
 	if own == "" || !c.set(own) {
 		return
 	}
-	for _, n := range []string{"nats.creds", "nats.nkey", "nats.user", "nats.token"} {
-		if c.set(n) && c.sources[n].kind > c.sources[own].kind {
-			return
-		}
-	}
 	c.NATS.NKey = byName[own].format(c)
-	c.NATS.Creds, c.NATS.User, c.NATS.Password, c.NATS.Token = "", "", "", ""
+}
+
+// keepOwnKeys resets the [nats] keys of other commands to their defaults:
+// one TOML serves every command, and the sink must not create streams with
+// ingest's replicas or limits, nor read its embedded server's settings.
+func (c *Config) keepOwnKeys(cmd Command) {
+	def := Default()
+	for _, k := range keys {
+		if k.cmds.has(cmd) || k.field == nil || !strings.HasPrefix(k.name, "nats.") {
+			continue
+		}
+		reflect.ValueOf(k.field(c)).Elem().Set(reflect.ValueOf(k.field(&def)).Elem())
+		delete(c.sources, k.name)
+	}
 }
 
 // checkFile requires the file named by k, when set, to exist and be a file.
@@ -563,4 +635,12 @@ func redactURL(raw string) string {
 		u.User = url.UserPassword(u.User.Username(), "redacted")
 	}
 	return u.String()
+}
+
+func checkRecreateConsumer(c *Config, k *key) error {
+	switch c.Sink.RecreateConsumer {
+	case "", "resume", "all":
+		return nil
+	}
+	return c.errAt(k, "must be \"resume\" or \"all\" (or empty), got %q", c.Sink.RecreateConsumer)
 }

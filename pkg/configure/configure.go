@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/certs"
 )
 
@@ -78,6 +79,9 @@ type Options struct {
 	// in_http: fluent.conf's <source>, the TOML's URLs, and a generated
 	// shared key in SharedKeyFile.
 	Forward bool
+	// Helm also writes HelmValuesFile, NATSChartValuesFile and
+	// SecretsScriptFile (helm.go).
+	Helm bool
 	// CACommonName, ServerCommonName and ClientCommonName are the subjects'
 	// common names (defaults DefaultCACommonName, the first DNS name or IP,
 	// DefaultClientCommonName).
@@ -90,6 +94,18 @@ type Options struct {
 	// otherwise (or when nil) the passphrase is generated.
 	Stdin           io.Reader
 	StdinIsTerminal bool
+	// NATSNames are the DNS names and IPs of the embedded NATS server's
+	// certificate (nats-server.crt), the names other hosts reach it by
+	// (default: localhost and 127.0.0.1).
+	NATSNames []string
+	// NATSCluster, when set (3 nodes or more, ParseClusterNodes), makes
+	// the cluster's directory (NATSClusterDir) and points the TOML at it.
+	NATSCluster []bus.ClusterNode
+	// NATSConfDir is where the cluster's files will be on each node (the
+	// configurations name their TLS files by absolute path); default: the
+	// written directory itself. NATSStoreDir is the parent of each node's
+	// JetStream directory (default DefaultNATSStoreDir).
+	NATSConfDir, NATSStoreDir string
 	// Out receives the summary (nil discards it). The passphrase never
 	// appears there.
 	Out io.Writer
@@ -127,6 +143,9 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("output directory %q: %w", o.OutDir, err)
 	}
+	if o.NATSConfDir == "" {
+		o.NATSConfDir = filepath.Join(dir, NATSClusterDir)
+	}
 	names := fileNames(o)
 	if !o.Force {
 		if err := refuseExisting(dir, names); err != nil {
@@ -147,6 +166,9 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	res := Result{Dir: dir, PassphraseFromStdin: fromStdin}
 	for _, out := range outs {
 		path := filepath.Join(dir, out.name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return res, fmt.Errorf("create directory for %s: %w", out.name, err)
+		}
 		if err := certs.WriteFile(path, out.data, out.mode); err != nil {
 			return res, err
 		}
@@ -213,6 +235,23 @@ func withDefaults(o Options) (Options, error) {
 	if o.CAName == o.ServerName || o.CAName == o.ClientName || o.ServerName == o.ClientName {
 		return o, fmt.Errorf("CA, server and client file names must differ (got %q, %q, %q)", o.CAName, o.ServerName, o.ClientName)
 	}
+	if len(o.NATSNames) == 0 && o.Helm {
+		o.NATSNames = helmNATSNames
+	}
+	if len(o.NATSNames) == 0 {
+		o.NATSNames = []string{"localhost", "127.0.0.1"}
+	}
+	if o.NATSStoreDir == "" {
+		o.NATSStoreDir = DefaultNATSStoreDir
+	}
+	for _, d := range []struct{ name, v string }{{"--nats-conf-dir", o.NATSConfDir}, {"--nats-store-dir", o.NATSStoreDir}} {
+		if d.v != "" && !filepath.IsAbs(d.v) {
+			return o, fmt.Errorf("%s %q must be an absolute path (nats-server resolves relative ones from its working directory)", d.name, d.v)
+		}
+	}
+	if o.Helm && o.EncryptClientKey {
+		return o, errors.New("--helm and --encrypt-client-key: the chart mounts the sink's client key as a Secret and names no passphrase; drop --encrypt-client-key (the Secret protects the key)")
+	}
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
@@ -238,10 +277,15 @@ func fileNames(o Options) []string {
 		names = append(names, o.ClientName+".key.pass")
 	}
 	names = append(names, natsFileNames()...)
+	names = append(names, natsTLSFileNames(o)...)
 	if o.Forward {
 		names = append(names, SharedKeyFile)
 	}
-	return append(names, RoleFile, UserFile, FluentConfFile, TOMLFile)
+	names = append(names, RoleFile, UserFile, FluentConfFile, TOMLFile)
+	if o.Helm {
+		names = append(names, helmFileNames...)
+	}
+	return names
 }
 
 // refuseExisting fails naming every target that already exists.
@@ -317,14 +361,33 @@ func generate(ctx context.Context, o Options, dir string, serverPass []byte) ([]
 	} else {
 		outs = append(outs, output{o.ClientName + ".key", client.KeyPEM, 0o600})
 	}
-	natsOuts, err := natsCredentials()
+	natsOuts, users, err := natsCredentials()
 	if err != nil {
 		return nil, err
 	}
 	outs = append(outs, natsOuts...)
-	if o.Forward {
-		return appendForward(outs, o, p, serverPass)
+	tlsOuts, err := natsTLS(o, ca, base, users)
+	if err != nil {
+		return nil, err
 	}
+	outs = append(outs, tlsOuts...)
+	if o.Forward {
+		outs, err = appendForward(outs, o, p, serverPass)
+	} else {
+		outs, err = appendHTTP(outs, o, p, serverPass)
+	}
+	if err != nil || !o.Helm {
+		return outs, err
+	}
+	helm, err := helmOutputs(p, outs, users, ca, base)
+	if err != nil {
+		return nil, err
+	}
+	return append(outs, helm...), nil
+}
+
+// appendHTTP adds the files of the in_http configuration to outs.
+func appendHTTP(outs []output, o Options, p paths, serverPass []byte) ([]output, error) {
 	fluentConf, err := renderFluentConf(p, serverPass)
 	if err != nil {
 		return nil, err

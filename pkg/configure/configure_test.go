@@ -73,6 +73,7 @@ func TestRunWritesEveryFile(t *testing.T) {
 		"client.crt": 0o644, "client.key": 0o600,
 		RoleFile: 0o600, UserFile: 0o600, FluentConfFile: 0o600, TOMLFile: 0o600,
 		"nats-ingest.nk": 0o600, "nats-fluentd-sink.nk": 0o600, "nats-reader.nk": 0o600, "nats-users.toml": 0o600,
+		NATSServerCertFile: 0o644, NATSServerKeyFile: 0o600,
 	}
 	if len(res.Files) != len(want) {
 		t.Errorf("Result.Files has %d entries, want %d: %v", len(res.Files), len(want), res.Files)

@@ -33,23 +33,24 @@ func natsFileNames() []string {
 	return append(names, NATSUsersFile)
 }
 
-// natsCredentials makes a key per role and the users file naming them.
-func natsCredentials() ([]output, error) {
+// natsCredentials makes a key per role and the users file naming them,
+// and returns the users (their public keys) too.
+func natsCredentials() ([]output, []bus.User, error) {
 	var outs []output
 	var users []bus.User
 	for _, r := range bus.Roles {
 		seed, pub, err := bus.NewUserKey()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		outs = append(outs, output{NATSSeedFile(r), seed, 0o600})
 		users = append(users, bus.User{Role: r, NKey: pub})
 	}
 	data, err := bus.RenderUsers(users)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return append(outs, output{NATSUsersFile, data, 0o600}), nil
+	return append(outs, output{NATSUsersFile, data, 0o600}), users, nil
 }
 
 // natsTOMLKeys are the TOML keys that point at the credentials, by section.
@@ -97,7 +98,7 @@ func AddNATSCredentials(ctx context.Context, o Options) (Result, error) {
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
 	}
-	outs, err := natsCredentials()
+	outs, _, err := natsCredentials()
 	if err != nil {
 		return Result{}, err
 	}

@@ -194,19 +194,9 @@ addr = %[3]s
 identity = %[5]s
 
 [nats]
-# Empty: ingest runs an embedded NATS server, storing under "storage" and
-# listening on "listen". Set a server list (nats://a:4222,nats://b:4222) to
-# use a cluster instead.
-url = ""
-listen = %[6]s
-# The embedded server admits only the NKeys of this file, each with its
-# role's permissions (ingest, fluentd-sink, reader). Other readers connect
-# with nats-reader.nk: nats --nkey %[8]s ...
-users = %[7]s
-# audit-stream = "TELEPORT_AUDIT"
+%[6]s# audit-stream = "TELEPORT_AUDIT"
 # session-stream = "TELEPORT_SESSIONS"
 # state-bucket = "teleport_event_bus"
-# replicas = 1
 # JetStream drops a re-published event within this window (audit and session
 # streams). Short is enough: on a restart ingest reads the stream after its
 # saved positions and publishes only what is missing, so it stays exactly-once.
@@ -216,7 +206,7 @@ users = %[7]s
 # /metrics, /healthz and /readyz; "" turns them off.
 # metrics-addr = "127.0.0.1:9090"
 # NKey seed ingest (and ingest status) connects to NATS with.
-nats-nkey = %[9]s
+nats-nkey = %[7]s
 # max-in-flight = 256
 # page-size = 10000
 # lease-ttl = "10s"
@@ -229,15 +219,14 @@ nats-nkey = %[9]s
 # Each sink takes the first free port of the range (and logs it).
 # metrics-addr = "127.0.0.1:9091-9099"
 # NKey seed the sink connects to NATS with.
-nats-nkey = %[10]s
+nats-nkey = %[8]s
 # audit-consumer = "fluentd-sink-audit"
 # session-consumer = "fluentd-sink-sessions"
 # batch-size = 100
 # max-deliver = 10
 # ack-wait = "30s"
 `, tomlString(p.fluentdBase()+"/test.log"), tomlString(p.fluentdBase()+"/session"),
-		tomlString(p.o.TeleportAddr), RoleName, tomlString(p.identity()), tomlString(defaultNATSListen),
-		tomlString(p.file(NATSUsersFile)), p.file(NATSSeedFile(bus.RoleReader)),
+		tomlString(p.o.TeleportAddr), RoleName, tomlString(p.identity()), natsTOML(p),
 		tomlString(p.file(NATSSeedFile(bus.RoleIngest))), tomlString(p.file(NATSSeedFile(bus.RoleSink))))
 	if p.o.Lock {
 		b.WriteString(`
@@ -250,6 +239,37 @@ enabled = true
 `)
 	}
 	return b.Bytes()
+}
+
+// natsTOML is the [nats] section's start: the embedded server, or with
+// --nats-cluster the cluster's URLs, CA and replicas.
+func natsTOML(p paths) string {
+	if nodes := p.o.NATSCluster; len(nodes) > 0 {
+		return fmt.Sprintf(`# The NATS cluster of %[1]s (configure --nats-cluster): TLS on
+# every node, verified with this CA; each command logs in with its NKey.
+url = %[2]s
+ca = %[3]s
+# Streams and the state bucket on 3 nodes survive the loss of one (read by
+# ingest only).
+replicas = %[4]d
+`, filepath.Join(p.dir, NATSClusterDir), tomlString(clusterURLs(nodes)), tomlString(p.caCert()), min(3, len(nodes)))
+	}
+	return fmt.Sprintf(`# Empty: ingest runs an embedded NATS server, storing under "storage" and
+# listening on "listen". Set a server list (tls://a:4222,tls://b:4222) to
+# use a cluster instead (configure --nats-cluster writes one).
+url = ""
+listen = %[1]s
+# The embedded server admits only the NKeys of this file, each with its
+# role's permissions (ingest, fluentd-sink, reader). Other readers connect
+# with nats-reader.nk: nats --nkey %[3]s ...
+users = %[2]s
+# To serve other hosts (listen = "0.0.0.0:4222") the embedded server needs
+# TLS: set server-cert = %[4]s
+# and server-key = %[5]s (valid for configure's --nats-names), and
+# give every client ca = %[6]s.
+# replicas = 1
+`, tomlString(defaultNATSListen), tomlString(p.file(NATSUsersFile)), p.file(NATSSeedFile(bus.RoleReader)),
+		tomlString(p.file(NATSServerCertFile)), tomlString(p.file(NATSServerKeyFile)), tomlString(p.caCert()))
 }
 
 // defaultNATSListen is the embedded server's client address.

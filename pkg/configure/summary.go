@@ -58,6 +58,15 @@ sink use their own (%[8]s, %[9]s); other readers use %[10]s:
 `, filepath.Join(res.Dir, RoleFile), RoleName, p.identity(), identityTTL(o), filepath.Join(res.Dir, FluentConfFile), filepath.Join(res.Dir, TOMLFile),
 		filepath.Join(res.Dir, UserFile), NATSSeedFile(bus.RoleIngest), NATSSeedFile(bus.RoleSink), NATSSeedFile(bus.RoleReader), defaultNATSListen, p.file(NATSSeedFile(bus.RoleReader)), NATSUsersFile,
 		startDays, suggestedStart(time.Now()))
+	if o.Helm {
+		w.printf(`
+On Kubernetes instead of steps 3 and 4 (after step 2): create the Secrets
+from these files, then install the chart:
+       sh %[1]s
+       helm install teleport-event-bus deploy/helm/teleport-event-bus -n %[2]s -f %[3]s
+For a NATS cluster instead of the embedded server, %[4]s says how.
+`, p.file(SecretsScriptFile), HelmNamespace, p.file(HelmValuesFile), p.file(NATSChartValuesFile))
+	}
 	return w.err
 }
 

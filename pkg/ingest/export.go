@@ -129,7 +129,7 @@ func (x *exporter) exportChunkRetry(ctx context.Context, date time.Time, chunk s
 		if _, gerr := x.in.st.get(chunkKey(date, chunk), &after); gerr == nil && after.Cursor != cs.Cursor {
 			b.Reset()
 		}
-		d := b.Next()
+		d := retryDelay(&b, err)
 		lvl := zerolog.WarnLevel
 		if noRoom(err) {
 			lvl = zerolog.DebugLevel // the pause is logged once
@@ -146,6 +146,24 @@ func retryable(err error) bool {
 	return errors.Is(err, errBus) || teleport.IsTransient(err)
 }
 
+// busRetryMax caps the wait before retrying after NATS failed (a state
+// save, a publish or a scan that timed out): after a node loss the
+// cluster answers again once it has elected leaders, within seconds, and
+// a wait grown during the election would only add to the stall. A full
+// stream or store (noRoom) keeps the longer waits: it lasts until someone
+// makes room.
+const busRetryMax = 2 * time.Second
+
+// retryDelay is the wait before retrying after err: the backoff's next
+// delay, capped at busRetryMax for a bus failure other than no room.
+func retryDelay(b *backoff.Backoff, err error) time.Duration {
+	d := b.Next()
+	if errors.Is(err, errBus) && !noRoom(err) {
+		d = min(d, busRetryMax)
+	}
+	return d
+}
+
 // exportChunk publishes one chunk's events from its saved cursor, saving
 // the cursor as PubAcks arrive and marking the chunk done at its end.
 func (x *exporter) exportChunk(ctx context.Context, date time.Time, chunk string, cs chunkState) error {
@@ -160,17 +178,16 @@ func (x *exporter) exportChunk(ctx context.Context, date time.Time, chunk string
 	if err := saveFloor(ctx, in, key, &cs, &cs.Floor, tr); err != nil {
 		return err
 	}
-	var published atomic.Int64
 	commit := func(ctx context.Context, done bool) error {
-		cur, floor, moved, err := tr.position()
+		cur, floor, moved, events, err := tr.commitPoint()
 		if err != nil {
 			return err
 		}
+		cs.Events += events
 		if !moved && !done {
 			return nil
 		}
 		cs.Cursor, cs.Done, cs.Floor = cur, done, &floor
-		cs.Events += published.Swap(0)
 		return in.st.put(ctx, key, cs)
 	}
 	s := in.src.ExportUnstructuredEvents(ctx, &auditlogpb.ExportUnstructuredEventsRequest{
@@ -183,7 +200,7 @@ func (x *exporter) exportChunk(ctx context.Context, date time.Time, chunk string
 		if err := tr.failed(); err != nil {
 			return err
 		}
-		if err := handleAudit(ctx, in, item.Event, tr, item.Cursor, &published); err != nil {
+		if err := handleAudit(ctx, in, item.Event, tr, item.Cursor); err != nil {
 			return fmt.Errorf("export %s chunk %q: %w", date.Format(time.DateOnly), chunk, err)
 		}
 		if time.Since(last) >= commitEvery {

@@ -234,13 +234,14 @@ func lead(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bus.Bu
 	})
 	g.Go(func() error {
 		defer cancel()
-		return readWith(gctx, cfg, log, b, kv, m)
+		return readWith(gctx, cfg, log, b, kv, m, l.gate)
 	})
 	return g.Wait()
 }
 
-// readWith connects to Teleport and runs the readers over the bus.
-func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bus.Bus, kv jetstream.KeyValue, m *metrics) error {
+// readWith connects to Teleport and runs the readers over the bus; gate
+// is the lease's (see lease.gate), waited on before every publish.
+func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bus.Bus, kv jetstream.KeyValue, m *metrics, gate func(context.Context) error) error {
 	src, err := teleport.Connect(ctx, cfg.Teleport, log)
 	if err != nil {
 		return err
@@ -263,7 +264,7 @@ func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bu
 		return err
 	}
 	pub := bus.NewPublisher(b.JS, cfg.Ingest.MaxInFlight, bus.WithPublisherLog(log),
-		bus.WithTailCheck(streamOfSubject(b.Cfg), last), bus.WithPace(m.memory.pace()))
+		bus.WithTailCheck(streamOfSubject(b.Cfg), last), bus.WithAckTimeout(publishAckTimeout), bus.WithPace(m.memory.pace()))
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
@@ -277,7 +278,7 @@ func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bu
 	if err != nil {
 		return err
 	}
-	out := &outlet{pub: pub, limit: messageLimit(b), m: m, log: log, guard: g, skip: skip, storage: embeddedStorage(b),
+	out := &outlet{pub: pub, limit: messageLimit(b), m: m, log: log, guard: g, skip: skip, storage: embeddedStorage(b), gate: gate,
 		js: b.JS, audit: b.Cfg.AuditStream, sessions: b.Cfg.SessionStream}
 	in, err := newIngester(ctx, cfg, log, readerSource(cfg, src), st, out, m)
 	if err != nil {
@@ -304,6 +305,15 @@ func readWith(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bu
 // readerSource is what the readers read Teleport through: the client
 // itself. Tests replace it to shape the server's answers.
 var readerSource = func(_ *config.Config, c *teleport.Client) teleport.AuditLog { return c }
+
+// publishAckTimeout is how long ingest waits for a PubAck before
+// publishing again. The messages in flight when a stream's leader dies are
+// never answered: each second of this wait past the re-election (2-10 s)
+// is a second without publishing (the default 10 s made a loss of the
+// audit stream's leader stop publishing for 9 s beyond it). A retry is
+// cheap and safe (the tail check finds what did land), so a PubAck slower
+// than this on a loaded machine only costs a retry round.
+const publishAckTimeout = 3 * time.Second
 
 // lastSequences are the last sequences of the streams ingest publishes
 // to, before it publishes: the floor of its first messages (see
@@ -507,7 +517,7 @@ func (in *ingester) read(ctx context.Context) error {
 		case retryable(err):
 			in.m.readErrors.Inc()
 			in.checkIdentity()
-			d := b.Next()
+			d := retryDelay(&b, err)
 			lvl := zerolog.WarnLevel
 			if noRoom(err) {
 				lvl = zerolog.DebugLevel // the pause is logged once

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -38,6 +39,10 @@ type outlet struct {
 	skip *skipSet
 	// storage is the embedded server's directory, for the pause message.
 	storage string
+	// gate, when set, is waited on before every publish: the lease's,
+	// which holds publishing while the lease is not known to be this
+	// process's (lease.gate).
+	gate func(context.Context) error
 	// js reads the streams' tails (resumeSet); audit and sessions name
 	// the streams events go to. Unset in a dry run.
 	js              jetstream.JetStream
@@ -68,6 +73,9 @@ func (o *outlet) floorFunc(session bool) func() uint64 {
 	return func() uint64 { return o.pub.Floor(stream) }
 }
 
+// resumeWait bounds resumeSet's wait for its stream to answer.
+const resumeWait = 30 * time.Second
+
 // resumeSet is what a reader resuming from a saved position needs to
 // publish each event once, whatever the duplicate window: the ids of the
 // messages stored after floor (the saved position's, see tracker) in the
@@ -87,6 +95,15 @@ func (o *outlet) resumeSet(ctx context.Context, session bool, floor *uint64, pro
 	} else {
 		o.log.Info().Str("stream", stream).
 			Msg("a position saved by an older version has no floor: reading every message id of the stream once, to publish only what is missing")
+	}
+	// A retry after a node loss waits here until the stream has a leader
+	// again, asking often (a read sent during the election would wait the
+	// whole API timeout), for at most resumeWait before it fails the attempt.
+	wctx, cancel := context.WithTimeout(ctx, resumeWait)
+	err := bus.WaitStream(wctx, o.js, stream)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("%w: learn which events after the saved position are on the bus: %w", errBus, err)
 	}
 	seen := map[string]struct{}{}
 	n, err := bus.ScanTail(ctx, o.js, stream, after, func(id string, _ uint64) { seen[id] = struct{}{} })
@@ -118,6 +135,11 @@ func (o *outlet) send(ctx context.Context, e bus.Event, done func(error)) error 
 		o.count(fitted)
 		done(nil)
 		return nil
+	}
+	if o.gate != nil {
+		if err := o.gate(ctx); err != nil {
+			return err
+		}
 	}
 	err = o.pub.Publish(ctx, fitted, func(ack *jetstream.PubAck, err error) {
 		if err != nil {

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/logging/logtest"
+	"github.com/teleport-event-bus/teleport-event-bus/test/harness"
 	"github.com/teleport-event-bus/teleport-event-bus/test/teleportsim"
 )
 
@@ -112,6 +114,28 @@ func testRestartAfterCancel(t *testing.T, older bool) {
 	}
 	exactlyOnce(t, "audit stream", read(t, b.JS, b.Cfg.AuditStream), e.sim.AllEventIDs())
 	exactlyOnce(t, "session stream", read(t, b.JS, b.Cfg.SessionStream), sessionIDs(e.sim))
+	if !older {
+		statusCountsStream(t, e, b)
+	}
+}
+
+// statusCountsStream checks that `ingest status`'s per-date EVENTS add up
+// to the audit stream's count: the events a stopped attempt published but
+// saved no position for are counted by the attempt that finds them on the
+// bus.
+func statusCountsStream(t *testing.T, e *env, b *bus.Bus) {
+	t.Helper()
+	var out bytes.Buffer
+	if err := Status(context.Background(), e.cfg, &out); err != nil {
+		t.Fatalf("Status: %v", err)
+	}
+	sum, err := harness.DateEventsTotal(out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := count(b, b.Cfg.AuditStream); uint64(sum) != n {
+		t.Errorf("ingest status's EVENTS add up to %d, the audit stream holds %d:\n%s", sum, n, out.String())
+	}
 }
 
 func TestStandbyTakesOver(t *testing.T) {
@@ -204,6 +228,7 @@ func TestStandbyTakesOver(t *testing.T) {
 	}
 	exactlyOnce(t, "audit stream", read(t, b.JS, b.Cfg.AuditStream), e.sim.AllEventIDs())
 	exactlyOnce(t, "session stream", read(t, b.JS, b.Cfg.SessionStream), sessionIDs(e.sim))
+	statusCountsStream(t, e, b)
 }
 
 func TestTeleportFaultsLoseNothing(t *testing.T) {
@@ -346,6 +371,7 @@ func TestTeleportRestartMidBackfill(t *testing.T) {
 	}
 	exactlyOnce(t, "audit stream", read(t, b.JS, b.Cfg.AuditStream), e.sim.AllEventIDs())
 	exactlyOnce(t, "session stream", read(t, b.JS, b.Cfg.SessionStream), sessionIDs(e.sim))
+	statusCountsStream(t, e, b)
 }
 
 // TestCutStreamsDoNotGrowTheBackoff: a stream cut after progress is not a

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
@@ -22,7 +21,7 @@ type pageSource interface {
 
 // auditHandler filters and publishes one audit event at position pos (its
 // id), reporting the PubAck to tr; see handleAudit.
-type auditHandler func(ctx context.Context, e teleport.Event, tr *tracker[string], pos string, published *atomic.Int64) error
+type auditHandler func(ctx context.Context, e teleport.Event, tr *tracker[string], pos string) error
 
 // searcher reads the audit log with SearchUnstructuredEvents paging, the
 // path of servers without the bulk export API and of --cursor.
@@ -65,8 +64,8 @@ func newSearcher(in *ingester) (*searcher, error) {
 	}
 	return &searcher{
 		src: in.src,
-		handle: func(ctx context.Context, e teleport.Event, tr *tracker[string], pos string, published *atomic.Int64) error {
-			return handleAudit(ctx, in, e, tr, pos, published)
+		handle: func(ctx context.Context, e teleport.Event, tr *tracker[string], pos string) error {
+			return handleAudit(ctx, in, e, tr, pos)
 		},
 		pos:      pos,
 		prog:     in.prog,
@@ -236,7 +235,6 @@ func (s *searcher) publish(ctx context.Context, win window, live bool, pages <-c
 // the id of the last event of the page that is safely handled.
 func (s *searcher) publishPage(ctx context.Context, page []*auditlogpb.EventUnstructured, lastID string, seen map[string]struct{}) (string, uint64, error) {
 	tr := newTracker(lastID).withFloor(s.floorNow, seen)
-	var published atomic.Int64
 	for _, u := range page {
 		if err := tr.failed(); err != nil {
 			break
@@ -245,7 +243,7 @@ func (s *searcher) publishPage(ctx context.Context, page []*auditlogpb.EventUnst
 		if err != nil {
 			return "", 0, err
 		}
-		if err := s.handle(ctx, e, tr, u.GetId(), &published); err != nil {
+		if err := s.handle(ctx, e, tr, u.GetId()); err != nil {
 			return "", 0, err
 		}
 	}
@@ -273,7 +271,7 @@ func afterID(page []*auditlogpb.EventUnstructured, lastID string) []*auditlogpb.
 // handleAudit filters one audit event and publishes it, registering its
 // session recording first when it is a session.upload, so the recording
 // job is in the state before the event's position can be saved.
-func handleAudit[P any](ctx context.Context, in *ingester, u teleport.Event, tr *tracker[P], pos P, published *atomic.Int64) error {
+func handleAudit[P any](ctx context.Context, in *ingester, u teleport.Event, tr *tracker[P], pos P) error {
 	e := toEvent(u)
 	if !in.filter.keep(e.Type, e.Time) {
 		tr.skipped(pos)
@@ -287,14 +285,13 @@ func handleAudit[P any](ctx context.Context, in *ingester, u teleport.Event, tr 
 		}
 	}
 	if in.out.onBus(e) || tr.onBus(e.MsgID()) {
-		tr.skipped(pos)
+		tr.foundOnBus(pos)
 		return nil
 	}
 	done := tr.published(pos)
 	at := e.Time
 	return in.out.send(ctx, e, func(err error) {
 		if err == nil {
-			published.Add(1)
 			in.prog.event(at)
 		}
 		done(err)

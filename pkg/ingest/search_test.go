@@ -98,7 +98,7 @@ type published struct {
 	ack func(id string, done func(error))
 }
 
-func (p *published) handle(_ context.Context, e teleport.Event, tr *tracker[string], pos string, _ *atomic.Int64) error {
+func (p *published) handle(_ context.Context, e teleport.Event, tr *tracker[string], pos string) error {
 	done := tr.published(pos)
 	p.mu.Lock()
 	p.ids = append(p.ids, e.ID)

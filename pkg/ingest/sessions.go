@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -240,6 +241,9 @@ func (s *sessions) finish(ctx context.Context, j job, began time.Time, err error
 	j.next = ss.Next
 	// Several tries fit in the TTL however short it is configured.
 	b := min(missingRetry.Delay(uint64(j.attempt)+1), max(ttl/4, 100*time.Millisecond))
+	if errors.Is(err, errBus) && !noRoom(err) {
+		b = min(b, busRetryMax)
+	}
 	if missing || noRoom(err) {
 		log.Debug().Err(err).Dur("retry_in", b).Msg("session recording not available yet, or no room on the bus")
 	} else {
@@ -330,12 +334,12 @@ func (s *sessions) stream(ctx context.Context, sid string) error {
 	if err := saveFloor(ctx, in, key, &ss, &ss.Floor, tr); err != nil {
 		return err
 	}
-	var published atomic.Int64
 	commit := func(ctx context.Context, done bool) error {
-		next, floor, moved, err := tr.position()
+		next, floor, moved, events, err := tr.commitPoint()
 		if err != nil {
 			return err
 		}
+		ss.Events += events
 		if !moved && !done {
 			return nil
 		}
@@ -343,7 +347,6 @@ func (s *sessions) stream(ctx context.Context, sid string) error {
 		if done {
 			ss.Finished = time.Now().UTC()
 		}
-		ss.Events += published.Swap(0)
 		return in.st.put(ctx, key, ss)
 	}
 	last := time.Now()
@@ -375,7 +378,7 @@ func (s *sessions) stream(ctx context.Context, sid string) error {
 		if err := tr.failed(); err != nil {
 			return err
 		}
-		if err := s.publish(ctx, sid, ss.Next, u, tr, &published); err != nil {
+		if err := s.publish(ctx, sid, ss.Next, u, tr); err != nil {
 			return err
 		}
 		if time.Since(last) >= commitEvery {
@@ -392,7 +395,7 @@ func (s *sessions) stream(ctx context.Context, sid string) error {
 }
 
 // publish sends one recording event unless its type is skipped.
-func (s *sessions) publish(ctx context.Context, sid string, from int64, u *auditlogpb.EventUnstructured, tr *tracker[int64], published *atomic.Int64) error {
+func (s *sessions) publish(ctx context.Context, sid string, from int64, u *auditlogpb.EventUnstructured, tr *tracker[int64]) error {
 	idx := u.GetIndex()
 	if idx < from {
 		return nil // before the saved index: a server that ignored it
@@ -401,17 +404,15 @@ func (s *sessions) publish(ctx context.Context, sid string, from int64, u *audit
 	if err != nil {
 		return err
 	}
-	if slices.Contains(s.in.cfg.SkipSessionTypes, e.Type) || s.in.out.onBus(e) || tr.onBus(e.MsgID()) {
+	if slices.Contains(s.in.cfg.SkipSessionTypes, e.Type) {
 		tr.skipped(idx + 1)
 		return nil
 	}
-	done := tr.published(idx + 1)
-	return s.in.out.send(ctx, e, func(err error) {
-		if err == nil {
-			published.Add(1)
-		}
-		done(err)
-	})
+	if s.in.out.onBus(e) || tr.onBus(e.MsgID()) {
+		tr.foundOnBus(idx + 1)
+		return nil
+	}
+	return s.in.out.send(ctx, e, tr.published(idx+1))
 }
 
 // open starts reading a recording, through the structured call once the

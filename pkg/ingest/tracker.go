@@ -37,6 +37,16 @@ type tracker[P any] struct {
 	// seen holds the events after the start position that were on the
 	// bus when this attempt started (nil: none).
 	seen map[string]struct{}
+
+	// The events on the bus that the safe position covers, for the
+	// progress saved with it (what `ingest status` adds up): counts
+	// holds, per event published and not yet safe, 1 plus the events
+	// found on the bus just before it (onBus); found counts those after
+	// the newest published event; covered is what became safe since the
+	// last commitPoint.
+	counts  []int64
+	found   int64
+	covered int64
 }
 
 // newTracker starts at the position already saved.
@@ -66,6 +76,8 @@ func (t *tracker[P]) published(pos P) func(error) {
 	t.mu.Lock()
 	t.outstanding++
 	t.tail = pos
+	t.counts = append(t.counts, 1+t.found)
+	t.found = 0
 	if t.floorNow != nil {
 		t.floors = append(t.floors, t.floorNow())
 	}
@@ -109,9 +121,15 @@ func (t *tracker[P]) acked(pos P, err error) {
 	if len(t.floors) > 0 {
 		t.floors = t.floors[1:]
 	}
+	if len(t.counts) > 0 {
+		t.covered += t.counts[0]
+		t.counts = t.counts[1:]
+	}
 	t.safe, t.dirty = pos, true
 	if t.outstanding == 0 {
 		t.safe = t.tail
+		t.covered += t.found
+		t.found = 0
 	}
 }
 
@@ -123,6 +141,37 @@ func (t *tracker[P]) skipped(pos P) {
 	if t.outstanding == 0 && t.err == nil {
 		t.safe, t.dirty = pos, true
 	}
+}
+
+// foundOnBus records an event at pos that is not published because it is
+// on the bus already (an earlier attempt, or the run before a recovery,
+// published it): like skipped, but it counts as an event on the bus once
+// the safe position covers it.
+func (t *tracker[P]) foundOnBus(pos P) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.tail = pos
+	if t.outstanding == 0 && t.err == nil {
+		t.safe, t.dirty = pos, true
+		t.covered++
+		return
+	}
+	t.found++
+}
+
+// commitPoint is position with, in events, how many events on the bus
+// (published, or found there) the safe position covers that no earlier
+// commitPoint returned: the progress to add to what is saved with the
+// position. An attempt that fails after a commitPoint whose save failed
+// loses nothing: the next attempt starts from the saved position and finds
+// those events on the bus.
+func (t *tracker[P]) commitPoint() (pos P, floor uint64, moved bool, events int64, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	d := t.dirty
+	t.dirty = false
+	events, t.covered = t.covered, 0
+	return t.safe, t.floorLocked(), d, events, t.err
 }
 
 // position returns the safe position, its floor, whether it moved since

@@ -109,7 +109,11 @@ func ConsumerConfig(src Source, sc config.SinkConfig) jetstream.ConsumerConfig {
 // the existing consumer (another filter on a consumer other sinks use, for
 // instance) is an error naming the consumer and the stream.
 func OpenConsumer(ctx context.Context, js jetstream.JetStream, src Source, sc config.SinkConfig) (jetstream.Consumer, error) {
-	c, err := js.CreateOrUpdateConsumer(ctx, src.Stream, ConsumerConfig(src, sc))
+	return openConsumer(ctx, js, src, ConsumerConfig(src, sc))
+}
+
+func openConsumer(ctx context.Context, js jetstream.JetStream, src Source, cc jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	c, err := js.CreateOrUpdateConsumer(ctx, src.Stream, cc)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return nil, fmt.Errorf("consumer %q: stream %q does not exist (start ingest first, or check nats.*-stream): %w", src.Consumer, src.Stream, err)
@@ -251,6 +255,9 @@ func pull(ctx, hard context.Context, c jetstream.Consumer, src Source, buffer in
 			paused = false
 		default:
 		}
+	}
+	if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return false, fmt.Errorf("%w: %w", &ConsumerDeletedError{Consumer: src.Consumer, Stream: src.Stream}, err)
 	}
 	if err != nil {
 		return false, fmt.Errorf("pull from consumer %q on stream %q: %w", src.Consumer, src.Stream, err)

@@ -166,13 +166,16 @@ type Sink struct {
 	// URLs; tagsErr says why there are none.
 	tags    *fluentd.Tags
 	tagsErr error
+	// marks records each durable consumer in the state bucket.
+	marks *marks
 }
 
 // New builds a Sink reading through js (nc is its connection, for
 // readiness and the final flush) and sending with send, which may be nil
 // for a dry run.
 func New(js jetstream.JetStream, nc *nats.Conn, send Sender, cfg *config.Config, log zerolog.Logger, opts ...Option) *Sink {
-	s := &Sink{js: js, nc: nc, send: send, cfg: cfg, sc: withDefaults(cfg.Sink), log: log, backoff: DefaultBackoff}
+	s := &Sink{js: js, nc: nc, send: send, cfg: cfg, sc: withDefaults(cfg.Sink), log: log, backoff: DefaultBackoff,
+		marks: newMarks(js, bus.WithDefaults(cfg.NATS).StateBucket)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -429,7 +432,7 @@ func (s *Sink) openConsumer(ctx context.Context, src Source) (jetstream.Consumer
 		if s.cfg.DryRun {
 			c, err = OpenOrdered(ctx, s.js, src)
 		} else {
-			c, err = OpenConsumer(ctx, s.js, src, s.sc)
+			c, err = s.openDurable(ctx, src)
 		}
 		if err == nil || ctx.Err() != nil || !bus.Unavailable(err) {
 			return c, err
@@ -579,6 +582,9 @@ func (s *Sink) readPending(ctx context.Context, consumers []consumer, cu *bus.Ca
 			}
 			busy = true
 			continue
+		}
+		if !s.cfg.DryRun && s.marks.due(c.src.Consumer, info.AckFloor.Stream) {
+			s.recordFloor(ctx, c.src, info)
 		}
 		n := info.NumPending + uint64(info.NumAckPending)
 		s.metrics.ConsumerPending.WithLabelValues(c.src.Stream).Set(float64(n))

@@ -27,6 +27,23 @@
 // The quickest run is the default backfill alone: BENCH_BUDGET_OFF=0
 // BENCH_EXTERNAL=0 BENCH_SERIAL_EVENTS=0 BENCH_LIVE_FOR=0.
 //
+// BenchmarkCluster is `make bench-cluster`: the backfill against the
+// 3-node cluster of deploy/nats (three nats-server processes, R3), ingest
+// and several sinks, with one node killed once a third of the events are
+// on the bus. It prints, per run: events/s, NATS's re-election time, the
+// longest pause in publishing from the kill on (and by how much it exceeds
+// the re-election), every process's peak RSS, missing and duplicated
+// events and `ingest status`'s total against the stream (both must match,
+// or the benchmark fails). Its knobs:
+//
+//	BENCH_CLUSTER_EVENTS  audit events of each run (default 300000)
+//	BENCH_CLUSTER_KILL    which node each run kills, comma-separated: state-leader (the
+//	                      state bucket's leader, the default), audit-leader, ingest-node
+//	                      (the node ingest is connected to), none, or all (one run each)
+//	BENCH_CLUSTER_SINKS   fluentd-sinks sharing the durable consumer (default 3)
+//
+// BENCH_INGEST_FLAGS and BENCH_DIR apply to it as well.
+//
 // The package has benchmarks only: `go test` without -bench runs nothing
 // here and builds nothing.
 package bench

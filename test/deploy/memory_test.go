@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 )
 
@@ -69,6 +71,47 @@ func kubeBytes(s string) (int64, error) {
 	return n * mult, nil
 }
 
+// chartValues is the chart's values file, relative to the repository.
+const chartValues = "deploy/helm/teleport-event-bus/values.yaml"
+
+// containerResources are the memory quantities of one component's values.
+type containerResources struct {
+	Requests struct {
+		Memory string `yaml:"memory"`
+	} `yaml:"requests"`
+	Limits struct {
+		Memory string `yaml:"memory"`
+	} `yaml:"limits"`
+}
+
+// chartResources are ingest.resources and sink.resources of the chart's
+// default values, by component.
+func chartResources(t *testing.T) map[string]containerResources {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(repoRoot(t), chartValues))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type component struct {
+		Resources *containerResources `yaml:"resources"`
+	}
+	var v struct {
+		Ingest component `yaml:"ingest"`
+		Sink   component `yaml:"sink"`
+	}
+	if err := yaml.Unmarshal(data, &v); err != nil {
+		t.Fatalf("%s: %v", chartValues, err)
+	}
+	out := map[string]containerResources{}
+	for name, c := range map[string]component{"ingest": v.Ingest, "sink": v.Sink} {
+		if c.Resources == nil {
+			t.Fatalf("%s: no %s.resources", chartValues, name)
+		}
+		out[name] = *c.Resources
+	}
+	return out
+}
+
 // mib formats whole MiB as the docs write a budget ("384 MiB").
 func mib(n int64) string { return fmt.Sprintf("%d MiB", n>>20) }
 
@@ -80,7 +123,7 @@ var minBudget = regexp.MustCompile(`The smallest budget is ([0-9]+) MiB`)
 var sinkPeak = regexp.MustCompile("`fluentd-sink` peaked at ([0-9]+) MB")
 
 // TestMemoryLimits checks the memory limits of the systemd units and the
-// Kubernetes manifests against each other and against what
+// Helm chart's defaults (test/helm checks the pods carry them) against each other and against what
 // docs/deployment.md says of them: ingest's limit, the budget "auto" makes
 // of it, MemoryHigh between the two, the requests, and a sink limit above
 // the sink's measured peak.
@@ -128,40 +171,32 @@ func TestMemoryLimits(t *testing.T) {
 		t.Errorf("%s: the comment does not give the auto budget of its MemoryMax as %q", ingestUnit, mib(budget)+" here")
 	}
 
-	resources := map[string]map[string]int64{} // workload → "limit"/"request" → bytes
-	for _, m := range loadManifests(t) {
-		if m.Kind != "Deployment" {
-			continue
-		}
-		for _, c := range m.Spec.Template.Spec.Containers {
-			if c.Name != m.Metadata.Name {
-				continue
+	resources := map[string]map[string]int64{} // component → "limit"/"request" → bytes
+	for name, r := range chartResources(t) {
+		got := map[string]int64{}
+		for kind, q := range map[string]string{"limit": r.Limits.Memory, "request": r.Requests.Memory} {
+			if got[kind], err = kubeBytes(q); err != nil {
+				t.Fatalf("%s: %s.resources: memory %s: %v", chartValues, name, kind, err)
 			}
-			r := map[string]int64{}
-			for kind, q := range map[string]string{"limit": c.Resources.Limits["memory"], "request": c.Resources.Requests["memory"]} {
-				if r[kind], err = kubeBytes(q); err != nil {
-					t.Fatalf("%s: container %s: %s: %v", m.File, c.Name, kind, err)
-				}
-				says(c.Name+"'s memory "+kind, "`"+q+"`")
-			}
-			resources[c.Name] = r
+			says(name+"'s memory "+kind, "`"+q+"`")
 		}
+		resources[name] = got
 	}
-	ingest, sink := resources["ingest"], resources["fluentd-sink"]
+	ingest, sink := resources["ingest"], resources["sink"]
 	if ingest == nil || sink == nil {
-		t.Fatalf("memory resources of the ingest and fluentd-sink containers: got %v", resources)
+		t.Fatalf("memory resources of ingest and sink in %s: got %v", chartValues, resources)
 	}
 	if ingest["limit"] != ingestMax {
-		t.Errorf("the ingest container's limit is %s, the systemd unit's MemoryMax=%s: the measurements give one size", mib(ingest["limit"]), rawMax)
+		t.Errorf("the chart's ingest limit is %s, the systemd unit's MemoryMax=%s: the measurements give one size", mib(ingest["limit"]), rawMax)
 	}
 	if ingest["request"] != autoBudget(ingest["limit"]) {
-		t.Errorf("the ingest container requests %s; the docs say it requests its auto budget, %s", mib(ingest["request"]), mib(autoBudget(ingest["limit"])))
+		t.Errorf("the chart's ingest requests %s; the docs say it requests its auto budget, %s", mib(ingest["request"]), mib(autoBudget(ingest["limit"])))
 	}
 	if sink["limit"] != sinkMax {
-		t.Errorf("the fluentd-sink container's limit is %s, the systemd unit's MemoryMax=%s", mib(sink["limit"]), rawSinkMax)
+		t.Errorf("the chart's sink limit is %s, the systemd unit's MemoryMax=%s", mib(sink["limit"]), rawSinkMax)
 	}
 	if sink["request"] > sink["limit"] {
-		t.Errorf("the fluentd-sink container requests %s, over its limit %s", mib(sink["request"]), mib(sink["limit"]))
+		t.Errorf("the chart's sink requests %s, over its limit %s", mib(sink["request"]), mib(sink["limit"]))
 	}
 
 	m := minBudget.FindSubmatch(doc)
@@ -177,7 +212,7 @@ func TestMemoryLimits(t *testing.T) {
 		t.Errorf("docs/deployment.md gives the smallest budget as %s, ingest refuses below %s (config.MinMemoryBudget)", mib(least), mib(config.MinMemoryBudget))
 	}
 	says("the budget auto takes without a cgroup limit", mib(config.DefaultMemoryBudget)+" when no limit applies")
-	for where, limit := range map[string]int64{ingestUnit + " MemoryMax": ingestMax, "the ingest container's limit": ingest["limit"]} {
+	for where, limit := range map[string]int64{ingestUnit + " MemoryMax": ingestMax, "the chart's ingest limit": ingest["limit"]} {
 		if autoBudget(limit) < least {
 			t.Errorf("%s: auto makes a budget of %s of it, below the smallest budget, %s: ingest would refuse to start", where, mib(autoBudget(limit)), mib(least))
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -94,9 +95,9 @@ func isPermissionDenied(err error, logs *logtest.Buffer) bool {
 	return strings.Contains(strings.ToLower(logs.String()), "permissions violation")
 }
 
-// TestNATSClusterRoles starts the 3-node cluster of deploy/nats (TLS on
-// client and route connections, the users of accounts.conf) as real
-// processes and checks what each role may do, then that publishing goes on
+// TestNATSClusterRoles starts the 3-node cluster configure --nats-cluster
+// writes (the generator of deploy/nats: TLS on client and route
+// connections, the NKey users of accounts.conf) as real processes and checks what each role may do, then that publishing goes on
 // with one node killed.
 func TestNATSClusterRoles(t *testing.T) {
 	ctx, cluster := startCluster(t, 240*time.Second)
@@ -257,12 +258,20 @@ func TestNATSClusterRoles(t *testing.T) {
 		Sink:   cfg.Sink,
 	})
 
-	// No user, and a wrong password: refused.
+	// No user, and an NKey the cluster does not know: refused.
+	stranger, _, err := bus.NewUserKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	strangerFile := filepath.Join(t.TempDir(), "stranger.nk")
+	if err := os.WriteFile(strangerFile, stranger, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for name, nc := range map[string]config.NATSConfig{
 		"no user": cluster.NATSConfig(""),
-		"wrong password": func() config.NATSConfig {
+		"unknown nkey": func() config.NATSConfig {
 			c := cluster.NATSConfig(harness.NATSUserIngest)
-			c.Password = "nope"
+			c.NKey = strangerFile
 			return c
 		}(),
 	} {
@@ -377,7 +386,7 @@ func consumeAndAck(ctx context.Context, t *testing.T, c jetstream.Consumer, n in
 }
 
 // TestNATSClusterIngestUser runs the real ingest pipeline, logged in as the
-// ingest user of deploy/nats/accounts.conf, against the cluster and a
+// ingest user of the cluster's accounts.conf, against the cluster and a
 // Teleport test server: every NATS operation it needs (streams, the state
 // bucket, the lease, export and session progress) must be allowed.
 func TestNATSClusterIngestUser(t *testing.T) {
@@ -428,7 +437,7 @@ func TestNATSClusterIngestUser(t *testing.T) {
 	}
 }
 
-// startCluster builds the module's nats-server and starts the deploy/nats
+// startCluster builds the module's nats-server and starts configure's
 // cluster with it, stopped at the end of the test; the context ends after
 // timeout.
 func startCluster(t *testing.T, timeout time.Duration) (context.Context, *harness.NATSCluster) {

@@ -149,7 +149,7 @@ func TestClosedBusCredentialErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkExactError(t, res, exitRuntime, fmt.Sprintf(`fluentd-sink: error: connect to NATS at %s: NATS refused the credentials of nkey seed file %q (its public key is not in the server's users file: use the seed file configure wrote for this command's role, or run configure --nats-credentials <dir> --force and restart ingest): nats: Authorization Violation`,
+	checkExactError(t, res, exitRuntime, fmt.Sprintf(`fluentd-sink: error: connect to NATS at %s: NATS refused the credentials of nkey seed file %q (the server does not know its public key: use the seed file configure wrote for this command's role, and give the server the users of that same configure run: nats-users.toml for ingest's embedded server, nats-cluster/accounts.conf for a cluster): nats: Authorization Violation`,
 		url, strangerFile))
 	if strings.Contains(res.stderr, strings.TrimSpace(string(stranger))) {
 		t.Error("the sink's output shows the seed")

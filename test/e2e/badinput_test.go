@@ -221,7 +221,9 @@ func TestBadInput(t *testing.T) {
 	}
 	// sink flags that reach NATS (the token server) and a Fluentd URL.
 	sink := func(extra ...string) []string {
-		return withFlags([]string{"--config", p.Config, "--nats-url", natsURL, "--nats-token", token, "--sink-metrics-addr", "127.0.0.1:0",
+		// The token server takes no NKeys: the TOML's own key is emptied
+		// (a command logs in one way).
+		return withFlags([]string{"--config", p.Config, "--nats-url", natsURL, "--sink-nats-nkey", "", "--nats-token", token, "--sink-metrics-addr", "127.0.0.1:0",
 			"--fluentd-url", "https://127.0.0.1:8888/test.log", "--fluentd-session-url", "https://127.0.0.1:8888/session"}, extra...)
 	}
 
@@ -297,7 +299,7 @@ func TestBadInput(t *testing.T) {
 			code: exitUsage, words: []string{"--teleport-addr", "99999"}},
 		{name: "ingest/NATS unreachable", bin: "ingest", args: ingest("--nats-url", fmt.Sprintf("nats://127.0.0.1:%d", closed)),
 			code: exitRuntime, words: []string{"connect to NATS", fmt.Sprintf("nats://127.0.0.1:%d", closed)}},
-		{name: "ingest/NATS auth refused", bin: "ingest", args: ingest("--nats-url", natsURL, "--nats-token", "wrong-token"),
+		{name: "ingest/NATS auth refused", bin: "ingest", args: ingest("--nats-url", natsURL, "--ingest-nats-nkey", "", "--nats-token", "wrong-token"),
 			code: exitRuntime, words: []string{natsURL, "refused the credentials"},
 			check: func(t *testing.T, r cliResult) {
 				if strings.Contains(r.stderr, "wrong-token") {
@@ -423,7 +425,7 @@ func testSinkWrongFluentdCA(ctx context.Context, t *testing.T, p *harness.Pipeli
 	}
 
 	sink, err := harness.Start(ctx, harness.Spec{Name: "sink-wrong-ca", Bin: filepath.Join(binDir, "fluentd-sink"), LogDir: p.LogDir,
-		Args: []string{"--config", p.Config, "--nats-url", natsURL, "--nats-token", token,
+		Args: []string{"--config", p.Config, "--nats-url", natsURL, "--sink-nats-nkey", "", "--nats-token", token,
 			"--fluentd-url", p.FluentdURL + "/test.log", "--fluentd-session-url", p.FluentdURL + "/session",
 			"--fluentd-ca", wrongCA, "--sink-shutdown-timeout", "2s", "--sink-metrics-addr", "127.0.0.1:0"}})
 	if err != nil {

@@ -111,7 +111,7 @@ func TestSecurityNATSAuthRequired(t *testing.T) {
 	}
 	const token = "nats-token-7f3a9c1e"
 	// The token form, for an installation without a users file.
-	ing, err := p.StartIngest(ctx, "ingest", "--nats-users", "", "--nats-token", token)
+	ing, err := p.StartIngest(ctx, "ingest", "--nats-users", "", "--ingest-nats-nkey", "", "--nats-token", token)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +236,7 @@ func TestSecurityNoSecretsInLogs(t *testing.T) {
 	if err := p.StartFluentd(ctx); err != nil {
 		t.Fatal(err)
 	}
-	ing, err := p.StartIngest(ctx, "ingest", "--debug", "--nats-users", "", "--nats-token", token, "--start-time", from.Format(time.RFC3339))
+	ing, err := p.StartIngest(ctx, "ingest", "--debug", "--nats-users", "", "--ingest-nats-nkey", "", "--nats-token", token, "--start-time", from.Format(time.RFC3339))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +245,7 @@ func TestSecurityNoSecretsInLogs(t *testing.T) {
 	}
 	// The sink reads client.key's passphrase from the file configure named
 	// in the TOML (key-passphrase-file).
-	if _, err := p.StartSink(ctx, "fluentd-sink", "--debug", "--nats-token", token); err != nil {
+	if _, err := p.StartSink(ctx, "fluentd-sink", "--debug", "--sink-nats-nkey", "", "--nats-token", token); err != nil {
 		t.Fatal(err)
 	}
 	ids, err := p.TeleportIDs(ctx)

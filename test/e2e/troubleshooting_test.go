@@ -101,10 +101,12 @@ var troubleshootingCases = []troubleshootingCase{
 	{msgs: []string{"(is another process using it? [nats] listen sets the address)"}, bin: "ingest", code: exitRuntime,
 		args: func(s *tsSetup) []string { return s.ingest("--nats-listen", s.busy) }},
 	{msgs: []string{"NATS refused the credentials"}, bin: "ingest", code: exitRuntime,
-		args: func(s *tsSetup) []string { return s.ingest("--nats-url", s.natsURL, "--nats-token", "wrong-token") }},
+		args: func(s *tsSetup) []string {
+			return s.ingest("--nats-url", s.natsURL, "--ingest-nats-nkey", "", "--nats-token", "wrong-token")
+		}},
 	{msgs: []string{"does not exist (start ingest first, or check nats.*-stream)"}, bin: "fluentd-sink", code: exitRuntime,
 		args: func(s *tsSetup) []string { // a dry run creates no stream
-			return s.sink("--nats-url", s.natsURL, "--nats-token", s.token, "--dry-run",
+			return s.sink("--nats-url", s.natsURL, "--sink-nats-nkey", "", "--nats-token", s.token, "--dry-run",
 				"--nats-audit-stream", "NOT_CREATED", "--nats-session-stream", "NOT_CREATED_EITHER")
 		}},
 	{msgs: []string{"Fluentd refused our client certificate (client_cert_auth)"}, bin: "fluentd-sink", code: running,
@@ -151,7 +153,7 @@ var troubleshootingCases = []troubleshootingCase{
 		}},
 	{msgs: []string{"remove or rename the stream, or choose another name in [nats]"}, bin: "ingest", code: exitRuntime,
 		args: func(s *tsSetup) []string {
-			return s.ingest("--nats-url", s.natsURL, "--nats-token", s.token, "--nats-audit-stream", s.foreignStream)
+			return s.ingest("--nats-url", s.natsURL, "--ingest-nats-nkey", "", "--nats-token", s.token, "--nats-audit-stream", s.foreignStream)
 		}},
 	{msgs: []string{"another process serves there: set [ingest] metrics-addr, --ingest-metrics-addr or FDFWD_INGEST_METRICS_ADDR"},
 		bin: "ingest", code: exitRuntime,
@@ -172,7 +174,7 @@ var troubleshootingCases = []troubleshootingCase{
 		args: func(s *tsSetup) []string {
 			return s.ingest("--nats-users", filepath.Join(s.p.Dir, "no-such-users.toml"))
 		}},
-	{msgs: []string{"NATS refused the credentials", "of nkey seed file", "its public key is not in the server's users file"},
+	{msgs: []string{"NATS refused the credentials", "of nkey seed file", "the server does not know its public key"},
 		bin: "fluentd-sink", code: exitRuntime,
 		args: func(s *tsSetup) []string { // another installation's key, against the running ingest's server
 			seed, _, err := bus.NewUserKey()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -87,42 +86,13 @@ func (i *Inspector) stream(ctx context.Context, name, subjects string) (*jetstre
 	return s.Info(ctx, opts...)
 }
 
-// MsgIDs reads every message of a stream with an ordered consumer and
-// counts each Nats-Msg-Id: an id counted twice is a duplicate in the stream.
+// MsgIDs reads every message of a stream (ReadHeaders) and counts each
+// Nats-Msg-Id: an id counted twice is a duplicate in the stream.
 func (i *Inspector) MsgIDs(ctx context.Context, stream string) (map[string]int, error) {
-	s, err := i.js.Stream(ctx, stream)
-	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", stream, err)
-	}
-	info, err := s.Info(ctx)
+	ids := make(map[string]int)
+	err := i.ReadHeaders(ctx, stream, func(h nats.Header, _ *jetstream.MsgMetadata) { ids[h.Get(bus.HeaderMsgID)]++ })
 	if err != nil {
 		return nil, err
-	}
-	ids := make(map[string]int, info.State.Msgs)
-	if info.State.Msgs == 0 {
-		return ids, nil
-	}
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		return nil, err
-	}
-	for read := uint64(0); read < info.State.Msgs; {
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return nil, err
-		}
-		n := 0
-		for m := range batch.Messages() {
-			ids[m.Headers().Get(bus.HeaderMsgID)]++
-			n++
-		}
-		if err := batch.Error(); err != nil {
-			return nil, err
-		}
-		if n == 0 {
-			return nil, fmt.Errorf("stream %s: read %d of %d messages, then nothing more", stream, read, info.State.Msgs)
-		}
-		read += uint64(n)
 	}
 	return ids, nil
 }

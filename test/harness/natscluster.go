@@ -2,59 +2,47 @@ package harness
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/certs"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/configure"
 )
 
-// The users of deploy/nats/accounts.conf, named after their roles.
+// The users of the cluster's accounts.conf, named after their roles.
 const (
 	NATSUserIngest = string(bus.RoleIngest)
 	NATSUserSink   = string(bus.RoleSink)
 	NATSUserReader = string(bus.RoleReader)
 )
 
-// natsPasswordEnv is the environment variable accounts.conf reads each
-// user's password from.
-var natsPasswordEnv = map[string]string{
-	NATSUserIngest: "NATS_INGEST_PASSWORD",
-	NATSUserSink:   "NATS_SINK_PASSWORD",
-	NATSUserReader: "NATS_READER_PASSWORD",
-}
-
-// natsConfFiles are the files of deploy/nats, copied together because the
-// node files include the others by relative path.
-var natsConfFiles = []string{"node-1.conf", "node-2.conf", "node-3.conf", "tls.conf", "route-tls.conf", "accounts.conf"}
-
-// NATSCluster is the 3-node JetStream cluster of deploy/nats, rendered for
-// this machine (127.0.0.1, free ports, files under Dir) and run as separate
-// nats-server processes.
+// NATSCluster is a 3-node JetStream cluster as `configure --nats-cluster`
+// writes it (the generator of deploy/nats), for this machine (127.0.0.1,
+// free ports, files under Dir), run as separate nats-server processes.
 type NATSCluster struct {
-	// Dir holds the rendered configuration (conf/), the certificates
-	// (tls/), each node's JetStream store (node-N/) and the logs (logs/).
+	// Dir holds configure's output (conf/, the cluster's files in
+	// conf/nats-cluster), each node's JetStream store (store/<node>) and
+	// the logs (logs/).
 	Dir string
-	// CA, ClientCert and ClientKey are what a client presents: the cluster
-	// requires a client certificate signed by CA.
+	// CA verifies the nodes' certificates; ClientCert and ClientKey are a
+	// client certificate of the same CA (the nodes ask for none).
 	CA, ClientCert, ClientKey string
-	// Passwords of the users of accounts.conf, by user name.
-	Passwords map[string]string
-	Nodes     []*NATSNode
+	// Seeds are the NKey seed files of the users of accounts.conf, by
+	// user (role) name.
+	Seeds map[string]string
+	Nodes []*NATSNode
 
 	bin string
-	env []string
 }
 
 // NATSNode is one server of a NATSCluster.
@@ -69,81 +57,88 @@ type NATSNode struct {
 	Proc *Proc
 }
 
-// RenderNATSCluster copies deploy/nats into dir/conf with the deployment's
-// host names, ports and /etc/nats, /var/lib/nats paths replaced by
-// 127.0.0.1, free ports and directories under dir, and writes the
-// certificates the configuration names (a CA, one server certificate for
-// every node, a client certificate). The committed files are the template:
-// a replaced line that is no longer in them is an error, so the test
-// follows the files operators install. Nothing is started.
+// RenderNATSCluster runs configure (the library behind the command) into
+// dir/conf with --nats-cluster nats-1=127.0.0.1:P1,… on free ports, the
+// stores under dir/store: the files a user gets, used unchanged. Nothing
+// is started.
 func RenderNATSCluster(dir string) (*NATSCluster, error) {
-	root, err := RepoRoot()
+	nodes, err := ClusterNodeArgs(3)
 	if err != nil {
 		return nil, err
 	}
-	c := &NATSCluster{Dir: dir, Passwords: map[string]string{}}
-	for _, d := range []string{"conf", "tls", "logs"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return nil, fmt.Errorf("render NATS cluster: %w", err)
-		}
-	}
-	if err := c.writeCerts(); err != nil {
-		return nil, err
-	}
-	ports, err := freePorts(9)
+	parsed, err := configure.ParseClusterNodes(nodes)
 	if err != nil {
 		return nil, err
 	}
-	client, route, monitor := ports[0:3], ports[3:6], ports[6:9]
-	shared := []string{
-		"/etc/nats/tls/", filepath.Join(dir, "tls") + "/",
+	conf := filepath.Join(dir, "conf")
+	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
+		return nil, fmt.Errorf("render NATS cluster: %w", err)
 	}
-	for _, name := range natsConfFiles {
-		data, err := os.ReadFile(filepath.Join(root, "deploy", "nats", name))
-		if err != nil {
-			return nil, fmt.Errorf("render NATS cluster: %w", err)
-		}
-		repl := shared
-		if n, ok := nodeNumber(name); ok {
-			repl = append(repl,
-				"listen: 0.0.0.0:4222", "listen: 127.0.0.1:"+strconv.Itoa(client[n-1]),
-				"listen: 0.0.0.0:6222", "listen: 127.0.0.1:"+strconv.Itoa(route[n-1]),
-				"http: 127.0.0.1:8222", "http: 127.0.0.1:"+strconv.Itoa(monitor[n-1]),
-				"/var/lib/nats/jetstream", filepath.Join(dir, fmt.Sprintf("node-%d", n), "jetstream"),
-				"max_file_store: 50G", "max_file_store: 1G",
-			)
-			for k := 1; k <= 3; k++ {
-				if k != n {
-					repl = append(repl, fmt.Sprintf("nats-route://nats-%d:6222", k), "nats-route://127.0.0.1:"+strconv.Itoa(route[k-1]))
-				}
-			}
-			c.Nodes = append(c.Nodes, &NATSNode{
-				Name:       fmt.Sprintf("nats-%d", n),
-				ClientURL:  "tls://127.0.0.1:" + strconv.Itoa(client[n-1]),
-				MonitorURL: "http://127.0.0.1:" + strconv.Itoa(monitor[n-1]),
-				ConfPath:   filepath.Join(dir, "conf", name),
-			})
-		}
-		out, err := replaceAll(string(data), repl)
-		if err != nil {
-			return nil, fmt.Errorf("render deploy/nats/%s: %w", name, err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "conf", name), []byte(out), 0o600); err != nil {
-			return nil, fmt.Errorf("render NATS cluster: %w", err)
-		}
+	if _, err := configure.Run(context.Background(), configure.Options{
+		OutDir: conf, KeyType: certs.KeyECDSA, TTL: 24 * time.Hour,
+		NATSCluster: parsed, NATSStoreDir: filepath.Join(dir, "store"),
+	}); err != nil {
+		return nil, fmt.Errorf("render NATS cluster: configure: %w", err)
 	}
-	for user, env := range natsPasswordEnv {
-		pw, err := randomHex(16)
+	return ClusterFromConfigure(dir, conf, parsed), nil
+}
+
+// ClusterFromConfigure describes the cluster configure wrote into conf
+// (its <out-dir>) for nodes, with logs under dir/logs.
+func ClusterFromConfigure(dir, conf string, nodes []bus.ClusterNode) *NATSCluster {
+	c := &NATSCluster{
+		Dir: dir, CA: filepath.Join(conf, "ca.crt"),
+		ClientCert: filepath.Join(conf, "client.crt"), ClientKey: filepath.Join(conf, "client.key"),
+		Seeds: map[string]string{},
+	}
+	for _, r := range bus.Roles {
+		c.Seeds[string(r)] = filepath.Join(conf, configure.NATSSeedFile(r))
+	}
+	for _, n := range nodes {
+		c.Nodes = append(c.Nodes, &NATSNode{
+			Name: n.Name, ClientURL: n.ClientURL(), MonitorURL: n.MonitorURL(),
+			ConfPath: filepath.Join(conf, configure.NATSClusterDir, n.ConfFile()),
+		})
+	}
+	return c
+}
+
+// ClusterNodeArgs are n --nats-cluster entries nats-1=127.0.0.1:PORT, …
+// whose client, route (+2000) and monitoring (+4000) ports are all free.
+func ClusterNodeArgs(n int) ([]string, error) {
+	var out []string
+	used := map[int]bool{}
+	for attempt := 0; len(out) < n; attempt++ {
+		if attempt > 200 {
+			return nil, errors.New("no free client, route and monitoring port triple")
+		}
+		p, err := FreePort()
 		if err != nil {
 			return nil, err
 		}
-		c.Passwords[user] = pw
-		c.env = append(c.env, env+"="+pw)
+		if used[p] || used[p+bus.RoutePortOffset] || used[p+bus.MonitorPortOffset] ||
+			!portFree(p+bus.RoutePortOffset) || !portFree(p+bus.MonitorPortOffset) {
+			continue
+		}
+		for _, q := range []int{p, p + bus.RoutePortOffset, p + bus.MonitorPortOffset} {
+			used[q] = true
+		}
+		out = append(out, fmt.Sprintf("nats-%d=127.0.0.1:%d", len(out)+1, p))
 	}
-	return c, nil
+	return out, nil
 }
 
-// StartNATSCluster renders deploy/nats into dir (see RenderNATSCluster),
+// portFree reports whether 127.0.0.1:port can be listened on now.
+func portFree(port int) bool {
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
+// StartNATSCluster writes the cluster into dir (see RenderNATSCluster),
 // starts the three nodes with the nats-server binary bin, and waits until
 // each of them is healthy and a JetStream meta leader is elected. The
 // processes are killed when ctx ends.
@@ -152,18 +147,25 @@ func StartNATSCluster(ctx context.Context, bin, dir string) (*NATSCluster, error
 	if err != nil {
 		return nil, err
 	}
+	return c, c.Run(ctx, bin)
+}
+
+// Run starts every node with the nats-server binary bin and waits until
+// each is healthy and a JetStream meta leader is elected; on failure it
+// stops them. The processes are killed when ctx ends.
+func (c *NATSCluster) Run(ctx context.Context, bin string) error {
 	c.bin = bin
 	for i := range c.Nodes {
 		if err := c.Start(ctx, i); err != nil {
 			c.Stop()
-			return nil, err
+			return err
 		}
 	}
 	if err := c.WaitReady(ctx); err != nil {
 		c.Stop()
-		return nil, err
+		return err
 	}
-	return c, nil
+	return nil
 }
 
 // Start starts node i (0-based) again after Kill, or the first time.
@@ -176,7 +178,6 @@ func (c *NATSCluster) Start(ctx context.Context, i int) error {
 		Name:   n.Name,
 		Bin:    c.bin,
 		Args:   []string{"-c", n.ConfPath},
-		Env:    c.env,
 		LogDir: filepath.Join(c.Dir, "logs"),
 	})
 	if err != nil {
@@ -226,14 +227,14 @@ func (c *NATSCluster) URLs() string {
 
 // NATSConfig is the [nats] section a client logging in as user (one of the
 // NATSUser* names; "" for no user) uses: every node's URL, the client
-// certificate, and replicas 3.
+// CA, the user's NKey seed, and replicas 3.
 func (c *NATSCluster) NATSConfig(user string) config.NATSConfig {
 	cfg := config.Default().NATS
 	cfg.URL = c.URLs()
-	cfg.CA, cfg.Cert, cfg.Key = c.CA, c.ClientCert, c.ClientKey
+	cfg.CA = c.CA
 	cfg.Replicas = 3
 	if user != "" {
-		cfg.User, cfg.Password = user, c.Passwords[user]
+		cfg.NKey = c.Seeds[user]
 	}
 	return cfg
 }
@@ -321,101 +322,4 @@ func getMonitor(ctx context.Context, url string) ([]byte, error) {
 		return nil, fmt.Errorf("GET %s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
 	}
 	return body, nil
-}
-
-// writeCerts writes tls/ca.crt, one server certificate valid for every
-// node name and 127.0.0.1 (for client and route TLS), and a client
-// certificate.
-func (c *NATSCluster) writeCerts() error {
-	ca, err := certs.NewCA(certs.Request{CommonName: "teleport-event-bus NATS test CA", KeyType: certs.KeyECDSA, TTL: 24 * time.Hour})
-	if err != nil {
-		return fmt.Errorf("NATS cluster CA: %w", err)
-	}
-	server, err := ca.Issue(certs.Request{
-		CommonName: "nats",
-		DNSNames:   []string{"nats-1", "nats-2", "nats-3", "localhost"},
-		IPs:        []net.IP{net.IPv4(127, 0, 0, 1)},
-		Usage:      certs.ServerAuth | certs.ClientAuth,
-		KeyType:    certs.KeyECDSA,
-		TTL:        24 * time.Hour,
-	})
-	if err != nil {
-		return fmt.Errorf("NATS server certificate: %w", err)
-	}
-	client, err := ca.Issue(certs.Request{CommonName: "teleport-event-bus client", Usage: certs.ClientAuth, KeyType: certs.KeyECDSA, TTL: 24 * time.Hour})
-	if err != nil {
-		return fmt.Errorf("NATS client certificate: %w", err)
-	}
-	tlsDir := filepath.Join(c.Dir, "tls")
-	c.CA = filepath.Join(tlsDir, "ca.crt")
-	c.ClientCert = filepath.Join(tlsDir, "client.crt")
-	c.ClientKey = filepath.Join(tlsDir, "client.key")
-	files := map[string][]byte{
-		c.CA:                                ca.CertPEM,
-		filepath.Join(tlsDir, "server.crt"): server.CertPEM,
-		filepath.Join(tlsDir, "server.key"): server.KeyPEM,
-		c.ClientCert:                        client.CertPEM,
-		c.ClientKey:                         client.KeyPEM,
-	}
-	for path, data := range files {
-		if err := certs.WriteFile(path, data, 0o600); err != nil {
-			return fmt.Errorf("write %s: %w", path, err)
-		}
-	}
-	return nil
-}
-
-// nodeNumber is N for node-N.conf.
-func nodeNumber(file string) (int, bool) {
-	s, ok := strings.CutPrefix(file, "node-")
-	if !ok {
-		return 0, false
-	}
-	n, err := strconv.Atoi(strings.TrimSuffix(s, ".conf"))
-	return n, err == nil
-}
-
-// replaceAll applies old/new pairs, failing on an old string the text
-// lacks. Pairs that only apply to some files (the TLS directory) may be
-// absent.
-func replaceAll(s string, pairs []string) (string, error) {
-	for i := 0; i+1 < len(pairs); i += 2 {
-		old, repl := pairs[i], pairs[i+1]
-		if !strings.Contains(s, old) {
-			if old == "/etc/nats/tls/" {
-				continue
-			}
-			return "", fmt.Errorf("no longer contains %q (update test/harness/natscluster.go)", old)
-		}
-		s = strings.ReplaceAll(s, old, repl)
-	}
-	return s, nil
-}
-
-// freePorts picks n distinct free TCP ports on 127.0.0.1 with FreePort. The
-// cluster's nodes must know each other's route ports before they start, so
-// port 0 cannot be used; ports below the ephemeral range also stay free for
-// a node restarted after a kill.
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	seen := make(map[int]bool, n)
-	for len(ports) < n {
-		p, err := FreePort()
-		if err != nil {
-			return nil, fmt.Errorf("pick a free port: %w", err)
-		}
-		if !seen[p] {
-			seen[p] = true
-			ports = append(ports, p)
-		}
-	}
-	return ports, nil
-}
-
-func randomHex(n int) (string, error) {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("random password: %w", err)
-	}
-	return hex.EncodeToString(b), nil
 }

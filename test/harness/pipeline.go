@@ -59,6 +59,12 @@ type Pipeline struct {
 // NewPipeline runs `configure` into dir/conf and returns a pipeline ready to
 // start its parts.
 func NewPipeline(ctx context.Context, bin, dir string) (*Pipeline, error) {
+	return NewPipelineArgs(ctx, bin, dir)
+}
+
+// NewPipelineArgs is NewPipeline with more flags for configure (a cluster,
+// say), given before its <out-dir>.
+func NewPipelineArgs(ctx context.Context, bin, dir string, configureArgs ...string) (*Pipeline, error) {
 	p := &Pipeline{
 		Bin:        bin,
 		Dir:        dir,
@@ -73,7 +79,7 @@ func NewPipeline(ctx context.Context, bin, dir string) (*Pipeline, error) {
 		return nil, err
 	}
 	p.NATSListen = fmt.Sprintf("127.0.0.1:%d", port)
-	cfg, err := p.Run(ctx, "configure", []byte(p.Passphrase+"\n"), "configure", p.Conf)
+	cfg, err := p.Run(ctx, "configure", []byte(p.Passphrase+"\n"), "configure", append(configureArgs, p.Conf)...)
 	if err != nil {
 		return nil, err
 	}

@@ -70,7 +70,13 @@ func (c *roleClient) refused(ctx context.Context, t *testing.T, what, subject st
 }
 
 // CheckRoles checks what each role of a closed bus may do, as a user would
-// see it: a client without credentials is refused; the sink cannot publish
+// see it, and as an attacker holding one role's credentials would try: no
+// role can delete, update, reset, re-point, pause or pull from a consumer
+// of another role (the sink's durable, the lock watcher's, ingest's scan
+// consumers, a reader's), nor delete, purge, snapshot, restore or step
+// down any stream or the state bucket, delete a message, or create a
+// stream of its own; only ingest may change the streams' limits. A client
+// without credentials is refused; the sink cannot publish
 // an audit event, delete, purge or change a stream, delete the state
 // bucket, read or write any state key but the caught-up one, or touch a
 // consumer not its own; the reader reads through a consumer of its own,
@@ -106,6 +112,16 @@ func CheckRoles(ctx context.Context, t *testing.T, rc RoleClients) {
 	if _, err := kv.Put(ctx, otherKey, []byte("secret-cursor")); err != nil {
 		t.Fatalf("ingest: put %s: %v", otherKey, err)
 	}
+
+	clients := map[bus.Role]*roleClient{
+		bus.RoleIngest: ing,
+		bus.RoleSink:   connectRole(ctx, t, rc, bus.RoleSink),
+		bus.RoleReader: connectRole(ctx, t, rc, bus.RoleReader),
+	}
+	victims := makeVictims(ctx, t, clients, names)
+	checkAttacks(ctx, t, attacksOn(names, victims), clients)
+	checkVictimsIntact(ctx, t, ing, victims)
+	removeVictims(ctx, t, victims)
 
 	checkSink(ctx, t, rc, names)
 	checkReader(ctx, t, rc, names)

@@ -8,11 +8,10 @@
 //	go run ./docs/examples/consumer -url nats://127.0.0.1:4222 -nkey /etc/teleport-event-bus/nats-reader.nk \
 //	    -filter 'audit.user.login'
 //
-// and on the cluster of deploy/nats as the user reader:
+// and on a cluster of configure --nats-cluster with the same seed and the CA:
 //
-//	go run ./docs/examples/consumer -url tls://nats-1:4222 -user reader \
-//	    -password "$NATS_READER_PASSWORD" -ca ca.crt -cert client.crt -key client.key \
-//	    -filter 'audit.user.login'
+//	go run ./docs/examples/consumer -url tls://nats-1:4222 -nkey /etc/teleport-event-bus/nats-reader.nk \
+//	    -ca /etc/teleport-event-bus/ca.crt -filter 'audit.user.login'
 package main
 
 import (
