@@ -35,22 +35,11 @@ func Backfill(ctx context.Context, cfg *config.Config, log zerolog.Logger, w io.
 	if cfg.StartTime.IsZero() {
 		return &config.UsageError{Err: errors.New("ingest backfill needs the earlier start-time: give --start-time (RFC 3339), e.g. --start-time 2024-01-01T00:00:00Z")}
 	}
-	b, err := bus.Open(ctx, cfg.NATS, cfg.Storage, "ingest-backfill", log, true)
+	b, st, err := openIdle(ctx, cfg, log, "ingest-backfill")
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	kv, err := b.State(ctx)
-	if err != nil {
-		return err
-	}
-	st, err := newState(ctx, kv, b.Cfg.StateBucket)
-	if err != nil {
-		return err
-	}
-	if err := refuseWhileLeased(st, time.Now()); err != nil {
-		return err
-	}
 	to := cfg.StartTime.UTC()
 	var cur startState
 	ok, err := st.get(keyStartTime, &cur)

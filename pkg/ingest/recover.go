@@ -33,22 +33,11 @@ type recoveryState struct {
 // server it opens the storage directory itself, and with a NATS cluster it
 // refuses while an ingest holds the lease. It writes what it did to w.
 func Recover(ctx context.Context, cfg *config.Config, log zerolog.Logger, w io.Writer) error {
-	b, err := bus.Open(ctx, cfg.NATS, cfg.Storage, "ingest-recover", log, true)
+	b, st, err := openIdle(ctx, cfg, log, "ingest-recover")
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	kv, err := b.State(ctx)
-	if err != nil {
-		return err
-	}
-	st, err := newState(ctx, kv, b.Cfg.StateBucket)
-	if err != nil {
-		return err
-	}
-	if err := refuseWhileLeased(st, time.Now()); err != nil {
-		return err
-	}
 	var found []string
 	for _, name := range guardedStreams(b.Cfg) {
 		var m streamMark
@@ -184,4 +173,32 @@ func (in *ingester) finishRecovery(ctx context.Context) error {
 	in.skip.drop()
 	in.log.Info().Int64("events", in.prog.events.Load()).Msg("recovery finished: every event read again is on the bus")
 	return nil
+}
+
+// openIdle opens the bus as name and the state, for a command that changes
+// positions and so may run only while no ingest holds the lease (Recover,
+// Backfill). The caller closes the bus.
+func openIdle(ctx context.Context, cfg *config.Config, log zerolog.Logger, name string) (*bus.Bus, *state, error) {
+	b, err := bus.Open(ctx, cfg.NATS, cfg.Storage, name, log, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := openIdleState(ctx, b)
+	if err != nil {
+		b.Close()
+		return nil, nil, err
+	}
+	return b, st, nil
+}
+
+func openIdleState(ctx context.Context, b *bus.Bus) (*state, error) {
+	kv, err := b.State(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st, err := newState(ctx, kv, b.Cfg.StateBucket)
+	if err != nil {
+		return nil, err
+	}
+	return st, refuseWhileLeased(st, time.Now())
 }
