@@ -203,3 +203,55 @@ func TestBreakerTurnWaitsForTheProbe(t *testing.T) {
 		t.Fatalf("turn with a cancelled context: %v", err)
 	}
 }
+
+// TestDelivererHandsHeldBatchesBackOnStop: batches held while Fluentd
+// refuses events are handed back (NAKed at once, for another sink) as soon
+// as the sink stops taking messages, instead of being held until the
+// shutdown timeout for an answer that is not coming. The send context is
+// still alive: only Stopping ended.
+func TestDelivererHandsHeldBatchesBackOnStop(t *testing.T) {
+	b := NewBreaker(testProbes, zerolog.Nop(), nil)
+	send := &outageSender{breaker: b}
+	send.down.Store(true)
+	stopping, stop := context.WithCancel(context.Background())
+	defer stop()
+	var settled atomic.Int64
+	d := &Deliverer{Send: send, Backoff: fastBackoff, Breaker: b, MaxDeliver: 2, AckWait: time.Minute,
+		Stopping: stopping, Metrics: NewMetrics(nil), Log: zerolog.Nop(), Settled: func(n int) { settled.Add(int64(n)) }}
+
+	var msgs []*fakeMsg
+	var wg sync.WaitGroup
+	for range 3 {
+		bt := &Batch{URL: "https://fluentd/test.log"}
+		for range 4 {
+			fm := &fakeMsg{data: `{}`, delivered: 1}
+			msgs = append(msgs, fm)
+			bt.Items = append(bt.Items, Item{Data: json.RawMessage(`{}`), Msg: fm, Received: time.Now()})
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.Deliver(context.Background(), bt)
+		}()
+	}
+	eventually(t, 10*time.Second, "the breaker to open and probes to fail", func() bool {
+		return b.Open() && send.sends.Load() >= 4
+	})
+	stop()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("held batches still held 10s after the sink stopped")
+	}
+	for i, fm := range msgs {
+		got := fm.settledCopy()
+		if len(got) == 0 || got[len(got)-1] != "nak" || slices.Contains(got, "ack") {
+			t.Errorf("message %d settled %v, want it handed back (nak) and never acknowledged", i, got)
+		}
+	}
+	if n := settled.Load(); n != int64(len(msgs)) {
+		t.Errorf("settled %d, want %d", n, len(msgs))
+	}
+}

@@ -51,6 +51,12 @@ type Deliverer struct {
 	// Breaker pauses delivery while Fluentd refuses events. Without one, a
 	// batch Fluentd failed is handed back to JetStream with Backoff delays.
 	Breaker *Breaker
+	// Stopping ends when the sink stops taking messages (SIGTERM). From
+	// then on a batch is no longer held for a Fluentd that refuses events:
+	// it is handed back at once, for another sink (or this one, restarted)
+	// to deliver, so a stop does not wait out the shutdown timeout for an
+	// answer that is not coming. Nil: held until ctx ends.
+	Stopping context.Context
 	// MaxDeliver is how many deliveries a refused record gets before it is
 	// dead-lettered (1 dead-letters on the first refusal).
 	MaxDeliver int
@@ -124,24 +130,59 @@ func (d *Deliverer) send(ctx context.Context, url string, items []Item) {
 // turn waits for the breaker to let items through. While it is open, the
 // items are marked in progress whenever keepAlive passed since *kept (when
 // they were received or last marked), so that JetStream keeps them
-// assigned to this sink, however many probes they take part in.
+// assigned to this sink, however many probes they take part in. Once the
+// sink stops (Stopping) with the breaker open, it gives up the batch
+// (errStopped): send hands it back.
 func (d *Deliverer) turn(ctx context.Context, items []Item, kept *time.Time) (probe bool, err error) {
 	keepAlive := d.AckWait / 3
 	if keepAlive <= 0 {
 		keepAlive = 10 * time.Second
 	}
 	for {
+		stopped := d.stopped()
+		if stopped && d.Breaker.Open() {
+			return false, errStopped
+		}
 		if d.Breaker.Open() && time.Since(*kept) >= keepAlive {
 			d.keepAlive(items)
 			*kept = time.Now()
 		}
 		wait := max(time.Until(kept.Add(keepAlive)), time.Millisecond)
-		probe, err := d.Breaker.Turn(ctx, wait)
+		hold, done := ctx, func() {}
+		if stopped {
+			// The breaker is closed: send now, and should it open
+			// meanwhile, hand the batch back soon.
+			wait = min(wait, stoppedRecheck)
+		} else if d.Stopping != nil {
+			var cancel context.CancelFunc
+			hold, cancel = context.WithCancel(ctx)
+			stop := context.AfterFunc(d.Stopping, cancel)
+			done = func() { stop(); cancel() }
+		}
+		probe, err := d.Breaker.Turn(hold, wait)
+		done()
+		if err != nil && probe {
+			d.Breaker.Abandon(probe)
+			probe = false
+		}
+		if err != nil && ctx.Err() == nil && d.stopped() {
+			continue // the stop woke the wait: decide again
+		}
 		if !errors.Is(err, ErrStillOpen) {
 			return probe, err
 		}
 	}
 }
+
+// errStopped ends the holding of a batch once the sink stops while Fluentd
+// refuses events (Deliverer.Stopping).
+var errStopped = errors.New("the sink stops while fluentd refuses events")
+
+// stoppedRecheck bounds a wait for the breaker once the sink stops.
+const stoppedRecheck = 100 * time.Millisecond
+
+// stopped reports whether the sink has stopped taking messages.
+func (d *Deliverer) stopped() bool { return d.Stopping != nil && d.Stopping.Err() != nil }
 
 // keepAlive marks held items in progress.
 func (d *Deliverer) keepAlive(items []Item) {

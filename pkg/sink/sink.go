@@ -278,6 +278,7 @@ func (s *Sink) Run(ctx context.Context) error {
 		stopAt.Store(&now)
 	})()
 
+	s.deliverer.Stopping = fetchCtx
 	batches := make(chan *Batch)
 	queue := newBatchQueue(&Batcher{MaxEvents: s.sc.BatchSize, MaxBytes: s.sc.BatchBytes, Wait: s.sc.BatchWait}, batches)
 	queue.pause, queue.release = s.deliverer.Breaker.Opened, s.deliverer.release
