@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,6 +73,8 @@ type Breaker struct {
 	logged   bool
 	lastLine time.Time
 	quiet    int
+	// lastCause is the shape of the refusal last logged.
+	lastCause string
 }
 
 // NewBreaker returns a closed Breaker that probes on the probes schedule,
@@ -195,6 +198,13 @@ func (b *Breaker) Report(probe bool, cause error) {
 	case probe:
 		b.failures++
 		b.next = now.Add(b.probes.Delay(b.failures + 1))
+		if shape(cause.Error()) != b.lastCause {
+			// Another kind of refusal than the one logged (a reset
+			// connection first, the TLS alert naming our certificate
+			// next): say it, once per kind.
+			b.lastCause = shape(cause.Error())
+			b.log.Warn().Err(cause).Msg("fluentd still refuses events, now for another reason")
+		}
 	default:
 		// A request that was already on its way when the breaker opened.
 		return
@@ -235,6 +245,18 @@ func (b *Breaker) markOpen(now time.Time, cause error) {
 	ev.Str("probe_every_at_most", b.probes.Max.String()).
 		Msgf("fluentd refuses events: %v; pausing delivery, probing every %s to %s", cause, b.probes.Base, b.probes.Max)
 	b.lastLine, b.quiet = now, 0
+	b.lastCause = shape(cause.Error())
+}
+
+// shape is an error's text without its digits (ports, addresses, sizes),
+// so that two refusals of one kind compare equal.
+func shape(msg string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return -1
+		}
+		return r
+	}, msg)
 }
 
 func (b *Breaker) markClosed(now time.Time) {
