@@ -1,6 +1,10 @@
 package position
 
-import "testing"
+import (
+	"strconv"
+	"strings"
+	"testing"
+)
 
 func TestTrackerSavesOnlyAcknowledgedPrefix(t *testing.T) {
 	tr := NewTracker("start")
@@ -63,5 +67,60 @@ func TestTrackerFloor(t *testing.T) {
 	d(nil)
 	if pos, f, _, _ := ok.Position(); pos != "d" || f != 400 {
 		t.Fatalf("all acknowledged: %q floor %d, want d and 400 (the stream now)", pos, f)
+	}
+}
+
+// TestTrackerCommitPoints: the safe position and the events on the bus it
+// covers, after sequences of publishes (pN), their results (aN: acknowledged,
+// xN: failed), events filtered out (sN) and events found on the bus (oN), N
+// being the position.
+func TestTrackerCommitPoints(t *testing.T) {
+	for _, c := range []struct {
+		ops    string
+		safe   int
+		events int64
+		failed bool
+	}{
+		{ops: "", safe: 0},
+		{ops: "p1 p2 a1", safe: 1, events: 1},
+		{ops: "p1 p2 a1 a2", safe: 2, events: 2},
+		{ops: "s1 s2", safe: 2},
+		{ops: "o1 o2 p3 a3", safe: 3, events: 3},
+		{ops: "p1 o2 o3 a1", safe: 3, events: 3},
+		{ops: "p1 o2 p3 a1", safe: 1, events: 1},
+		{ops: "p1 o2 p3 a1 a3", safe: 3, events: 3},
+		{ops: "p1 s2 p3 o4 a1 a3", safe: 4, events: 3},
+		{ops: "p1 p2 x1 a2", safe: 0, failed: true},
+		{ops: "p1 p2 a1 x2 o3", safe: 1, events: 1, failed: true},
+	} {
+		t.Run(c.ops, func(t *testing.T) {
+			tr := NewTracker(0)
+			done := map[int]func(error){}
+			for _, op := range strings.Fields(c.ops) {
+				n, err := strconv.Atoi(op[1:])
+				if err != nil {
+					t.Fatal(err)
+				}
+				switch op[0] {
+				case 'p':
+					done[n] = tr.Published(n)
+				case 'a':
+					done[n](nil)
+				case 'x':
+					done[n](ErrBus)
+				case 's':
+					tr.Skipped(n)
+				case 'o':
+					tr.FoundOnBus(n)
+				}
+			}
+			safe, _, _, events, err := tr.CommitPoint()
+			if safe != c.safe || events != c.events || (err != nil) != c.failed {
+				t.Errorf("safe %d covering %d events (error %v); want %d covering %d (failed %v)", safe, events, err, c.safe, c.events, c.failed)
+			}
+			if _, _, _, again, _ := tr.CommitPoint(); again != 0 {
+				t.Errorf("a second commit point counts %d events again", again)
+			}
+		})
 	}
 }
