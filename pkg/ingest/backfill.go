@@ -12,6 +12,7 @@ import (
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/ingest/position"
 )
 
 // ErrStartTimeLater is wrapped by the error Backfill returns for a
@@ -41,15 +42,15 @@ func Backfill(ctx context.Context, cfg *config.Config, log zerolog.Logger, w io.
 	}
 	defer b.Close()
 	to := cfg.StartTime.UTC()
-	var cur startState
-	ok, err := st.get(keyStartTime, &cur)
+	var cur position.Start
+	ok, err := st.Get(position.KeyStartTime, &cur)
 	if err != nil {
 		return err
 	}
 	from := cur.StartTime.UTC()
 	switch {
 	case !ok:
-		if err := st.put(ctx, keyStartTime, startState{StartTime: to}); err != nil {
+		if err := st.Put(ctx, position.KeyStartTime, position.Start{StartTime: to}); err != nil {
 			return err
 		}
 		_, err := fmt.Fprintf(w, "No start-time was fixed yet; fixed it at %s: the first run reads from there.\n", to.Format(time.RFC3339))
@@ -65,40 +66,40 @@ func Backfill(ctx context.Context, cfg *config.Config, log zerolog.Logger, w io.
 	// The recovery mark first: should this stop half way, the next run
 	// still skips what the streams hold.
 	reason := fmt.Sprintf("start-time moved earlier from %s to %s (ingest backfill)", from.Format(time.RFC3339), to.Format(time.RFC3339))
-	if err := st.put(ctx, bus.RecoveryKey, recoveryState{Started: time.Now().UTC(), Reason: reason}); err != nil {
+	if err := st.Put(ctx, bus.RecoveryKey, recoveryState{Started: time.Now().UTC(), Reason: reason}); err != nil {
 		return err
 	}
 	n, err := resetPositionsUpTo(ctx, st, from)
 	if err != nil {
 		return err
 	}
-	if err := st.put(ctx, keyStartTime, startState{StartTime: to}); err != nil {
+	if err := st.Put(ctx, position.KeyStartTime, position.Start{StartTime: to}); err != nil {
 		return err
 	}
 	log.Info().Time("from", from).Time("to", to).Int("positions_reset", n).Msg("start-time moved earlier")
 	_, err = fmt.Fprintf(w, "Moved the start-time from %s to %s and reset %d saved positions (the dates up to %s).\n"+
 		"Start ingest as usual: it reads from %s, and publishes only the events the streams do not hold yet.\n",
-		from.Format(time.RFC3339), to.Format(time.RFC3339), n, day(from), to.Format(time.RFC3339))
+		from.Format(time.RFC3339), to.Format(time.RFC3339), n, position.Day(from), to.Format(time.RFC3339))
 	return err
 }
 
 // resetPositionsUpTo removes the export positions of the UTC dates up to
 // and including the date of t, and the search position, so that they are
 // read again from the start-time.
-func resetPositionsUpTo(ctx context.Context, st *state, t time.Time) (int, error) {
-	last := day(t)
+func resetPositionsUpTo(ctx context.Context, st *position.Store, t time.Time) (int, error) {
+	last := position.Day(t)
 	var keys []string
-	for _, prefix := range []string{prefixChunk, prefixDate} {
-		for _, k := range st.keys(prefix) {
+	for _, prefix := range []string{position.PrefixChunk, position.PrefixDate} {
+		for _, k := range st.Keys(prefix) {
 			date, _, _ := strings.Cut(strings.TrimPrefix(k, prefix), ".")
 			if date <= last { // "2006-01-02" sorts as dates do
 				keys = append(keys, k)
 			}
 		}
 	}
-	keys = append(keys, st.keys(keySearch)...)
+	keys = append(keys, st.Keys(position.KeySearch)...)
 	for _, k := range keys {
-		if err := st.purge(ctx, k); err != nil {
+		if err := st.Purge(ctx, k); err != nil {
 			return 0, err
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/ingest/position"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/logging/logtest"
 	"github.com/teleport-event-bus/teleport-event-bus/test/teleportsim"
 )
@@ -46,8 +47,8 @@ func TestFirstRunWithoutStartTimeThenBackfill(t *testing.T) {
 
 	e.cfg.StartTime = earlier
 	err := e.run(zerolog.Nop())
-	if !errors.Is(err, ErrStartTimeChanged) || !strings.Contains(err.Error(), "`ingest backfill --start-time "+earlier.Format(time.RFC3339)+"`") {
-		t.Fatalf("Run with an earlier start-time: %v; want ErrStartTimeChanged naming ingest backfill", err)
+	if !errors.Is(err, position.ErrStartTimeChanged) || !strings.Contains(err.Error(), "`ingest backfill --start-time "+earlier.Format(time.RFC3339)+"`") {
+		t.Fatalf("Run with an earlier start-time: %v; want position.ErrStartTimeChanged naming ingest backfill", err)
 	}
 	var out bytes.Buffer
 	cfg := *e.cfg
@@ -137,12 +138,12 @@ func startTimeOf(t *testing.T, e *env) time.Time {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := newState(context.Background(), kv, b.Cfg.StateBucket)
+	st, err := position.Open(context.Background(), kv, b.Cfg.StateBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var s startState
-	if ok, err := st.get(keyStartTime, &s); err != nil || !ok {
+	var s position.Start
+	if ok, err := st.Get(position.KeyStartTime, &s); err != nil || !ok {
 		t.Fatalf("start-time in the state: %v, %v", ok, err)
 	}
 	return s.StartTime

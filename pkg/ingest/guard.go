@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/ingest/position"
 )
 
 // ErrStreamLost is wrapped by the error Run returns when a stream that
@@ -104,18 +104,18 @@ func guardedStreams(cfg config.NATSConfig) []string {
 // hasPositions reports whether the state holds positions that stand for
 // events published to stream (audit: export and search positions;
 // sessions: a recording with progress).
-func hasPositions(st *state, stream string, cfg config.NATSConfig) (bool, error) {
+func hasPositions(st *position.Store, stream string, cfg config.NATSConfig) (bool, error) {
 	if stream == cfg.AuditStream {
-		for _, p := range []string{prefixChunk, prefixDate, keySearch} {
-			if len(st.keys(p)) > 0 {
+		for _, p := range []string{position.PrefixChunk, position.PrefixDate, position.KeySearch} {
+			if len(st.Keys(p)) > 0 {
 				return true, nil
 			}
 		}
 		return false, nil
 	}
-	for _, k := range st.keys(prefixSess) {
-		var ss sessionState
-		if _, err := st.get(k, &ss); err != nil {
+	for _, k := range st.Keys(position.PrefixSession) {
+		var ss position.Session
+		if _, err := st.Get(k, &ss); err != nil {
 			return false, err
 		}
 		if ss.Next > 0 || ss.Events > 0 {
@@ -127,10 +127,10 @@ func hasPositions(st *state, stream string, cfg config.NATSConfig) (bool, error)
 
 // checkStreams compares every stream ingest publishes to with the marks
 // and positions in st, before anything could create a stream anew.
-func checkStreams(ctx context.Context, look streamLookup, st *state, cfg config.NATSConfig, cfgFile string) error {
+func checkStreams(ctx context.Context, look streamLookup, st *position.Store, cfg config.NATSConfig, cfgFile string) error {
 	for _, name := range guardedStreams(cfg) {
 		var m streamMark
-		ok, err := st.get(bus.StreamMarkKey(name), &m)
+		ok, err := st.Get(bus.StreamMarkKey(name), &m)
 		if err != nil {
 			return err
 		}
@@ -153,11 +153,11 @@ func checkStreams(ctx context.Context, look streamLookup, st *state, cfg config.
 // run, a run after `ingest recover`, or state from a version without
 // marks): the stream as it is now, with no sequence claimed. A mark that
 // another process wrote meanwhile is kept.
-func adoptStreams(ctx context.Context, look streamLookup, kv jetstream.KeyValue, st *state, cfg config.NATSConfig, log zerolog.Logger) error {
+func adoptStreams(ctx context.Context, look streamLookup, kv jetstream.KeyValue, st *position.Store, cfg config.NATSConfig, log zerolog.Logger) error {
 	for _, name := range guardedStreams(cfg) {
 		key := bus.StreamMarkKey(name)
 		var m streamMark
-		if ok, err := st.get(key, &m); err != nil || ok {
+		if ok, err := st.Get(key, &m); err != nil || ok {
 			return err
 		}
 		info, err := look(ctx, name)
@@ -170,7 +170,7 @@ func adoptStreams(ctx context.Context, look streamLookup, kv jetstream.KeyValue,
 			return fmt.Errorf("encode state %q: %w", key, err)
 		}
 		if _, err := kv.Create(ctx, key, raw); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-			return fmt.Errorf("%w: record stream %q in the state: %w", errBus, name, err)
+			return fmt.Errorf("%w: record stream %q in the state: %w", position.ErrBus, name, err)
 		}
 		log.Debug().Str("stream", name).Time("created", m.Created).Msg("positions now belong to this stream")
 	}
@@ -184,7 +184,7 @@ func adoptStreams(ctx context.Context, look streamLookup, kv jetstream.KeyValue,
 // The first mismatch ends the run: see lost.
 type guard struct {
 	look    streamLookup
-	st      *state
+	st      *position.Store
 	cfgFile string
 	log     zerolog.Logger
 
@@ -212,11 +212,11 @@ type guarded struct {
 
 // newGuard loads the marks of the streams ingest publishes to from st,
 // recording one for a stream that has none yet.
-func newGuard(ctx context.Context, look streamLookup, st *state, cfg config.NATSConfig, cfgFile string, log zerolog.Logger) (*guard, error) {
+func newGuard(ctx context.Context, look streamLookup, st *position.Store, cfg config.NATSConfig, cfgFile string, log zerolog.Logger) (*guard, error) {
 	g := &guard{look: look, st: st, cfgFile: cfgFile, log: log, marks: map[string]*guarded{}, lostCh: make(chan struct{})}
 	for _, name := range guardedStreams(cfg) {
 		var m streamMark
-		ok, err := st.get(bus.StreamMarkKey(name), &m)
+		ok, err := st.Get(bus.StreamMarkKey(name), &m)
 		if err != nil {
 			return nil, err
 		}
@@ -226,7 +226,7 @@ func newGuard(ctx context.Context, look streamLookup, st *state, cfg config.NATS
 				return nil, fmt.Errorf("record stream %q in the state: %w", name, err)
 			}
 			m = streamMark{Stream: name, Created: info.Created.UTC()}
-			if err := st.put(ctx, bus.StreamMarkKey(name), m); err != nil {
+			if err := st.Put(ctx, bus.StreamMarkKey(name), m); err != nil {
 				return nil, err
 			}
 		}
@@ -284,7 +284,7 @@ func (g *guard) persist(ctx context.Context) error {
 		}
 	}
 	for _, m := range due {
-		if err := g.st.put(ctx, bus.StreamMarkKey(m.Stream), m); err != nil {
+		if err := g.st.Put(ctx, bus.StreamMarkKey(m.Stream), m); err != nil {
 			return err
 		}
 		g.mu.Lock()
@@ -388,9 +388,4 @@ func (g *guard) err() error {
 	default:
 		return nil
 	}
-}
-
-// isMarkKey reports whether key holds a stream mark.
-func isMarkKey(key string) bool {
-	return strings.HasPrefix(key, bus.StreamMarkKey("")[:len("stream.")])
 }

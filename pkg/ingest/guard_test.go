@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/ingest/position"
 	"github.com/teleport-event-bus/teleport-event-bus/test/teleportsim"
 )
 
@@ -216,15 +217,12 @@ func TestStreamDeletedWhileIngestRunsStopsIt(t *testing.T) {
 
 func TestRecoverRefusesWhileAnIngestHoldsTheLease(t *testing.T) {
 	ctx := context.Background()
-	st, err := newState(ctx, nil, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := position.Memory()
 	now := time.Now()
-	if err := st.put(ctx, keyLease, leaseValue{Holder: "host/42/x", Expires: now.Add(10 * time.Second)}); err != nil {
+	if err := st.Put(ctx, keyLease, leaseValue{Holder: "host/42/x", Expires: now.Add(10 * time.Second)}); err != nil {
 		t.Fatal(err)
 	}
-	err = refuseWhileLeased(st, now)
+	err := refuseWhileLeased(st, now)
 	if err == nil || !strings.Contains(err.Error(), "ingest host/42/x holds the lease") || !strings.Contains(err.Error(), "stop every ingest before `ingest recover`") {
 		t.Fatalf("recover under a running ingest: %v", err)
 	}

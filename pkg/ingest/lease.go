@@ -12,7 +12,11 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 )
+
+// keyLease is the state key of the lease.
+const keyLease = bus.LeaseKey
 
 // defaultLeaseTTL lets a standby take over within 15 s of the leader's
 // death: the lease runs out after at most this long, and the standby

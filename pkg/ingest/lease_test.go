@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/teleport-event-bus/teleport-event-bus/pkg/backoff"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/logging/logtest"
@@ -200,31 +198,5 @@ func TestLeaseLostOnlyToAnotherHolder(t *testing.T) {
 	err = l.renew(ctx)
 	if !errors.Is(err, errLeaseLost) || !strings.Contains(err.Error(), `"other-host/1/x"`) {
 		t.Fatalf("renewal over another holder's entry: %v; want errLeaseLost naming it", err)
-	}
-}
-
-// TestBusRetriesStayShort: failures to reach NATS in a row (a leader
-// election, a reconnect) are retried within busRetryMax however many there
-// were, so a wait grown during the election does not outlast it; a full
-// stream and Teleport's errors keep the growing backoff.
-func TestBusRetriesStayShort(t *testing.T) {
-	natsDown := fmt.Errorf("%w: save state: %w", errBus, nats.ErrTimeout)
-	full := fmt.Errorf("%w: publish: %w", errBus, &jetstream.APIError{ErrorCode: 10023, Description: "insufficient resources"})
-	teleport := errors.New("teleport: unavailable")
-	for _, c := range []struct {
-		err    error
-		capped bool
-	}{{natsDown, true}, {full, false}, {teleport, false}} {
-		b := backoff.Backoff{Policy: backoff.Reconnect}
-		var last time.Duration
-		for range 10 {
-			last = retryDelay(&b, c.err)
-		}
-		if c.capped && last > busRetryMax {
-			t.Errorf("%v: the 10th retry waits %s; want at most %s", c.err, last, busRetryMax)
-		}
-		if !c.capped && last <= busRetryMax {
-			t.Errorf("%v: the 10th retry waits %s; want the growing backoff (over %s)", c.err, last, busRetryMax)
-		}
 	}
 }

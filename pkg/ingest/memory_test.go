@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"runtime"
 	"runtime/debug"
@@ -14,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/ingest/position"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/memlimit"
 )
 
@@ -171,12 +173,11 @@ func TestMemoryMetrics(t *testing.T) {
 }
 
 func TestStatusPrintsLeaseMemory(t *testing.T) {
-	st, err := newState(t.Context(), nil, "b")
-	if err != nil {
+	st := position.Memory()
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	if err := st.Put(t.Context(), keyLease, json.RawMessage(`{"holder":"h/1/x","expires":"2026-12-02T12:00:10Z","ttl":"10s","memory":{"bytes":250000000,"rss":240000000,"budget":268435456,"embedded":true}}`)); err != nil {
 		t.Fatal(err)
 	}
-	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
-	st.entries[keyLease] = []byte(`{"holder":"h/1/x","expires":"2026-12-02T12:00:10Z","ttl":"10s","memory":{"bytes":250000000,"rss":240000000,"budget":268435456,"embedded":true}}`)
 	var out bytes.Buffer
 	if err := printState(st, &out, now); err != nil {
 		t.Fatal(err)
@@ -186,7 +187,9 @@ func TestStatusPrintsLeaseMemory(t *testing.T) {
 		t.Errorf("status:\n%s\nwant it to end with:\n%s", out.String(), want)
 	}
 	// A lease from an ingest before the budget has no memory line.
-	st.entries[keyLease] = []byte(`{"holder":"h/1/x","expires":"2026-12-02T12:00:10Z"}`)
+	if err := st.Put(t.Context(), keyLease, json.RawMessage(`{"holder":"h/1/x","expires":"2026-12-02T12:00:10Z"}`)); err != nil {
+		t.Fatal(err)
+	}
 	out.Reset()
 	if err := printState(st, &out, now); err != nil {
 		t.Fatal(err)

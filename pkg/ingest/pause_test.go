@@ -153,7 +153,11 @@ func TestFullStoreServerLimitPausesIngest(t *testing.T) {
 	if n := strings.Count(logs.String(), "ingest resumed: the bus has room again"); n != 1 {
 		t.Errorf("%d resume lines, want 1:\n%s", n, logs.String())
 	}
-	b, err := bus.Open(ctx, e.cfg.NATS, "", "test", zerolog.Nop(), false)
+	// Its own deadline: on a loaded machine the run may have used most of
+	// ctx's.
+	octx, ocancel := context.WithTimeout(context.Background(), time.Minute)
+	defer ocancel()
+	b, err := bus.Open(octx, e.cfg.NATS, "", "test", zerolog.Nop(), false)
 	if err != nil {
 		t.Fatal(err)
 	}

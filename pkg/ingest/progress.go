@@ -53,18 +53,18 @@ func newProgress(log zerolog.Logger, m *metrics) *progress {
 	return p
 }
 
-// setDates records how many dates the backfill spans and how many are done.
-func (p *progress) setDates(total, done int) {
+// SetDates records how many dates the backfill spans and how many are done.
+func (p *progress) SetDates(total, done int) {
 	p.datesTotal.Store(int64(total))
 	p.datesDone.Store(int64(done))
 	p.datesAtGo.CompareAndSwap(-1, int64(done))
 }
 
-// dateDone records one more date whose chunks are all exported.
-func (p *progress) dateDone() { p.datesDone.Add(1) }
+// DateDone records one more date whose chunks are all exported.
+func (p *progress) DateDone() { p.datesDone.Add(1) }
 
-// event records one acknowledged audit event of time at.
-func (p *progress) event(at time.Time) {
+// Event records one acknowledged audit event of time at.
+func (p *progress) Event(at time.Time) {
 	p.events.Add(1)
 	p.caughtUp.Store(false)
 	n := at.UnixNano()
@@ -76,8 +76,8 @@ func (p *progress) event(at time.Time) {
 	}
 }
 
-// chunkDone records one export chunk finished.
-func (p *progress) chunkDone() { p.chunks.Add(1) }
+// ChunkDone records one export chunk finished.
+func (p *progress) ChunkDone() { p.chunks.Add(1) }
 
 // passDone records a pass that read everything there was. The first one
 // ends the backfill: it is logged once, and the progress lines change to

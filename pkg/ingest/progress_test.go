@@ -14,9 +14,9 @@ func TestProgressReportsDatesRateAndETA(t *testing.T) {
 	p := newProgress(zerolog.New(&logs), newMetrics(nil))
 	p.bar = nil
 	p.begun = time.Now().Add(-10 * time.Second)
-	p.setDates(10, 0)
-	p.setDates(10, 5) // five dates in ten seconds: five more take ten
-	p.event(time.Now())
+	p.SetDates(10, 0)
+	p.SetDates(10, 5) // five dates in ten seconds: five more take ten
+	p.Event(time.Now())
 	p.line(time.Now(), 1234, 123.4)
 	for _, want := range []string{`"dates_done":5`, `"dates_total":10`, `"events":1234`, `"events_per_sec":123.4`, `"eta":10000`} {
 		if !strings.Contains(logs.String(), want) {

@@ -9,15 +9,23 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/ingest/position"
 	"github.com/teleport-event-bus/teleport-event-bus/test/teleportsim"
 )
 
 func TestPruneSessionsForgetsFinishedJobsAfterADay(t *testing.T) {
 	e := newEnv(t, teleportsim.Options{Seed: 1, Events: 10})
 	ctx := context.Background()
-	st := loadState(t, e.open())
+	kv, err := e.open().State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := position.Open(ctx, kv, "state")
+	if err != nil {
+		t.Fatal(err)
+	}
 	now := time.Now().UTC()
-	jobs := map[string]sessionState{
+	jobs := map[string]position.Session{
 		"done-25h":       {Done: true, Finished: now.Add(-25 * time.Hour)},
 		"done-1h":        {Done: true, Finished: now.Add(-time.Hour)},
 		"gave-up-30h":    {GaveUp: true, Finished: now.Add(-30 * time.Hour)},
@@ -27,37 +35,37 @@ func TestPruneSessionsForgetsFinishedJobsAfterADay(t *testing.T) {
 	}
 	for sid, ss := range jobs {
 		ss.SessionID = sid
-		if err := st.put(ctx, sessionKey(sid), ss); err != nil {
+		if err := st.Put(ctx, position.SessionKey(sid), ss); err != nil {
 			t.Fatal(err)
 		}
 	}
-	n, err := pruneSessions(ctx, st, now)
+	n, err := st.Recordings().Prune(ctx, now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n != 3 {
 		t.Errorf("removed %d jobs, want 3", n)
 	}
-	want := []string{sessionKey("done-1h"), sessionKey("legacy-done-2d"), sessionKey("running")}
+	want := []string{position.SessionKey("done-1h"), position.SessionKey("legacy-done-2d"), position.SessionKey("running")}
 	slices.Sort(want)
 
-	got := st.keys(prefixSess)
+	got := st.Keys(position.PrefixSession)
 	slices.Sort(got)
 	if !slices.Equal(got, want) {
 		t.Errorf("in memory after pruning: %v, want %v", got, want)
 	}
 	// The bucket agrees: a new run loads only what is left.
-	again, err := newState(ctx, st.kv, "state")
+	again, err := position.Open(ctx, kv, "state")
 	if err != nil {
 		t.Fatal(err)
 	}
-	got = again.keys(prefixSess)
+	got = again.Keys(position.PrefixSession)
 	slices.Sort(got)
 	if !slices.Equal(got, want) {
 		t.Errorf("in the bucket after pruning: %v, want %v", got, want)
 	}
 	// Nothing more to do the second time.
-	if n, err := pruneSessions(ctx, again, now); err != nil || n != 0 {
+	if n, err := again.Recordings().Prune(ctx, now); err != nil || n != 0 {
 		t.Errorf("second prune: %d, %v", n, err)
 	}
 }
@@ -70,13 +78,13 @@ func TestFinishedSessionJobsRecordWhen(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	st := loadState(t, e.open())
-	keys := st.keys(prefixSess)
+	keys := st.Keys(position.PrefixSession)
 	if len(keys) != 5 {
 		t.Fatalf("%d session jobs in the state, want 5", len(keys))
 	}
 	for _, k := range keys {
-		var ss sessionState
-		if _, err := st.get(k, &ss); err != nil {
+		var ss position.Session
+		if _, err := st.Get(k, &ss); err != nil {
 			t.Fatal(err)
 		}
 		if !ss.Done || ss.Finished.Before(before) || ss.Finished.After(time.Now()) {
@@ -86,14 +94,14 @@ func TestFinishedSessionJobsRecordWhen(t *testing.T) {
 }
 
 // loadState reads ingest's state bucket from b.
-func loadState(t *testing.T, b *bus.Bus) *state {
+func loadState(t *testing.T, b *bus.Bus) *position.Store {
 	t.Helper()
 	ctx := context.Background()
 	kv, err := b.State(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := newState(ctx, kv, "state")
+	st, err := position.Open(ctx, kv, "state")
 	if err != nil {
 		t.Fatal(err)
 	}

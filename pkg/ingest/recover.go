@@ -14,6 +14,7 @@ import (
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/ingest/position"
 )
 
 // recoveryState is the RecoveryKey value: a recovery the next runs
@@ -41,7 +42,7 @@ func Recover(ctx context.Context, cfg *config.Config, log zerolog.Logger, w io.W
 	var found []string
 	for _, name := range guardedStreams(b.Cfg) {
 		var m streamMark
-		ok, err := st.get(bus.StreamMarkKey(name), &m)
+		ok, err := st.Get(bus.StreamMarkKey(name), &m)
 		if err != nil {
 			return err
 		}
@@ -67,20 +68,20 @@ func Recover(ctx context.Context, cfg *config.Config, log zerolog.Logger, w io.W
 	if reason == "" {
 		reason = "requested; no stream was found lost"
 	}
-	if err := st.put(ctx, bus.RecoveryKey, recoveryState{Started: time.Now().UTC(), Reason: reason}); err != nil {
+	if err := st.Put(ctx, bus.RecoveryKey, recoveryState{Started: time.Now().UTC(), Reason: reason}); err != nil {
 		return err
 	}
 	n := 0
-	for _, prefix := range []string{prefixChunk, prefixDate, keySearch, prefixSess, bus.StreamMarkKey("")[:len("stream.")]} {
-		for _, k := range st.keys(prefix) {
-			if err := st.purge(ctx, k); err != nil {
+	for _, prefix := range []string{position.PrefixChunk, position.PrefixDate, position.KeySearch, position.PrefixSession, position.PrefixMark} {
+		for _, k := range st.Keys(prefix) {
+			if err := st.Purge(ctx, k); err != nil {
 				return err
 			}
 			n++
 		}
 	}
-	var start startState
-	if _, err := st.get(keyStartTime, &start); err != nil {
+	var start position.Start
+	if _, err := st.Get(position.KeyStartTime, &start); err != nil {
 		return err
 	}
 	log.Info().Str("found", reason).Int("positions_reset", n).Msg("recovery prepared")
@@ -92,10 +93,8 @@ func Recover(ctx context.Context, cfg *config.Config, log zerolog.Logger, w io.W
 
 // refuseWhileLeased is an error while another process holds the ingest
 // lease: a recovery under a running ingest would race its positions.
-func refuseWhileLeased(st *state, now time.Time) error {
-	st.mu.Lock()
-	raw, ok := st.entries[keyLease]
-	st.mu.Unlock()
+func refuseWhileLeased(st *position.Store, now time.Time) error {
+	raw, ok := st.Raw(keyLease)
 	var lv leaseValue
 	if !ok || json.Unmarshal(raw, &lv) != nil || lv.Holder == "" || now.After(lv.Expires) {
 		return nil
@@ -143,9 +142,9 @@ func (s *skipSet) drop() {
 // loadRecovery returns the ids the streams hold when st marks a recovery
 // under way (an empty, inactive set otherwise), reading every message's
 // headers once.
-func loadRecovery(ctx context.Context, b *bus.Bus, st *state, log zerolog.Logger) (*skipSet, error) {
+func loadRecovery(ctx context.Context, b *bus.Bus, st *position.Store, log zerolog.Logger) (*skipSet, error) {
 	var rs recoveryState
-	ok, err := st.get(bus.RecoveryKey, &rs)
+	ok, err := st.Get(bus.RecoveryKey, &rs)
 	if err != nil || !ok {
 		return &skipSet{}, err
 	}
@@ -163,22 +162,22 @@ func loadRecovery(ctx context.Context, b *bus.Bus, st *state, log zerolog.Logger
 // finishRecovery ends a recovery once a pass over the audit log has
 // completed and every recording job has finished: every event is on the
 // bus again.
-func (in *ingester) finishRecovery(ctx context.Context) error {
-	if !in.skip.active() || !in.sessions.idle() {
+func (p *pipeline) finishRecovery(ctx context.Context) error {
+	if !p.skip.active() || !p.sessions.Idle() {
 		return nil
 	}
-	if err := in.st.purge(ctx, bus.RecoveryKey); err != nil {
+	if err := p.st.Purge(ctx, bus.RecoveryKey); err != nil {
 		return err
 	}
-	in.skip.drop()
-	in.log.Info().Int64("events", in.prog.events.Load()).Msg("recovery finished: every event read again is on the bus")
+	p.skip.drop()
+	p.log.Info().Int64("events", p.prog.events.Load()).Msg("recovery finished: every event read again is on the bus")
 	return nil
 }
 
 // openIdle opens the bus as name and the state, for a command that changes
 // positions and so may run only while no ingest holds the lease (Recover,
 // Backfill). The caller closes the bus.
-func openIdle(ctx context.Context, cfg *config.Config, log zerolog.Logger, name string) (*bus.Bus, *state, error) {
+func openIdle(ctx context.Context, cfg *config.Config, log zerolog.Logger, name string) (*bus.Bus, *position.Store, error) {
 	b, err := bus.Open(ctx, cfg.NATS, cfg.Storage, name, log, true)
 	if err != nil {
 		return nil, nil, err
@@ -191,12 +190,12 @@ func openIdle(ctx context.Context, cfg *config.Config, log zerolog.Logger, name 
 	return b, st, nil
 }
 
-func openIdleState(ctx context.Context, b *bus.Bus) (*state, error) {
+func openIdleState(ctx context.Context, b *bus.Bus) (*position.Store, error) {
 	kv, err := b.State(ctx)
 	if err != nil {
 		return nil, err
 	}
-	st, err := newState(ctx, kv, b.Cfg.StateBucket)
+	st, err := position.Open(ctx, kv, b.Cfg.StateBucket)
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/ingest/position"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/logging/logtest"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/teleport"
 	"github.com/teleport-event-bus/teleport-event-bus/test/teleportsim"
@@ -128,11 +129,11 @@ func TestRecordingThatAppearsLateIsRead(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			entry, err := kv.Get(context.Background(), sessionKey(sid))
+			entry, err := kv.Get(context.Background(), position.SessionKey(sid))
 			if err != nil {
 				t.Fatalf("session job state: %v", err)
 			}
-			var ss sessionState
+			var ss position.Session
 			if err := json.Unmarshal(entry.Value(), &ss); err != nil {
 				t.Fatal(err)
 			}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/config"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/ingest/position"
 )
 
 // Status prints what `ingest status` shows: the streams (messages,
@@ -43,7 +44,7 @@ func Status(ctx context.Context, cfg *config.Config, w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("open state bucket %q: %w", b.Cfg.StateBucket, err)
 	}
-	st, err := newState(ctx, kv, b.Cfg.StateBucket)
+	st, err := position.Open(ctx, kv, b.Cfg.StateBucket)
 	if err != nil {
 		return err
 	}
@@ -106,29 +107,29 @@ func printStreams(ctx context.Context, b *bus.Bus, w io.Writer) error {
 }
 
 // printState prints export progress, session jobs and the lease.
-func printState(st *state, w io.Writer, now time.Time) error {
-	var start startState
-	if ok, err := st.get(keyStartTime, &start); err != nil {
+func printState(st *position.Store, w io.Writer, now time.Time) error {
+	var start position.Start
+	if ok, err := st.Get(position.KeyStartTime, &start); err != nil {
 		return err
 	} else if ok {
 		fmt.Fprintf(w, "\nStart time: %s\n", start.StartTime.UTC().Format(time.RFC3339))
 	}
-	for _, k := range slices.Sorted(slices.Values(st.keys(bus.StreamMarkKey("")[:len("stream.")]))) {
+	for _, k := range slices.Sorted(slices.Values(st.Keys(position.PrefixMark))) {
 		var m streamMark
-		if _, err := st.get(k, &m); err != nil {
+		if _, err := st.Get(k, &m); err != nil {
 			return err
 		}
 		fmt.Fprintf(w, "Stream %s: positions belong to the stream created %s, acknowledged up to sequence %d\n",
 			m.Stream, m.Created.UTC().Format(time.RFC3339Nano), m.Seq)
 	}
 	var rs recoveryState
-	if ok, err := st.get(bus.RecoveryKey, &rs); err != nil {
+	if ok, err := st.Get(bus.RecoveryKey, &rs); err != nil {
 		return err
 	} else if ok {
 		fmt.Fprintf(w, "Recovery under way since %s (%s)\n", rs.Started.UTC().Format(time.RFC3339), rs.Reason)
 	}
-	var ss searchState
-	if ok, _ := st.get(keySearch, &ss); ok {
+	var ss position.Search
+	if ok, _ := st.Get(position.KeySearch, &ss); ok {
 		fmt.Fprintf(w, "Search paging at window %s (page key %q, last id %q)\n",
 			ss.WindowStart.UTC().Format(time.RFC3339), ss.Cursor, ss.LastID)
 	}
@@ -137,10 +138,10 @@ func printState(st *state, w io.Writer, now time.Time) error {
 	}
 	printSessions(st, w)
 	fmt.Fprintln(w)
-	if raw, ok := st.entries[bus.CaughtUpKey]; ok {
+	if raw, ok := st.Raw(bus.CaughtUpKey); ok {
 		cu, err := bus.ParseCaughtUp(raw)
 		if err != nil {
-			return fmt.Errorf("state bucket %q: %w", st.bucket, err)
+			return fmt.Errorf("state bucket %q: %w", st.Bucket(), err)
 		}
 		names := slices.Sorted(maps.Keys(cu.Streams))
 		seqs := make([]string, len(names))
@@ -149,7 +150,7 @@ func printState(st *state, w io.Writer, now time.Time) error {
 		}
 		fmt.Fprintf(w, "Caught up: %s (%s)\n", cu.Time.UTC().Format(time.RFC3339), strings.Join(seqs, ", "))
 	}
-	raw, ok := st.entries[keyLease]
+	raw, ok := st.Raw(keyLease)
 	var lv leaseValue
 	if !ok || json.Unmarshal(raw, &lv) != nil || lv.Holder == "" {
 		fmt.Fprintln(w, "Lease: free")
@@ -170,7 +171,7 @@ func printState(st *state, w io.Writer, now time.Time) error {
 }
 
 // printDates prints one line per export date.
-func printDates(st *state, w io.Writer) error {
+func printDates(st *position.Store, w io.Writer) error {
 	type row struct {
 		chunks, done int
 		events       int64
@@ -183,21 +184,21 @@ func printDates(st *state, w io.Writer) error {
 		}
 		return rows[date]
 	}
-	for _, k := range st.keys(prefixDate) {
-		var ds dateState
-		if _, err := st.get(k, &ds); err != nil {
+	for _, k := range st.Keys(position.PrefixDate) {
+		var ds position.Date
+		if _, err := st.Get(k, &ds); err != nil {
 			return err
 		}
-		r := get(strings.TrimPrefix(k, prefixDate))
+		r := get(strings.TrimPrefix(k, position.PrefixDate))
 		r.closed = ds.Closed
 		if ds.Closed {
 			r.chunks, r.done, r.events = ds.Chunks, ds.Chunks, ds.Events
 		}
 	}
-	for _, k := range st.keys(prefixChunk) {
-		date, _, _ := strings.Cut(strings.TrimPrefix(k, prefixChunk), ".")
-		var cs chunkState
-		if _, err := st.get(k, &cs); err != nil {
+	for _, k := range st.Keys(position.PrefixChunk) {
+		date, _, _ := strings.Cut(strings.TrimPrefix(k, position.PrefixChunk), ".")
+		var cs position.Chunk
+		if _, err := st.Get(k, &cs); err != nil {
 			return err
 		}
 		r := get(date)
@@ -230,12 +231,12 @@ func printDates(st *state, w io.Writer) error {
 }
 
 // printSessions summarises the recording jobs and lists unfinished ones.
-func printSessions(st *state, w io.Writer) {
+func printSessions(st *position.Store, w io.Writer) {
 	var done, gaveUp int
-	var pending []sessionState
-	for _, k := range st.keys(prefixSess) {
-		var ss sessionState
-		if _, err := st.get(k, &ss); err != nil {
+	var pending []position.Session
+	for _, k := range st.Keys(position.PrefixSession) {
+		var ss position.Session
+		if _, err := st.Get(k, &ss); err != nil {
 			continue
 		}
 		switch {
@@ -248,7 +249,7 @@ func printSessions(st *state, w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "\nSession jobs: %d done, %d given up, %d pending\n", done, gaveUp, len(pending))
-	slices.SortFunc(pending, func(a, b sessionState) int { return a.FirstSeen.Compare(b.FirstSeen) })
+	slices.SortFunc(pending, func(a, b position.Session) int { return a.FirstSeen.Compare(b.FirstSeen) })
 	for i, ss := range pending {
 		if i == 20 {
 			fmt.Fprintf(w, "  … and %d more\n", len(pending)-20)

@@ -1,11 +1,11 @@
-package ingest
+package position
 
 import (
 	"context"
 	"sync"
 )
 
-// tracker finds the position that is safe to save: the position of the
+// Tracker finds the position that is safe to save: the position of the
 // last event such that it and every event before it is acknowledged by
 // JetStream (or was filtered out). PubAck callbacks arrive in publish
 // order, so the safe position only moves forward. After a failed publish
@@ -17,10 +17,10 @@ import (
 // the bus at all is stored after it. It is the stream's highest
 // acknowledged sequence when the oldest event not yet safe was published
 // (or now, when every event is). A retry reads the stream after the saved
-// floor (resumeSet) to learn which events after the position are on the
+// floor (the tail scan, Tail.Seen) to learn which events after the position are on the
 // bus already, however long ago they were published: the duplicate
 // window need not cover the time between a publish and its retry.
-type tracker[P any] struct {
+type Tracker[P any] struct {
 	mu          sync.Mutex
 	outstanding int
 	tail        P // position of the newest event handled
@@ -49,30 +49,30 @@ type tracker[P any] struct {
 	covered int64
 }
 
-// newTracker starts at the position already saved.
-func newTracker[P any](start P) *tracker[P] {
-	return &tracker[P]{tail: start, safe: start}
+// NewTracker starts at the position already saved.
+func NewTracker[P any](start P) *Tracker[P] {
+	return &Tracker[P]{tail: start, safe: start}
 }
 
-// withFloor sets how the tracker learns the floor of the events it sees
-// published (outlet.floorFunc), and the ids resumeSet found on the bus
+// WithFloor sets how the tracker learns the floor of the events it sees
+// published (Tail.FloorFunc), and the ids the tail scan found on the bus
 // after the start position.
-func (t *tracker[P]) withFloor(now func() uint64, seen map[string]struct{}) *tracker[P] {
+func (t *Tracker[P]) WithFloor(now func() uint64, seen map[string]struct{}) *Tracker[P] {
 	t.floorNow, t.seen = now, seen
 	return t
 }
 
-// onBus reports whether the event id was found on the bus after the start
+// OnBus reports whether the event id was found on the bus after the start
 // position when this attempt started: it was published by an earlier
 // attempt and is not published again.
-func (t *tracker[P]) onBus(id string) bool {
+func (t *Tracker[P]) OnBus(id string) bool {
 	_, ok := t.seen[id]
 	return ok
 }
 
-// published records an event sent at position pos; call the returned
+// Published records an event sent at position pos; call the returned
 // function with the publish result.
-func (t *tracker[P]) published(pos P) func(error) {
+func (t *Tracker[P]) Published(pos P) func(error) {
 	t.mu.Lock()
 	t.outstanding++
 	t.tail = pos
@@ -85,14 +85,14 @@ func (t *tracker[P]) published(pos P) func(error) {
 	return func(err error) { t.acked(pos, err) }
 }
 
-// floor is the floor of the safe position (see tracker).
-func (t *tracker[P]) floor() uint64 {
+// Floor is the floor of the safe position (see Tracker).
+func (t *Tracker[P]) Floor() uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.floorLocked()
 }
 
-func (t *tracker[P]) floorLocked() uint64 {
+func (t *Tracker[P]) floorLocked() uint64 {
 	if len(t.floors) > 0 {
 		return t.floors[0]
 	}
@@ -103,7 +103,7 @@ func (t *tracker[P]) floorLocked() uint64 {
 }
 
 // acked is the publish result of the event at pos.
-func (t *tracker[P]) acked(pos P, err error) {
+func (t *Tracker[P]) acked(pos P, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.outstanding--
@@ -133,8 +133,8 @@ func (t *tracker[P]) acked(pos P, err error) {
 	}
 }
 
-// skipped records an event at pos that was filtered out.
-func (t *tracker[P]) skipped(pos P) {
+// Skipped records an event at pos that was filtered out.
+func (t *Tracker[P]) Skipped(pos P) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.tail = pos
@@ -143,11 +143,11 @@ func (t *tracker[P]) skipped(pos P) {
 	}
 }
 
-// foundOnBus records an event at pos that is not published because it is
+// FoundOnBus records an event at pos that is not published because it is
 // on the bus already (an earlier attempt, or the run before a recovery,
-// published it): like skipped, but it counts as an event on the bus once
+// published it): like Skipped, but it counts as an event on the bus once
 // the safe position covers it.
-func (t *tracker[P]) foundOnBus(pos P) {
+func (t *Tracker[P]) FoundOnBus(pos P) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.tail = pos
@@ -159,13 +159,13 @@ func (t *tracker[P]) foundOnBus(pos P) {
 	t.found++
 }
 
-// commitPoint is position with, in events, how many events on the bus
+// CommitPoint is Position with, in events, how many events on the bus
 // (published, or found there) the safe position covers that no earlier
-// commitPoint returned: the progress to add to what is saved with the
+// CommitPoint returned: the progress to add to what is saved with the
 // position. An attempt that fails after a commitPoint whose save failed
 // loses nothing: the next attempt starts from the saved position and finds
 // those events on the bus.
-func (t *tracker[P]) commitPoint() (pos P, floor uint64, moved bool, events int64, err error) {
+func (t *Tracker[P]) CommitPoint() (pos P, floor uint64, moved bool, events int64, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	d := t.dirty
@@ -174,9 +174,9 @@ func (t *tracker[P]) commitPoint() (pos P, floor uint64, moved bool, events int6
 	return t.safe, t.floorLocked(), d, events, t.err
 }
 
-// position returns the safe position, its floor, whether it moved since
+// Position returns the safe position, its floor, whether it moved since
 // the last call, and the first publish error.
-func (t *tracker[P]) position() (P, uint64, bool, error) {
+func (t *Tracker[P]) Position() (P, uint64, bool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	d := t.dirty
@@ -184,16 +184,16 @@ func (t *tracker[P]) position() (P, uint64, bool, error) {
 	return t.safe, t.floorLocked(), d, t.err
 }
 
-// failed returns the first publish error, if any.
-func (t *tracker[P]) failed() error {
+// Failed returns the first publish error, if any.
+func (t *Tracker[P]) Failed() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.err
 }
 
-// settled waits until every event published so far has its result, or
+// Settled waits until every event published so far has its result, or
 // ctx ends.
-func (t *tracker[P]) settled(ctx context.Context) error {
+func (t *Tracker[P]) Settled(ctx context.Context) error {
 	t.mu.Lock()
 	if t.outstanding == 0 {
 		t.mu.Unlock()
@@ -210,4 +210,18 @@ func (t *tracker[P]) settled(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// AssignFloor gives a saved position that has no floor yet (its reader
+// never published from it) the floor of now, before the first publish: a
+// restart then knows where its events, if any landed, are in the stream.
+// It reports whether it did, and the caller saves the position; a tracker
+// without floors (a dry run) assigns none.
+func (t *Tracker[P]) AssignFloor(floor **uint64) bool {
+	if *floor != nil || t.floorNow == nil {
+		return false
+	}
+	f := t.Floor()
+	*floor = &f
+	return true
 }

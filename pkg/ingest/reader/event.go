@@ -1,4 +1,4 @@
-package ingest
+package reader
 
 import (
 	"fmt"
@@ -32,23 +32,23 @@ func toSessionEvent(sid string, u *auditlogpb.EventUnstructured) (bus.Event, err
 	return e, nil
 }
 
-// filter decides which audit events are published: `types` (when set)
-// lists the wanted types, `skip-event-types` the unwanted ones, and events
-// older than start-time are dropped (the first export date starts at
-// midnight).
-type filter struct {
-	types []string
-	skip  []string
-	since time.Time
+// Filter decides which audit events are published: Types (when set)
+// lists the wanted types, Skip the unwanted ones (skip-event-types), and
+// events older than Since (start-time) are dropped (the first export date
+// starts at midnight).
+type Filter struct {
+	Types []string
+	Skip  []string
+	Since time.Time
 }
 
 // keep reports whether an audit event passes the filter.
-func (f filter) keep(typ string, at time.Time) bool {
-	if !f.since.IsZero() && !at.IsZero() && at.Before(f.since) {
+func (f Filter) keep(typ string, at time.Time) bool {
+	if !f.Since.IsZero() && !at.IsZero() && at.Before(f.Since) {
 		return false
 	}
-	if len(f.types) > 0 && !slices.Contains(f.types, typ) {
+	if len(f.Types) > 0 && !slices.Contains(f.Types, typ) {
 		return false
 	}
-	return !slices.Contains(f.skip, typ)
+	return !slices.Contains(f.Skip, typ)
 }
