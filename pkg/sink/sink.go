@@ -445,8 +445,9 @@ func (s *Sink) openConsumer(ctx context.Context, src Source) (jetstream.Consumer
 				user = fmt.Sprintf(" (nkey seed file %q)", s.cfg.NATS.NKey)
 			}
 			return nil, fmt.Errorf("open consumer %q on stream %s: NATS refused a request of this sink's user%s: %w: "+
-				"the sink needs the fluentd-sink role: set sink.nats-nkey to the seed file configure wrote for it (nats-fluentd-sink.nk), "+
-				"and give the server the users of that same configure run", src.Consumer, src.Stream, user, refused)
+				"the sink needs the fluentd-sink role (sink.nats-nkey: nats-fluentd-sink.nk of the configure run that made the server's users) "+
+				"and the consumer names of the configuration those users were made from (sink.audit-consumer, sink.session-consumer)",
+				src.Consumer, src.Stream, user, refused)
 		}
 		delay := connectBackoff.Delay(uint64(attempt))
 		s.log.Warn().Err(err).Str("stream", src.Stream).Str("consumer", src.Consumer).Int("attempt", attempt).

@@ -164,7 +164,7 @@ func TestClosedBusCredentialErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkExactError(t, res, exitRuntime, fmt.Sprintf(`fluentd-sink: error: open consumer "fluentd-sink-audit" on stream TELEPORT_AUDIT: NATS refused a request of this sink's user (nkey seed file %q): nats: permissions violation: Permissions Violation for Publish to "$JS.API.CONSUMER.CREATE.TELEPORT_AUDIT.fluentd-sink-audit": the sink needs the fluentd-sink role: set sink.nats-nkey to the seed file configure wrote for it (nats-fluentd-sink.nk), and give the server the users of that same configure run`,
+	checkExactError(t, res, exitRuntime, fmt.Sprintf(`fluentd-sink: error: open consumer "fluentd-sink-audit" on stream TELEPORT_AUDIT: NATS refused a request of this sink's user (nkey seed file %q): nats: permissions violation: Permissions Violation for Publish to "$JS.API.CONSUMER.CREATE.TELEPORT_AUDIT.fluentd-sink-audit": the sink needs the fluentd-sink role (sink.nats-nkey: nats-fluentd-sink.nk of the configure run that made the server's users) and the consumer names of the configuration those users were made from (sink.audit-consumer, sink.session-consumer)`,
 		readerSeed))
 
 	// No key at all.
