@@ -88,9 +88,9 @@ var (
 // Their rates are compared, so they run back to back to share the
 // machine's load as far as possible (a shared machine's load changes from
 // minute to minute, and the goal leaves the budget 15%). With
-// BENCH_PAIRS > 1 the pairs alternate
-// (off, default), (default, off), …, so a load that rises or falls through
-// the run weighs on both settings alike, and the table compares medians.
+// BENCH_PAIRS > 1 the pairs alternate (off, default), (default, off), …,
+// so a load that rises or falls through the run weighs on both settings
+// alike, and the table compares medians.
 // Before every backfill, sync writes the previous run's dirty pages out
 // (each backfill writes its stream to disk), so no run pays for another's
 // writeback. What else differs between the first and the second run —
