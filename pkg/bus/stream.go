@@ -211,6 +211,20 @@ func Unavailable(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
 }
 
+// Refused is the permission violation NATS last reported to nc, or nil. A
+// request the client's user may not make is not answered: the server
+// sends the violation as an asynchronous error and the request times out,
+// which Unavailable alone takes for a JetStream that is slow to answer.
+func Refused(nc *nats.Conn) error {
+	if nc == nil {
+		return nil
+	}
+	if err := nc.LastError(); errors.Is(err, nats.ErrPermissionViolation) {
+		return err
+	}
+	return nil
+}
+
 // streamPoll is how long each look of WaitStream waits for an answer: a
 // stream whose leader was just elected answers within it, while a request
 // sent during the election would stay unanswered for the whole API

@@ -425,7 +425,8 @@ func (s *Sink) open(ctx context.Context) ([]consumer, error) {
 // again while JetStream cannot answer yet: a cluster that is still electing
 // its leaders after a restart answers 503 or not at all. Each failed try is
 // logged with the wait before the next. Other errors (no such stream, a
-// conflicting consumer) end it at once.
+// conflicting consumer) end it at once, and so does a request NATS refused
+// this sink's user: its answer never comes, whatever the wait.
 func (s *Sink) openConsumer(ctx context.Context, src Source) (jetstream.Consumer, error) {
 	for attempt := 1; ; attempt++ {
 		var c jetstream.Consumer
@@ -437,6 +438,16 @@ func (s *Sink) openConsumer(ctx context.Context, src Source) (jetstream.Consumer
 		}
 		if err == nil || ctx.Err() != nil || !bus.Unavailable(err) {
 			return c, err
+		}
+		if refused := bus.Refused(s.nc); refused != nil {
+			user := ""
+			if s.cfg.NATS.NKey != "" {
+				user = fmt.Sprintf(" (nkey seed file %q)", s.cfg.NATS.NKey)
+			}
+			return nil, fmt.Errorf("open consumer %q on stream %s: NATS refused a request of this sink's user%s: %w: "+
+				"the sink needs the fluentd-sink role (sink.nats-nkey: nats-fluentd-sink.nk of the configure run that made the server's users) "+
+				"and the consumer names of the configuration those users were made from (sink.audit-consumer, sink.session-consumer)",
+				src.Consumer, src.Stream, user, refused)
 		}
 		delay := connectBackoff.Delay(uint64(attempt))
 		s.log.Warn().Err(err).Str("stream", src.Stream).Str("consumer", src.Consumer).Int("attempt", attempt).

@@ -161,7 +161,7 @@ func runCluster(ctx context.Context, bin, dir string, o clusterOptions, kind har
 	r, err := harness.StartClusterRun(ctx, p, from, []string{"--events", fmt.Sprint(o.events), "--sessions", "0", "--huge-events", "0",
 		"--from", from.Format(time.RFC3339), "--to", now.Format(time.RFC3339), "--seed", "1", "--prerender"}, o.ingestFlags, o.sinks)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w\nlogs are in %s", kind, err, p.LogDir)
+		return nil, withLogs(fmt.Errorf("%s: %w", kind, err), o.dir != "", []string{p.LogDir}, tails(p.Procs()))
 	}
 	cr = &clusterRun{kind: kind}
 	defer func() {
@@ -169,7 +169,8 @@ func runCluster(ctx context.Context, bin, dir string, o clusterOptions, kind har
 			cr.notes = append(cr.notes, fmt.Sprintf("%s: did not stop cleanly: %s", kind, strings.Join(bad, ", ")))
 		}
 		if err != nil {
-			err = fmt.Errorf("%s: %w\nlogs are in %s", kind, err, p.LogDir)
+			err = withLogs(fmt.Errorf("%s: %w", kind, err), o.dir != "", []string{p.LogDir, r.Cluster.LogDir()},
+				tails(p.Procs())+r.Cluster.Tails(tailLines))
 		}
 	}()
 	tp, err := p.TeleportStats(ctx)
@@ -238,14 +239,13 @@ func runCluster(ctx context.Context, bin, dir string, o clusterOptions, kind har
 		return nil, fmt.Errorf("the audit stream's count: %w", err)
 	}
 	cr.stream = info.State.Msgs
-	bf := &backfill{}
-	if _, err := harness.Read(ctx, r, func(ctx context.Context, insp *harness.Inspector) (struct{}, error) {
-		*bf = backfill{}
-		return struct{}{}, checkBackfill(ctx, p, insp, bf)
-	}); err != nil {
+	c, err := harness.Read(ctx, r, func(ctx context.Context, insp *harness.Inspector) (idChecks, error) {
+		return checkIDs(ctx, p, insp, true)
+	})
+	if err != nil {
 		return nil, fmt.Errorf("check the events by id: %w", err)
 	}
-	cr.missing, cr.fluentdDups, cr.streamDups = bf.missing, bf.fluentdDups, bf.streamDup
+	cr.missing, cr.fluentdDups, cr.streamDups = c.missing, c.fluentdDups, c.streamDup
 	return cr, nil
 }
 

@@ -61,7 +61,7 @@ func runLive(ctx context.Context, bin, dir string, o options, r *report) (err er
 			r.notes = append(r.notes, "live pipeline did not stop cleanly: "+strings.Join(bad, ", "))
 		}
 		if err != nil {
-			err = fmt.Errorf("live tail: %w\nlogs are in %s", err, p.LogDir)
+			err = withLogs(fmt.Errorf("live tail: %w", err), o.dir != "", []string{p.LogDir}, tails(p.Procs()))
 		}
 	}()
 

@@ -30,17 +30,21 @@ import (
 //     separate nats-server process (--nats-url) with the roles' NKeys, as a
 //     deployment with its own NATS does; its RSS is shown as a test-side
 //     figure (BENCH_EXTERNAL=0 skips it).
-//  4. the older exporter's model on the stream of 1: a new sink consumer
-//     with one event per request and one request at a time, for
-//     BENCH_SERIAL_EVENTS events or BENCH_SERIAL_MAX, whichever is first
-//     (BENCH_SERIAL_EVENTS=0 skips it).
+//  4. the older exporter's model on a fresh pipeline whose stream holds
+//     BENCH_SERIAL_EVENTS events (at most BENCH_EVENTS) before its sink
+//     starts: one event per request and one request at a time, for all of
+//     them or BENCH_SERIAL_MAX, whichever is first (BENCH_SERIAL_EVENTS=0
+//     skips it).
 //  5. live tail: a fresh pipeline (default budget) where teleport-sim
 //     appends BENCH_LIVE_RATE events/s and ingest polls every second
 //     (--timeout 1s); see live_test.go for how the delay is measured
 //     (BENCH_LIVE_FOR=0 skips it).
 //
-// Every backfill is checked by event id: an event missing or duplicated
-// fails the benchmark; a missed speed or memory goal is printed as MISSED.
+// Every backfill, and the older model, is checked by event id: an event
+// missing or duplicated fails the benchmark; a missed speed or memory goal
+// is printed as MISSED. A phase that fails names its logs, copied where
+// they outlive the benchmark's temporary directory, and shows their last
+// lines.
 //
 // Run it with `make bench` (or go test -run '^$' -bench BenchmarkPipeline
 // -benchtime 1x -timeout 60m ./test/bench/).
@@ -78,17 +82,15 @@ var (
 )
 
 // run runs every phase the options ask for, each on a fresh pipeline under
-// dir, except the older model, which reads the first default backfill's
-// stream.
+// dir.
 //
 // Order: the budget-off backfill first, the default one right after it.
 // Their rates are compared, so they run back to back to share the
 // machine's load as far as possible (a shared machine's load changes from
-// minute to minute, and the goal leaves the budget 15%); and the default
-// run's pipeline stays up after it for the older-model phase, which would
-// otherwise sit between the two. With BENCH_PAIRS > 1 the pairs alternate
-// (off, default), (default, off), …, so a load that rises or falls through
-// the run weighs on both settings alike, and the table compares medians.
+// minute to minute, and the goal leaves the budget 15%). With
+// BENCH_PAIRS > 1 the pairs alternate (off, default), (default, off), …,
+// so a load that rises or falls through the run weighs on both settings
+// alike, and the table compares medians.
 // Before every backfill, sync writes the previous run's dirty pages out
 // (each backfill writes its stream to disk), so no run pays for another's
 // writeback. What else differs between the first and the second run —
@@ -114,13 +116,10 @@ func (r *report) run(ctx context.Context, bin, dir string) error {
 				s.label = fmt.Sprintf("%s #%d", s.name, i+1)
 				sub = fmt.Sprintf("%s-%d", sub, i+1)
 			}
-			var then func(*harness.Pipeline, *harness.Proc) error
 			if s.key == settingOff.key {
 				s.flags = o.offFlags
-			} else if len(r.defs) == 0 && o.serialEvents > 0 {
-				then = func(p *harness.Pipeline, sink *harness.Proc) error { return runSerial(ctx, p, sink, o, r) }
 			}
-			bf, err := runBackfill(ctx, bin, filepath.Join(dir, sub), o, s, r, then)
+			bf, err := runBackfill(ctx, bin, filepath.Join(dir, sub), o, s, r)
 			if err != nil {
 				return err
 			}
@@ -135,12 +134,18 @@ func (r *report) run(ctx context.Context, bin, dir string) error {
 	if o.external {
 		s := settingExtNATS
 		s.label = s.name
-		bf, err := runBackfill(ctx, bin, filepath.Join(dir, s.dir), o, s, r, nil)
+		bf, err := runBackfill(ctx, bin, filepath.Join(dir, s.dir), o, s, r)
 		if err != nil {
 			return err
 		}
 		r.order = append(r.order, bf)
 		r.ext = bf
+	}
+	if o.serialEvents > 0 {
+		syscall.Sync()
+		if err := runSerial(ctx, bin, filepath.Join(dir, "serial"), o, r); err != nil {
+			return err
+		}
 	}
 	if o.liveFor > 0 {
 		syscall.Sync()
@@ -167,10 +172,8 @@ func workDir(b *testing.B, o options, i int) string {
 }
 
 // runBackfill is one backfill on a fresh pipeline under dir, with ingest
-// set up as s says; then, when set, runs on the same pipeline once the
-// backfill is measured and checked (the older model).
-func runBackfill(ctx context.Context, bin, dir string, o options, s setting, r *report,
-	then func(*harness.Pipeline, *harness.Proc) error) (bf *backfill, err error) {
+// set up as s says.
+func runBackfill(ctx context.Context, bin, dir string, o options, s setting, r *report) (bf *backfill, err error) {
 	p, err := harness.NewPipeline(ctx, bin, dir)
 	if err != nil {
 		return nil, err
@@ -180,7 +183,7 @@ func runBackfill(ctx context.Context, bin, dir string, o options, s setting, r *
 			r.notes = append(r.notes, fmt.Sprintf("backfill (%s) pipeline did not stop cleanly: %s", s.label, strings.Join(bad, ", ")))
 		}
 		if err != nil {
-			err = fmt.Errorf("backfill (%s): %w\nlogs are in %s", s.label, err, p.LogDir)
+			err = withLogs(fmt.Errorf("backfill (%s): %w", s.label, err), o.dir != "", []string{p.LogDir}, tails(p.Procs()))
 		}
 	}()
 	bf = &backfill{setting: s}
@@ -237,7 +240,7 @@ func runBackfill(ctx context.Context, bin, dir string, o options, s setting, r *
 	}
 
 	var onBus, firstDelivery, lastDelivery time.Time
-	err = poll(ctx, 100*time.Millisecond, 30*time.Minute, p.Procs(), func(now time.Time) (bool, string, error) {
+	err = poll(ctx, 100*time.Millisecond, 10*time.Minute, p.Procs(), func(now time.Time) (bool, string, error) {
 		c, err := insp.Counts(ctx)
 		if err != nil {
 			return false, "", err
@@ -287,71 +290,113 @@ func runBackfill(ctx context.Context, bin, dir string, o options, s setting, r *
 	}
 	bf.rss = append(bf.rss, sim, usage("fluentd-sim", p.Fluentd, 0, "(test double)"))
 
-	if err := checkBackfill(ctx, p, insp, bf); err != nil {
+	if bf.idChecks, err = checkIDs(ctx, p, insp, true); err != nil {
 		return nil, err
-	}
-	if then != nil {
-		if err := then(p, sink); err != nil {
-			return nil, err
-		}
 	}
 	return bf, nil
 }
 
-// checkBackfill compares, by event id, what fluentd-sim stored with what
-// teleport-sim holds, and counts duplicates in the stream and at Fluentd.
-func checkBackfill(ctx context.Context, p *harness.Pipeline, insp *harness.Inspector, r *backfill) error {
-	teleport, err := p.TeleportIDs(ctx)
-	if err != nil {
-		return err
-	}
+// checkIDs compares, by event id, what fluentd-sim stored with what
+// teleport-sim holds (when all, every event should have been delivered),
+// and counts duplicates in the stream and at Fluentd.
+func checkIDs(ctx context.Context, p *harness.Pipeline, insp *harness.Inspector, all bool) (idChecks, error) {
+	var c idChecks
 	stored, err := p.FluentdIDs(ctx, "test.log")
 	if err != nil {
-		return err
+		return c, err
 	}
-	for _, id := range teleport {
-		if stored[id] == 0 {
-			r.missing++
+	if all {
+		teleport, err := p.TeleportIDs(ctx)
+		if err != nil {
+			return c, err
+		}
+		for _, id := range teleport {
+			if stored[id] == 0 {
+				c.missing++
+			}
 		}
 	}
 	for _, n := range stored {
-		r.fluentdDups += n - 1
+		c.fluentdDups += n - 1
 	}
 	inStream, err := insp.MsgIDs(ctx, insp.AuditStream())
 	if err != nil {
-		return err
+		return c, err
 	}
 	for _, n := range inStream {
-		r.streamDup += n - 1
+		c.streamDup += n - 1
 	}
-	return nil
+	return c, nil
 }
 
-// runSerial stops the batching sink, empties fluentd-sim, and drains the
-// same stream with a new consumer in the older tool's model: one event per
-// request, one request at a time. The rate is taken from the first delivery
-// on, so the sink's start-up does not count against it.
-func runSerial(ctx context.Context, p *harness.Pipeline, sink *harness.Proc, o options, r *report) error {
-	if code, err := sink.Stop(30 * time.Second); err != nil || code != 0 {
-		r.notes = append(r.notes, fmt.Sprintf("fluentd-sink exited %d on SIGTERM (%v)", code, err))
-	}
-	if err := harness.Post(ctx, "POST", p.FluentdControl+"/reset", ""); err != nil {
-		return err
-	}
-	// The bus is closed: the sink role may only use the two durables ingest
-	// was configured with, so this second consumer runs as the reader role,
-	// which may create consumers of its own (as a SIEM feed would).
-	serial, err := p.StartSink(ctx, "fluentd-sink-serial",
-		"--sink-nats-nkey", p.NATSSeed(bus.RoleReader),
-		"--sink-audit-consumer", "bench-serial", "--sink-session-consumer", "bench-serial-sessions",
-		"--sink-batch-size", "1", "--sink-in-flight", "1")
+// runSerial is the older exporter's model on a fresh pipeline under dir:
+// teleport-sim holds BENCH_SERIAL_EVENTS events (at most BENCH_EVENTS)
+// over the backfill's ten days, ingest (default settings) puts them all on
+// the bus, and only then a fluentd-sink starts with one event per request
+// and one request at a time. It runs until fluentd-sim stored them all or
+// BENCH_SERIAL_MAX passed since the first delivery; the rate is taken from
+// the first delivery on, so the sink's start-up does not count against it.
+//
+// The sink connects as a deployed one does: the fluentd-sink role, with
+// configure's consumer names. It cannot read a backfill's stream instead:
+// that role may use only those two consumers, which the backfill's sink
+// has read to the end, and a sink cannot run as the reader role, which
+// may not touch the state bucket where every sink records its consumers.
+func runSerial(ctx context.Context, bin, dir string, o options, r *report) (err error) {
+	p, err := harness.NewPipeline(ctx, bin, dir)
 	if err != nil {
 		return err
 	}
-	want := int64(min(o.serialEvents, r.events))
+	defer func() {
+		if bad := p.StopAll(30 * time.Second); len(bad) > 0 {
+			r.notes = append(r.notes, "older-model pipeline did not stop cleanly: "+strings.Join(bad, ", "))
+		}
+		if err != nil {
+			err = withLogs(fmt.Errorf("older model: %w", err), o.dir != "", []string{p.LogDir}, tails(p.Procs()))
+		}
+	}()
+
+	now := time.Now().UTC()
+	from := now.AddDate(0, 0, -10).Truncate(24 * time.Hour)
+	if err := p.StartTeleport(ctx, "--events", fmt.Sprint(min(o.serialEvents, o.events)), "--sessions", "0", "--huge-events", "0",
+		"--from", from.Format(time.RFC3339), "--to", now.Format(time.RFC3339), "--seed", "1", "--prerender"); err != nil {
+		return err
+	}
+	if err := p.StartFluentd(ctx, "--latency", o.fluentdLatency.String()); err != nil {
+		return err
+	}
+	tp, err := p.TeleportStats(ctx)
+	if err != nil {
+		return err
+	}
+	want := int64(tp.Events)
+	ingest, err := p.StartIngest(ctx, "ingest", append([]string{"--start-time", from.Format(time.RFC3339)}, o.ingestFlags...)...)
+	if err != nil {
+		return err
+	}
+	insp, err := connect(ctx, "", p.NATSListen, p.NATSSeed(bus.RoleReader), ingest)
+	if err != nil {
+		return err
+	}
+	defer insp.Close()
+	err = poll(ctx, 100*time.Millisecond, 10*time.Minute, p.Procs(), func(time.Time) (bool, string, error) {
+		c, err := insp.Counts(ctx)
+		if err != nil {
+			return false, "", err
+		}
+		return int64(c.AuditTotal) >= want, fmt.Sprintf("audit stream %d/%d (before the sink starts)", c.AuditTotal, want), nil
+	})
+	if err != nil {
+		return err
+	}
+
+	serial, err := p.StartSink(ctx, "fluentd-sink-serial", "--sink-batch-size", "1", "--sink-in-flight", "1")
+	if err != nil {
+		return err
+	}
 	var first, last time.Time
 	var firstN, lastN int64
-	err = poll(ctx, 100*time.Millisecond, o.serialMax+2*time.Minute, []*harness.Proc{serial}, func(now time.Time) (bool, string, error) {
+	err = poll(ctx, 100*time.Millisecond, 2*time.Minute, p.Procs(), func(now time.Time) (bool, string, error) {
 		fs, err := p.FluentdStats(ctx)
 		if err != nil {
 			return false, "", err
@@ -364,17 +409,19 @@ func runSerial(ctx context.Context, p *harness.Pipeline, sink *harness.Proc, o o
 		return done, fmt.Sprintf("stored by fluentd-sim %d/%d", fs.StoredTotal, want), nil
 	})
 	if err != nil {
-		return fmt.Errorf("older model: %w", err)
+		return err
 	}
-	r.serialEvents = lastN
+	r.serial.events, r.serial.all = lastN, lastN >= want
 	if d := last.Sub(first); d > 0 && lastN > firstN {
-		r.serialRate = float64(lastN-firstN) / d.Seconds()
+		r.serial.rate = float64(lastN-firstN) / d.Seconds()
 	}
 	r.rss = append(r.rss, usage("fluentd-sink (older model)", serial, goalSinkRSS, ""))
 	if code, err := serial.Stop(30 * time.Second); err != nil || code != 0 {
 		r.notes = append(r.notes, fmt.Sprintf("fluentd-sink-serial exited %d on SIGTERM (%v)", code, err))
 	}
-	return nil
+	// After the stop: what it stored then is all it delivered.
+	r.serial.idChecks, err = checkIDs(ctx, p, insp, r.serial.all)
+	return err
 }
 
 // usage is a running process's peak RSS and CPU time so far, with its RSS
@@ -387,7 +434,7 @@ func usage(name string, p *harness.Proc, goal int64, noGoal string) procRSS {
 // the embedded server of ingest at listen, answers.
 func connect(ctx context.Context, url, listen, nkey string, ingest *harness.Proc) (*harness.Inspector, error) {
 	var insp *harness.Inspector
-	err := poll(ctx, 100*time.Millisecond, time.Minute, []*harness.Proc{ingest}, func(time.Time) (bool, string, error) {
+	err := poll(ctx, 100*time.Millisecond, 2*time.Minute, []*harness.Proc{ingest}, func(time.Time) (bool, string, error) {
 		var err error
 		insp, err = harness.NewInspector(ctx, url, listen, nkey)
 		if err != nil {
@@ -405,30 +452,38 @@ func connect(ctx context.Context, url, listen, nkey string, ingest *harness.Proc
 }
 
 // poll calls check every interval until it reports done. It fails when
-// check fails, when limit passes or ctx ends (with check's last state), or
-// when one of procs exits.
-func poll(ctx context.Context, every, limit time.Duration, procs []*harness.Proc,
+// check fails, when ctx ends, when one of procs exits, or when the state
+// check reports has not changed for stall: on a loaded machine a phase may
+// be slow, but a phase whose counts do not move is stuck.
+func poll(ctx context.Context, every, stall time.Duration, procs []*harness.Proc,
 	check func(now time.Time) (done bool, state string, err error)) error {
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
 	tick := time.NewTicker(every)
 	defer tick.Stop()
+	var last string
+	var since time.Time // when the state became last
 	for {
-		done, state, err := check(time.Now())
+		now := time.Now()
+		done, state, err := check(now)
 		if err != nil {
 			return err
 		}
 		if done {
 			return nil
 		}
+		if since.IsZero() || state != last {
+			last, since = state, now
+		}
 		for _, p := range procs {
 			if exited, code := p.Exited(); exited {
 				return fmt.Errorf("%s exited (code %d); last state: %s\n%s", p.Name, code, state, p.Tail(20))
 			}
 		}
+		if now.Sub(since) >= stall {
+			return fmt.Errorf("gave up: nothing moved for %s; state: %s", stall, state)
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("gave up after %s: %w; last state: %s", limit, ctx.Err(), state)
+			return fmt.Errorf("gave up: %w; last state: %s", ctx.Err(), state)
 		case <-tick.C:
 		}
 	}

@@ -26,9 +26,8 @@ type report struct {
 	ext        *backfill
 	order      []*backfill
 
-	// The older tool's model, on the default backfill's stream.
-	serialEvents int64
-	serialRate   float64
+	// serial is the older tool's model (runSerial).
+	serial serialReport
 
 	live liveReport
 
@@ -66,17 +65,34 @@ type backfill struct {
 	// comparable when they saw the same load.
 	loadStart, loadEnd float64
 
-	events                 int
-	ingest, sink, overall  time.Duration
-	requests, connections  int64 // what fluentd-sim answered and accepted
-	missing                int   // ids teleport-sim holds that fluentd-sim never stored
-	fluentdDups, streamDup int
+	events                int
+	ingest, sink, overall time.Duration
+	requests, connections int64 // what fluentd-sim answered and accepted
+	idChecks
 
 	ingestRSS, sinkRSS, natsRSS procRSS
 	rss                         []procRSS // every process, for the table
 }
 
 func (b *backfill) overallRate() float64 { return rate(b.events, b.overall) }
+
+// idChecks are the by-id checks of a phase (checkIDs).
+type idChecks struct {
+	missing                int // ids teleport-sim holds that fluentd-sim never stored
+	fluentdDups, streamDup int
+}
+
+// serialReport is what the older tool's model measured.
+type serialReport struct {
+	// events were stored by fluentd-sim (all: every event teleport-sim
+	// held, else BENCH_SERIAL_MAX ended it first), at rate from the first
+	// delivery on.
+	events int64
+	all    bool
+	rate   float64
+	// idChecks: missing is counted only when all were to be delivered.
+	idChecks
+}
 
 // liveReport is the live-tail phase.
 type liveReport struct {
@@ -148,10 +164,10 @@ func peak(runs []*backfill, f func(*backfill) int64) int64 {
 // ratio is the default backfill's overall rate (median) as many times the
 // older model's; 0 when that phase did not run.
 func (r *report) ratio() float64 {
-	if r.serialRate == 0 {
+	if r.serial.rate == 0 {
 		return 0
 	}
-	return median(r.defs, overall) / r.serialRate
+	return median(r.defs, overall) / r.serial.rate
 }
 
 // budgetShare is the default budget's overall rate as a share of the
@@ -248,7 +264,7 @@ func (r *report) print(out io.Writer) {
 		backfillRows(r.ext)
 	}
 	if r.opts.serialEvents > 0 {
-		row("older model", fmt.Sprintf("sink, 1 event/request, 1 in flight; %d events, steady rate", r.serialEvents), num(r.serialRate)+" events/s", "")
+		row("older model", fmt.Sprintf("sink, 1 event/request, 1 in flight; %d events, steady rate", r.serial.events), num(r.serial.rate)+" events/s", "")
 		row("speed-up", "overall (default budget) ÷ older model", fmt.Sprintf("%.1f×", r.ratio()), goal(r.ratio() >= goalRatio, "≥ 25×"))
 	}
 	if r.live.sampled > 0 {
@@ -275,6 +291,13 @@ func (r *report) print(out io.Writer) {
 	}
 	for _, bf := range r.all() {
 		row("checks: "+bf.label, "missing / duplicates at Fluentd / in the stream", fmt.Sprintf("%d / %d / %d", bf.missing, bf.fluentdDups, bf.streamDup), "")
+	}
+	if r.opts.serialEvents > 0 {
+		missing := fmt.Sprint(r.serial.missing)
+		if !r.serial.all {
+			missing = "not all sent (BENCH_SERIAL_MAX)"
+		}
+		row("checks: older model", "missing / duplicates at Fluentd / in the stream", fmt.Sprintf("%s / %d / %d", missing, r.serial.fluentdDups, r.serial.streamDup), "")
 	}
 	if r.live.sampled > 0 {
 		row("checks: live tail", "live events on the bus never delivered", fmt.Sprint(r.live.undelivered), "")
@@ -317,7 +340,7 @@ func (r *report) reportMetrics(b *testing.B) {
 		b.ReportMetric(r.budgetCPU(), "budget-cpu-x-off")
 	}
 	if r.opts.serialEvents > 0 {
-		b.ReportMetric(r.serialRate, "older-model-events/s")
+		b.ReportMetric(r.serial.rate, "older-model-events/s")
 		b.ReportMetric(r.ratio(), "x-older-model")
 	}
 	if r.live.sampled > 0 {
@@ -367,6 +390,9 @@ func (r *report) problems() []string {
 				out = append(out, fmt.Sprintf("backfill (%s): ingest reports its memory budget off", bf.label))
 			}
 		}
+	}
+	if c := r.serial.idChecks; c.missing > 0 || c.fluentdDups > 0 || c.streamDup > 0 {
+		out = append(out, fmt.Sprintf("older model: %d events missing, %d duplicates at Fluentd, %d in the stream", c.missing, c.fluentdDups, c.streamDup))
 	}
 	if r.live.undelivered > 0 {
 		out = append(out, fmt.Sprintf("live tail: %d events on the bus were not delivered to Fluentd", r.live.undelivered))

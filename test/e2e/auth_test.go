@@ -77,10 +77,10 @@ func TestClosedBusEmbedded(t *testing.T) {
 // TestClosedBusCredentialErrors runs the commands with each credential
 // mistake and checks the exact one-line error docs/troubleshooting.md
 // quotes: a seed file others can read (ingest and sink), a missing users
-// file, a key the server does not know, and no key at all. The bus never
-// falls back to open: the refused sink delivers nothing.
+// file, a key the server does not know, another role's key, and no key at
+// all. The bus never falls back to open: the refused sink delivers nothing.
 func TestClosedBusCredentialErrors(t *testing.T) {
-	ctx, p := newPipeline(t, 3*time.Minute)
+	ctx, p := newPipeline(t, 4*time.Minute)
 	if err := p.StartTeleport(ctx, "--events", "20", "--sessions", "1"); err != nil {
 		t.Fatal(err)
 	}
@@ -154,6 +154,18 @@ func TestClosedBusCredentialErrors(t *testing.T) {
 	if strings.Contains(res.stderr, strings.TrimSpace(string(stranger))) {
 		t.Error("the sink's output shows the seed")
 	}
+
+	// Another role's key (the reader's): its first request the role may
+	// not make gets no answer, only the server's asynchronous refusal.
+	// The sink stops on it, naming the file, instead of retrying it as a
+	// JetStream that is slow to answer.
+	readerSeed := p.NATSSeed(bus.RoleReader)
+	res, err = runCLI(ctx, time.Minute, "fluentd-sink", withFlags(sinkArgs, "--sink-nats-nkey", readerSeed), nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExactError(t, res, exitRuntime, fmt.Sprintf(`fluentd-sink: error: open consumer "fluentd-sink-audit" on stream TELEPORT_AUDIT: NATS refused a request of this sink's user (nkey seed file %q): nats: permissions violation: Permissions Violation for Publish to "$JS.API.CONSUMER.CREATE.TELEPORT_AUDIT.fluentd-sink-audit": the sink needs the fluentd-sink role (sink.nats-nkey: nats-fluentd-sink.nk of the configure run that made the server's users) and the consumer names of the configuration those users were made from (sink.audit-consumer, sink.session-consumer)`,
+		readerSeed))
 
 	// No key at all.
 	res, err = runCLI(ctx, 30*time.Second, "fluentd-sink", withFlags(sinkArgs, "--sink-nats-nkey", ""), nil, "")

@@ -183,6 +183,11 @@ var troubleshootingCases = []troubleshootingCase{
 			}
 			return withFlags(s.p.SinkArgs(), "--sink-nats-nkey", s.writeMode("other-install.nk", string(seed), 0o600))
 		}},
+	{msgs: []string{"NATS refused a request of this sink's user", "the sink needs the fluentd-sink role"},
+		bin: "fluentd-sink", code: exitRuntime,
+		args: func(s *tsSetup) []string { // another role's key: known to the server, refused what a sink does
+			return withFlags(s.p.SinkArgs(), "--sink-nats-nkey", s.p.NATSSeed(bus.RoleReader))
+		}},
 	{msgs: []string{"none were given and the server requires them: set [ingest] or [sink] nats-nkey, or [nats] nkey, creds or user"},
 		bin: "fluentd-sink", code: exitRuntime,
 		args: func(s *tsSetup) []string { return withFlags(s.p.SinkArgs(), "--sink-nats-nkey", "") }},

@@ -178,7 +178,7 @@ func (c *NATSCluster) Start(ctx context.Context, i int) error {
 		Name:   n.Name,
 		Bin:    c.bin,
 		Args:   []string{"-c", n.ConfPath},
-		LogDir: filepath.Join(c.Dir, "logs"),
+		LogDir: c.LogDir(),
 	})
 	if err != nil {
 		return err
@@ -186,6 +186,9 @@ func (c *NATSCluster) Start(ctx context.Context, i int) error {
 	n.Proc = p
 	return nil
 }
+
+// LogDir holds one log file per node.
+func (c *NATSCluster) LogDir() string { return filepath.Join(c.Dir, "logs") }
 
 // Kill kills node i with SIGKILL and waits for it to exit.
 func (c *NATSCluster) Kill(i int) {
