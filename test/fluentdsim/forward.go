@@ -54,7 +54,8 @@ import (
 
 // forwardListener is the in_forward endpoint of a Server.
 type forwardListener struct {
-	addr string
+	addr   string
+	chosen bool // the kernel chose addr's port: held while down (port.go)
 
 	mu    sync.Mutex
 	ln    net.Listener
@@ -85,11 +86,12 @@ func (s *Server) ForwardURL() string {
 
 // startForward listens on opts.ForwardAddr.
 func (s *Server) startForward() error {
-	ln, err := net.Listen("tcp", s.opts.ForwardAddr)
+	chosen := chosenPort(s.opts.ForwardAddr)
+	ln, err := listenTCP(s.opts.ForwardAddr, chosen)
 	if err != nil {
 		return fmt.Errorf("in_forward: %w", err)
 	}
-	s.fwd = &forwardListener{addr: ln.Addr().String(), conns: map[net.Conn]struct{}{}, ended: make(chan struct{})}
+	s.fwd = &forwardListener{addr: ln.Addr().String(), chosen: chosen, conns: map[net.Conn]struct{}{}, ended: make(chan struct{})}
 	s.serveForwardOn(ln)
 	return nil
 }
@@ -184,7 +186,7 @@ func (f *forwardListener) cut() {
 
 // reopen listens again on the same address after cut.
 func (s *Server) reopenForward() error {
-	ln, err := net.Listen("tcp", s.fwd.addr)
+	ln, err := listenTCP(s.fwd.addr, s.fwd.chosen)
 	if err != nil {
 		return fmt.Errorf("listen again on %s: %w", s.fwd.addr, err)
 	}
