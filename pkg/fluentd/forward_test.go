@@ -315,6 +315,14 @@ func TestForwardLostAckIsRetryable(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no ack within 300ms") || !Retryable(err) {
 		t.Fatalf("Send: %v, want a retryable missing ack", err)
 	}
+	// The client gave up on its clock, not on the server's: the message is
+	// stored, and left unacknowledged, once the server is done with the
+	// connection the client closed, and only then are the faults cleared.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := sim.WaitForwardIdle(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if err := sim.SetFaults(fluentdsim.Faults{}); err != nil {
 		t.Fatal(err)
 	}
