@@ -211,23 +211,30 @@ func TestPackedForwardLayout(t *testing.T) {
 
 // TestForwardHandshakeRefusals: a wrong shared key, a wrong password, and a
 // client without a shared key meeting a server with one, each a clear,
-// retryable error; Probe reports the first two at start-up.
+// retryable error; Probe reports the first two at start-up. The server
+// refuses each handshake once: two with a wrong secret (the Send and the
+// Probe), and the message of the client without a key, taken for an invalid
+// PING.
 func TestForwardHandshakeRefusals(t *testing.T) {
 	p := newPKI(t)
 	sim := forwardSim(t, p, nil)
 	cases := []struct {
-		name string
-		mod  func(*config.FluentdConfig)
-		want string
+		name     string
+		mod      func(*config.FluentdConfig)
+		want     string
+		refusals int64
 	}{
 		{"wrong key", func(c *config.FluentdConfig) { c.SharedKeyFile, c.SharedKey = "", "not-the-key" },
-			`shared-key handshake failed: the server refused us: "shared_key mismatch"`},
+			`shared-key handshake failed: the server refused us: "shared_key mismatch"`, 2},
 		{"wrong password", func(c *config.FluentdConfig) { c.Password = "wrong" },
-			`"username/password mismatch"`},
+			`"username/password mismatch"`, 2},
 		{"no shared key", func(c *config.FluentdConfig) { c.SharedKeyFile, c.Username, c.Password = "", "", "" },
-			"the server sent HELO: it requires the shared-key handshake"},
+			"the server sent HELO: it requires the shared-key handshake", 1},
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	for _, tc := range cases {
+		before := sim.Stats().HandshakeRefused
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := p.forwardConfig(t, sim.ForwardURL())
 			tc.mod(&cfg)
@@ -249,12 +256,19 @@ func TestForwardHandshakeRefusals(t *testing.T) {
 				}
 			}
 		})
+		// The client without a key gives up on reading HELO, before the
+		// server has read its message: count once the server is done with
+		// every connection (the refused ones are closed by the client).
+		if err := sim.WaitForwardIdle(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n := sim.Stats().HandshakeRefused - before; n != tc.refusals {
+			t.Errorf("%s: handshake refusals %d, want %d", tc.name, n, tc.refusals)
+		}
 	}
 	if n := sim.Stats().StoredTotal; n != 0 {
 		t.Errorf("stored %d records from refused clients", n)
 	}
-	// Two sends and two probes with a wrong secret, and the message of the
-	// client without a key, taken for an invalid PING.
 	if n := sim.Stats().HandshakeRefused; n != 5 {
 		t.Errorf("handshake refusals %d, want 5", n)
 	}
@@ -300,6 +314,14 @@ func TestForwardLostAckIsRetryable(t *testing.T) {
 	_, err := f.Send(context.Background(), "test.log", events(5, "lost"))
 	if err == nil || !strings.Contains(err.Error(), "no ack within 300ms") || !Retryable(err) {
 		t.Fatalf("Send: %v, want a retryable missing ack", err)
+	}
+	// The client gave up on its clock, not on the server's: the message is
+	// stored, and left unacknowledged, once the server is done with the
+	// connection the client closed, and only then are the faults cleared.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := sim.WaitForwardIdle(ctx); err != nil {
+		t.Fatal(err)
 	}
 	if err := sim.SetFaults(fluentdsim.Faults{}); err != nil {
 		t.Fatal(err)

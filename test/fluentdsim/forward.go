@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/rand"
 	"crypto/sha512"
 	"crypto/tls"
@@ -53,11 +54,13 @@ import (
 
 // forwardListener is the in_forward endpoint of a Server.
 type forwardListener struct {
-	addr string
+	addr   string
+	chosen bool // the kernel chose addr's port: held while down (port.go)
 
 	mu    sync.Mutex
 	ln    net.Listener
 	conns map[net.Conn]struct{}
+	ended chan struct{} // closed and replaced when a connection ends
 	wg    sync.WaitGroup
 }
 
@@ -83,11 +86,12 @@ func (s *Server) ForwardURL() string {
 
 // startForward listens on opts.ForwardAddr.
 func (s *Server) startForward() error {
-	ln, err := net.Listen("tcp", s.opts.ForwardAddr)
+	chosen := chosenPort(s.opts.ForwardAddr)
+	ln, err := listenTCP(s.opts.ForwardAddr, chosen)
 	if err != nil {
 		return fmt.Errorf("in_forward: %w", err)
 	}
-	s.fwd = &forwardListener{addr: ln.Addr().String(), conns: map[net.Conn]struct{}{}}
+	s.fwd = &forwardListener{addr: ln.Addr().String(), chosen: chosen, conns: map[net.Conn]struct{}{}, ended: make(chan struct{})}
 	s.serveForwardOn(ln)
 	return nil
 }
@@ -128,8 +132,43 @@ func (f *forwardListener) track(c net.Conn) bool {
 func (f *forwardListener) untrack(c net.Conn) {
 	f.mu.Lock()
 	delete(f.conns, c)
+	close(f.ended)
+	f.ended = make(chan struct{})
 	f.mu.Unlock()
 	c.Close()
+}
+
+// open returns the number of connections being served and a channel closed
+// when one of them ends.
+func (f *forwardListener) open() (int, <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.conns), f.ended
+}
+
+// WaitForwardIdle waits until every in_forward connection the server has
+// accepted has been served to its end, or ctx ends. A client learns that a
+// refused handshake is refused when it is answered, not when the server has
+// read and counted what it sent; a client without a shared key reads HELO
+// and gives up while the server still takes its message for a PING. Once
+// the clients have closed their connections, Stats after WaitForwardIdle
+// counts everything they sent. A connection still in the listen backlog
+// (never accepted) is not waited for.
+func (s *Server) WaitForwardIdle(ctx context.Context) error {
+	if s.fwd == nil {
+		return errors.New("wait for in_forward connections to end: the server has no in_forward endpoint")
+	}
+	for {
+		n, ended := s.fwd.open()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ended:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for in_forward connections to end (%d open): %w", n, ctx.Err())
+		}
+	}
 }
 
 // cut closes the listener and every connection (Down, Close).
@@ -147,7 +186,7 @@ func (f *forwardListener) cut() {
 
 // reopen listens again on the same address after cut.
 func (s *Server) reopenForward() error {
-	ln, err := net.Listen("tcp", s.fwd.addr)
+	ln, err := listenTCP(s.fwd.addr, s.fwd.chosen)
 	if err != nil {
 		return fmt.Errorf("listen again on %s: %w", s.fwd.addr, err)
 	}

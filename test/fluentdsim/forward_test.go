@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
@@ -284,6 +285,43 @@ func TestForwardHandshakeTable(t *testing.T) {
 	})
 	if st := s.Stats(); st.HandshakeRefused != 4 || st.StoredTotal != 0 {
 		t.Errorf("stats %s: want 4 refusals, nothing stored", st)
+	}
+}
+
+// TestWaitForwardIdle: a client that sends something other than a PING and
+// closes at once, without waiting for the answer, is counted as refused
+// once WaitForwardIdle returns; while a connection is open it waits, and
+// says how many are open when its context ends.
+func TestWaitForwardIdle(t *testing.T) {
+	s := startServer(t, Options{ForwardAddr: "127.0.0.1:0", SharedKey: "k"})
+	p := getPKI(t)
+	c, err := dialForward(t, s, p.client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.read(); err != nil { // HELO: the server serves this connection
+		t.Fatal(err)
+	}
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.WaitForwardIdle(done); err == nil || !strings.Contains(err.Error(), "(1 open)") {
+		t.Errorf("WaitForwardIdle with a connection open: %v, want it still waiting on 1", err)
+	}
+	c.send([]any{"test.log", 1, map[string]any{"a": 1}})
+	if err := c.conn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithTimeout(context.Background(), time.Minute)
+	defer stop()
+	if err := s.WaitForwardIdle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.HandshakeRefused != 1 || st.StoredTotal != 0 {
+		t.Errorf("stats %s: want 1 refusal, nothing stored", st)
+	}
+	httpOnly := startServer(t, Options{})
+	if err := httpOnly.WaitForwardIdle(ctx); err == nil || !strings.Contains(err.Error(), "no in_forward endpoint") {
+		t.Errorf("WaitForwardIdle without in_forward: %v", err)
 	}
 }
 

@@ -30,6 +30,7 @@ type Server struct {
 	log       zerolog.Logger
 	tls       *tls.Config
 	addr      string // resolved host:port, kept across down periods
+	chosen    bool   // the kernel chose addr's port: held while down (port.go)
 	match     tagMatcher
 	store     *store
 	counts    counters
@@ -42,12 +43,14 @@ type Server struct {
 	statsAddr string
 	fwd       *forwardListener // nil without Options.ForwardAddr
 
-	mu      sync.Mutex // guards srv, down, timer, closed, stopCtx
+	mu      sync.Mutex // guards srv, ln, down, timer, closed, stopCtx, holds
 	stopCtx func() bool
 	srv     *http.Server
+	ln      net.Listener // srv's: Down closes it itself (see Down)
 	down    bool
 	timer   *time.Timer
 	closed  bool
+	holds   []*portHold // the chosen ports, while down
 
 	closeOnce sync.Once
 	closeErr  error
@@ -82,7 +85,8 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if s.store, err = newStore(opts.KeepRecords, opts.JSONLPath); err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", opts.Addr)
+	s.chosen = chosenPort(opts.Addr)
+	ln, err := listenTCP(opts.Addr, s.chosen)
 	if err != nil {
 		_ = s.store.close()
 		return nil, fmt.Errorf("in_http: %w", err)
@@ -133,11 +137,11 @@ func (s *Server) startLocked(ln net.Listener) {
 			}
 		},
 	}
+	s.srv, s.ln = srv, ln
 	if s.tls != nil {
 		srv.TLSConfig = s.tls
 		ln = tls.NewListener(ln, s.tls)
 	}
-	s.srv = srv
 	s.wg.Go(func() { s.serve(srv, ln, "in_http") })
 }
 
@@ -184,7 +188,8 @@ func (s *Server) Faults() Faults { return *s.faults.Load() }
 // Down takes the server down as a crash would: the listener is closed (new
 // connections are refused) and open connections are cut. After d it listens
 // again on the same port; d <= 0 keeps it down until Up. Calling Down while
-// down changes when it comes back.
+// down changes when it comes back. A port the kernel chose stays the
+// server's while it is down (see port.go).
 func (s *Server) Down(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -197,8 +202,12 @@ func (s *Server) Down(d time.Duration) {
 	}
 	if !s.down {
 		s.down = true
+		s.holdPorts()
 		_ = s.srv.Close()
-		s.srv = nil
+		// srv.Close closes only the listeners Serve has started on; Serve
+		// runs in a goroutine that may not have reached that yet.
+		_ = s.ln.Close()
+		s.srv, s.ln = nil, nil
 		if s.fwd != nil {
 			s.fwd.cut()
 		}
@@ -232,7 +241,7 @@ func (s *Server) Up() error {
 		s.timer.Stop()
 		s.timer = nil
 	}
-	ln, err := net.Listen("tcp", s.addr)
+	ln, err := listenTCP(s.addr, s.chosen)
 	if err != nil {
 		return fmt.Errorf("listen again on %s: %w", s.addr, err)
 	}
@@ -242,6 +251,7 @@ func (s *Server) Up() error {
 			return err
 		}
 	}
+	s.releasePorts()
 	s.down = false
 	s.startLocked(ln)
 	s.log.Warn().Str("addr", s.addr).Msg("up")
@@ -308,6 +318,7 @@ func (s *Server) Close() error {
 		s.mu.Lock()
 		s.stopCtx()
 		s.closed = true
+		s.releasePorts()
 		if s.timer != nil {
 			s.timer.Stop()
 		}

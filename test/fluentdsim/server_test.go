@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -242,6 +243,62 @@ func TestDownThenUpOnSamePort(t *testing.T) {
 	ids := s.IDs()
 	if len(ids) != 3 || ids["during"] != 0 {
 		t.Errorf("ids = %v, want before, after, back", ids)
+	}
+}
+
+// TestDownHoldsChosenPorts: while the server is down, the ports the kernel
+// chose for it stay its own: connections are refused, no other socket can
+// listen there (on a busy machine, another program's could otherwise take
+// the port and Up would fail), and Up serves on them again. A port given in
+// the configuration is not shared: a second server on it fails to start.
+func TestDownHoldsChosenPorts(t *testing.T) {
+	s := startServer(t, Options{ForwardAddr: "127.0.0.1:0"})
+	p := getPKI(t)
+	for round := range 2 {
+		s.Down(0)
+		for _, addr := range []string{s.Addr(), s.ForwardAddr()} {
+			if c, err := net.Dial("tcp", addr); !errors.Is(err, syscall.ECONNREFUSED) {
+				if err == nil {
+					c.Close()
+				}
+				t.Errorf("round %d: dial %s while down: %v, want connection refused", round, addr, err)
+			}
+			ln, err := net.Listen("tcp", addr)
+			if err == nil {
+				ln.Close()
+				t.Errorf("round %d: another listener took %s while the server was down", round, addr)
+			} else if !errors.Is(err, syscall.EADDRINUSE) {
+				t.Errorf("round %d: listen on %s while down: %v, want address already in use", round, addr, err)
+			}
+		}
+		if err := s.Up(); err != nil {
+			t.Fatalf("round %d: Up: %v", round, err)
+		}
+		c := newClient(t, p.client)
+		if r := mustPost(t, c, s, "test.log", fmt.Sprintf(`{"uid":"http-%d"}`, round)); r.code != 200 {
+			t.Fatalf("round %d: after Up: status %d", round, r.code)
+		}
+		fc, err := dialForward(t, s, p.client)
+		if err != nil {
+			t.Fatalf("round %d: in_forward after Up: %v", round, err)
+		}
+		fc.send([]any{"test.log", 1, map[string]any{"uid": fmt.Sprintf("fwd-%d", round)}, map[string]any{"chunk": "c"}})
+		if v, err := fc.read(); err != nil || fmt.Sprint(v) != fmt.Sprint(map[string]any{"ack": "c"}) {
+			t.Fatalf("round %d: in_forward after Up answered %#v, %v; want the ack", round, v, err)
+		}
+		c.CloseIdleConnections()
+	}
+	if n := s.Stats().StoredTotal; n != 4 {
+		t.Errorf("stored %d, want 4", n)
+	}
+	for _, o := range []Options{{Addr: s.Addr(), PlainHTTP: true}, {PlainHTTP: true, ForwardAddr: s.ForwardAddr()}} {
+		other, err := Start(context.Background(), o)
+		if err == nil {
+			_ = other.Close()
+			t.Errorf("a second server started on a port the first has (%+v)", o)
+		} else if !errors.Is(err, syscall.EADDRINUSE) {
+			t.Errorf("a second server on a taken port: %v, want address already in use", err)
+		}
 	}
 }
 
