@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/backoff"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/ingest/position"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/ingest/reader"
 )
@@ -125,11 +126,19 @@ func (p *pipeline) passes(ctx context.Context) error {
 	}
 }
 
-// retrying books a read that failed and is retried: counted, and
-// explained when the identity has expired.
-func (p *pipeline) retrying() {
-	p.m.readErrors.Inc()
-	p.checkIdentity()
+// finishRecovery ends a recovery once a pass over the audit log has
+// completed and every recording job has finished: every event is on the
+// bus again.
+func (p *pipeline) finishRecovery(ctx context.Context) error {
+	if !p.skip.active() || !p.sessions.Idle() {
+		return nil
+	}
+	if err := p.st.Purge(ctx, bus.RecoveryKey); err != nil {
+		return err
+	}
+	p.skip.drop()
+	p.log.Info().Int64("events", p.prog.events.Load()).Msg("recovery finished: every event read again is on the bus")
+	return nil
 }
 
 // prune removes finished session jobs from the state, at most once per
@@ -146,19 +155,6 @@ func (p *pipeline) prune(ctx context.Context) {
 	}
 	if n > 0 {
 		p.log.Info().Int("removed", n).Dur("older_than", position.KeepFinished).Msg("removed finished session jobs from the state")
-	}
-}
-
-// checkIdentity logs an error when failing calls are explained by an
-// expired Teleport identity; reading keeps retrying, as a renewed file
-// (tbot) is picked up without a restart.
-func (p *pipeline) checkIdentity() {
-	c, ok := p.src.(interface{ CheckIdentity() error })
-	if !ok {
-		return
-	}
-	if err := c.CheckIdentity(); err != nil {
-		p.log.Error().Err(err).Msg("calls to Teleport fail because the identity has expired; renew it (retrying meanwhile)")
 	}
 }
 

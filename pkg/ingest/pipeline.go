@@ -177,6 +177,26 @@ func build(ctx context.Context, cfg *config.Config, log zerolog.Logger, src tele
 	return p, nil
 }
 
+// retrying books a read that failed and is retried: counted, and
+// explained when the identity has expired.
+func (p *pipeline) retrying() {
+	p.m.readErrors.Inc()
+	p.checkIdentity()
+}
+
+// checkIdentity logs an error when failing calls are explained by an
+// expired Teleport identity; reading keeps retrying, as a renewed file
+// (tbot) is picked up without a restart.
+func (p *pipeline) checkIdentity() {
+	c, ok := p.src.(interface{ CheckIdentity() error })
+	if !ok {
+		return
+	}
+	if err := c.CheckIdentity(); err != nil {
+		p.log.Error().Err(err).Msg("calls to Teleport fail because the identity has expired; renew it (retrying meanwhile)")
+	}
+}
+
 // runDry reads Teleport and logs what would be published, with all state
 // in memory.
 func runDry(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {

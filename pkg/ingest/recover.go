@@ -159,21 +159,6 @@ func loadRecovery(ctx context.Context, b *bus.Bus, st *position.Store, log zerol
 	return &skipSet{ids: ids}, nil
 }
 
-// finishRecovery ends a recovery once a pass over the audit log has
-// completed and every recording job has finished: every event is on the
-// bus again.
-func (p *pipeline) finishRecovery(ctx context.Context) error {
-	if !p.skip.active() || !p.sessions.Idle() {
-		return nil
-	}
-	if err := p.st.Purge(ctx, bus.RecoveryKey); err != nil {
-		return err
-	}
-	p.skip.drop()
-	p.log.Info().Int64("events", p.prog.events.Load()).Msg("recovery finished: every event read again is on the bus")
-	return nil
-}
-
 // openIdle opens the bus as name and the state, for a command that changes
 // positions and so may run only while no ingest holds the lease (Recover,
 // Backfill). The caller closes the bus.
