@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
@@ -100,3 +101,12 @@ func (p *fakeProgress) SetDates(total, done int) {
 func (p *fakeProgress) DateDone()       { p.datesDone.Add(1) }
 func (p *fakeProgress) ChunkDone()      { p.chunks.Add(1) }
 func (p *fakeProgress) Event(time.Time) { p.events.Add(1) }
+
+// wantOnce fails unless got holds every id of want once, in any order.
+func wantOnce(t *testing.T, got, want []string) {
+	t.Helper()
+	got, want = slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))
+	if !slices.Equal(got, want) {
+		t.Fatalf("sent %d events (%d distinct); want the %d expected once each", len(got), len(slices.Compact(slices.Clone(got))), len(want))
+	}
+}

@@ -101,10 +101,7 @@ func wantAll(t *testing.T, l *pagedLog, got []string) {
 	for i, e := range l.events {
 		want[i] = e.GetId()
 	}
-	slices.Sort(got)
-	if !slices.Equal(got, want) {
-		t.Fatalf("handled %d events (%d distinct of %d); want each once", len(got), len(slices.Compact(slices.Clone(got))), len(want))
-	}
+	wantOnce(t, got, want)
 }
 
 // TestSearchFetchesTheNextPageWhilePublishing: the first page's events are
