@@ -137,6 +137,11 @@ func TestFullStoreServerLimitPausesIngest(t *testing.T) {
 	e.cfg.NATS.URL = emb.ClientURL()
 	get := e.endpoint()
 	logs := &logtest.Buffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("ingest's log:\n%s", logs)
+		}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	done := make(chan error, 1)
