@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -152,7 +153,7 @@ func TestFullStoreServerLimitPausesIngest(t *testing.T) {
 	addr := strings.TrimPrefix(emb.ClientURL(), "nats://")
 	emb.Shutdown()
 	emb = start(addr, 0)
-	if err := <-done; err != nil {
+	if err := waitRun(t, done, 2*time.Minute); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 	if n := strings.Count(logs.String(), "ingest resumed: the bus has room again"); n != 1 {
@@ -168,6 +169,21 @@ func TestFullStoreServerLimitPausesIngest(t *testing.T) {
 	}
 	defer b.Close()
 	exactlyOnce(t, "audit stream", read(t, b.JS, b.Cfg.AuditStream), e.sim.AllEventIDs())
+}
+
+// waitRun waits for Run's result; when it has not come within d, the test
+// fails with every goroutine's stack, which shows where the run waits.
+func waitRun(t *testing.T, done <-chan error, d time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		buf := make([]byte, 8<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		t.Fatalf("Run has not returned %s after the server came back; goroutines:\n%s", d, buf)
+		return nil
+	}
 }
 
 // TestRemovedUnacknowledgedIsCounted lets max-age remove messages a
