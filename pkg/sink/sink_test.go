@@ -573,9 +573,13 @@ func TestSlowFluentdGetsFullBatches(t *testing.T) {
 	if recs != events {
 		t.Errorf("sent %d records, want %d", recs, events)
 	}
-	// A full backlog fills every batch; allow a few partial ones at the
-	// start and the end.
-	if limit := int64(events / batchSize * 5 / 4); reqs > limit {
+	// A full backlog fills the batches. Some leave partial: at the start
+	// and the end, and whenever the machine is so busy that NATS hands the
+	// sink fewer than batch-size messages in a batch-wait (26 requests,
+	// 77 events each, were seen beside a benchmark; 20-21 on a quiet
+	// machine). So: half full on average at least. The rule that keeps a
+	// queued batch from leaving overdue is TestBatcherWaitStartsAtOpening's.
+	if limit := int64(events / batchSize * 2); reqs > limit {
 		t.Errorf("%d requests for %d events with batch-size %d (%.1f events a request), want at most %d",
 			reqs, events, batchSize, float64(recs)/float64(reqs), limit)
 	}
