@@ -254,7 +254,7 @@ var keys = []*key{
 		usage: "Serve Go's profiles (/debug/pprof/: heap, allocs, CPU…) of ingest, the embedded NATS server included, on host:port; a port alone (\":6060\") listens on 127.0.0.1 only; empty is off. For finding what holds memory or CPU; never on an untrusted network",
 		field: func(c *Config) any { return &c.Ingest.PprofAddr }, check: checkListenAddr},
 	{name: "ingest.memory-budget", flag: "ingest-memory-budget", cmds: forIngest,
-		usage: "Memory ingest keeps to, the embedded NATS server included: \"auto\" (3/4 of the cgroup memory limit, or 272MiB without one), a size of at least 256MiB (384MiB, 1GiB, 400MB, bytes) or \"off\" (the Go runtime's defaults)",
+		usage: "Memory ingest keeps to, the embedded NATS server included: \"auto\" (3/4 of the cgroup memory limit, or 384MiB without one), a size of at least 256MiB (384MiB, 1GiB, 400MB, bytes) or \"off\" (the Go runtime's defaults)",
 		field: func(c *Config) any { return &c.Ingest.MemoryBudget }, check: checkMemoryBudget},
 
 	// [sink]

@@ -23,14 +23,17 @@ const MinMemoryBudget = 256 << 20
 const MinAutoLimit = (MinMemoryBudget*4/3 + 1<<20 - 1) / (1 << 20) * (1 << 20)
 
 // DefaultMemoryBudget is the budget of "auto" when no cgroup memory limit
-// applies to the process. Measured with `BENCH_EVENTS=1000000
-// BENCH_PAIRS=2 make bench` (two runs back to back, 2026-12-06, load
-// average 5-14): ingest peaked at 273-274 MB RSS with 86.2% and 88.2% of
-// the events/s of the same backfills without a budget (1.21x and 1.14x
-// their CPU). Its writes to the embedded server are paced to 142MiB per
-// 11 s (about 21,800 events/s of 620 bytes), which those backfills stayed
-// under.
-const DefaultMemoryBudget = 272 << 20
+// applies to the process, and the one "auto" makes of the 512 MiB limit
+// of deploy/'s unit and chart. It is the smallest budget measured to keep
+// 85% of the budget-off events/s twice in a row on a loaded 2-core
+// machine (`BENCH_EVENTS=1000000 BENCH_PAIRS=2 make bench`, 2026-12-07,
+// beside a CI run): 97.1% and 93.5%, ingest peaking at 371-373 MB. Its
+// writes to the embedded server are paced to 240MiB per 11 s (about
+// 37,000 events/s of 640 bytes), above the 34,600 events/s the budget-off
+// backfills reached there. Smaller budgets cap a backfill below what
+// such a machine stores: 296MiB (peak 295 MB) kept 92.6% and 82.5%,
+// 320MiB 75.6%, 69.0% and 72.3% (docs/deployment.md, Memory).
+const DefaultMemoryBudget = 384 << 20
 
 // BudgetMode says how ingest.memory-budget was given.
 type BudgetMode int

@@ -212,7 +212,7 @@ nats-nkey = %[7]s
 # lease-ttl = "10s"
 # missing-recording-ttl = "48h"
 # Memory ingest may hold, the embedded server's included: "auto" (3/4 of the
-# cgroup limit, else 272MiB), a size ("384MiB"), or "off".
+# cgroup limit, else 384MiB), a size ("512MiB"), or "off".
 # memory-budget = "auto"
 
 [sink]

@@ -90,7 +90,7 @@ func BenchmarkBackfill(b *testing.B) {
 					b.Fatalf("peak RSS report %q: %v", raw, err)
 				}
 				b.ReportMetric(float64(n)/elapsed.Seconds(), "events/s")
-				b.ReportMetric(float64(kb)/1024, "ingest-peak-rss-MB")
+				b.ReportMetric(float64(kb)/1024, "ingest-peak-rss-MiB")
 			}
 		})
 	}

@@ -111,8 +111,8 @@ func drain(b *testing.B, e *env, bin string, want int, name string, extra ...str
 		rate = float64(want) / elapsed.Seconds()
 		rss := p.PeakRSS()
 		b.ReportMetric(rate, "events/s")
-		b.ReportMetric(float64(rss)/(1<<20), "sink-peak-RSS-MB")
-		b.Logf("%s: %d events in %s = %.0f events/s, %d requests, %d connections, sink peak RSS %d MB",
+		b.ReportMetric(float64(rss)/(1<<20), "sink-peak-RSS-MiB")
+		b.Logf("%s: %d events in %s = %.0f events/s, %d requests, %d connections, sink peak RSS %d MiB",
 			name, want, elapsed.Round(time.Millisecond), rate, st.Requests, st.Connections, rss>>20)
 	}
 	return rate

@@ -273,7 +273,7 @@ func printCluster(out io.Writer, o clusterOptions, runs []*clusterRun) {
 		}
 		row("", "longest publish gap of the run", cr.gap.Len().Round(10*time.Millisecond).String())
 		for _, p := range cr.rss {
-			row("", "peak RSS "+p.name, fmt.Sprintf("%d MB", p.bytes>>20))
+			row("", "peak RSS "+p.name, fmt.Sprintf("%d MiB", p.bytes>>20))
 		}
 		row("", "missing at fluentd-sim / duplicated in the stream / at fluentd-sim", fmt.Sprintf("%d / %d / %d", cr.missing, cr.streamDups, cr.fluentdDups))
 		row("", "ingest status EVENTS total / stream messages", fmt.Sprintf("%d / %d", cr.statusEvents, cr.stream))

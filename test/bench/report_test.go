@@ -277,9 +277,9 @@ func (r *report) print(out io.Writer) {
 		for _, p := range ps {
 			g := p.noGoal
 			if p.goal > 0 {
-				g = goal(p.bytes <= p.goal, fmt.Sprintf("≤ %d MB", p.goal>>20))
+				g = goal(p.bytes <= p.goal, fmt.Sprintf("≤ %d MiB", p.goal>>20))
 			}
-			row(stage, p.name, fmt.Sprintf("%d MB, CPU %s", p.bytes>>20, p.cpu.Round(100*time.Millisecond)), g)
+			row(stage, p.name, fmt.Sprintf("%d MiB, CPU %s", p.bytes>>20, p.cpu.Round(100*time.Millisecond)), g)
 			stage = ""
 		}
 	}
@@ -313,7 +313,7 @@ func (r *report) print(out io.Writer) {
 // backfill's under their names of issue #6, the budget-off run's with the
 // prefix off-, the external-NATS run's with ext-; rates and CPU times are
 // medians over the runs of a setting (BENCH_PAIRS), RSS the largest peak,
-// in MB.
+// in MiB (2^20 bytes).
 func (r *report) reportMetrics(b *testing.B) {
 	mb := func(n int64) float64 { return float64(n) / (1 << 20) }
 	groups := [][]*backfill{r.defs, r.offs}
@@ -328,11 +328,11 @@ func (r *report) reportMetrics(b *testing.B) {
 		b.ReportMetric(median(runs, overall), key+"events/s")
 		b.ReportMetric(median(runs, func(bf *backfill) float64 { return rate(bf.events, bf.ingest) }), key+"ingest-events/s")
 		b.ReportMetric(median(runs, func(bf *backfill) float64 { return rate(bf.events, bf.sink) }), key+"sink-events/s")
-		b.ReportMetric(mb(peak(runs, func(bf *backfill) int64 { return bf.ingestRSS.bytes })), key+"ingest-rss-MB")
+		b.ReportMetric(mb(peak(runs, func(bf *backfill) int64 { return bf.ingestRSS.bytes })), key+"ingest-rss-MiB")
 		b.ReportMetric(median(runs, ingestCPU), key+"ingest-cpu-s")
-		b.ReportMetric(mb(peak(runs, func(bf *backfill) int64 { return bf.sinkRSS.bytes })), key+"sink-rss-MB")
+		b.ReportMetric(mb(peak(runs, func(bf *backfill) int64 { return bf.sinkRSS.bytes })), key+"sink-rss-MiB")
 		if runs[0].external {
-			b.ReportMetric(mb(peak(runs, func(bf *backfill) int64 { return bf.natsRSS.bytes })), key+"nats-server-rss-MB")
+			b.ReportMetric(mb(peak(runs, func(bf *backfill) int64 { return bf.natsRSS.bytes })), key+"nats-server-rss-MiB")
 		}
 	}
 	if len(r.offs) > 0 {
@@ -348,7 +348,7 @@ func (r *report) reportMetrics(b *testing.B) {
 		b.ReportMetric(ms(percentile(r.live.toFluentd, 99)), "live-p99-ms")
 	}
 	if r.opts.liveFor > 0 {
-		b.ReportMetric(mb(r.live.ingestRSS.bytes), "live-ingest-rss-MB")
+		b.ReportMetric(mb(r.live.ingestRSS.bytes), "live-ingest-rss-MiB")
 	}
 	// The sink's goal holds in every phase: its largest peak of all.
 	var sinkPeak int64
@@ -357,7 +357,7 @@ func (r *report) reportMetrics(b *testing.B) {
 			sinkPeak = max(sinkPeak, p.bytes)
 		}
 	}
-	b.ReportMetric(mb(sinkPeak), "max-sink-rss-MB")
+	b.ReportMetric(mb(sinkPeak), "max-sink-rss-MiB")
 }
 
 // allRSS is every process row of the run.

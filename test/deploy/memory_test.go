@@ -120,7 +120,7 @@ var minBudget = regexp.MustCompile(`The smallest budget is ([0-9]+) MiB`)
 
 // sinkPeak finds the fluentd-sink peak docs/deployment.md reports from
 // the benchmark.
-var sinkPeak = regexp.MustCompile("`fluentd-sink` peaked at ([0-9]+) MB")
+var sinkPeak = regexp.MustCompile("`fluentd-sink` peaked at ([0-9]+) MiB")
 
 // TestMemoryLimits checks the memory limits of the systemd units and the
 // Helm chart's defaults (test/helm checks the pods carry them) against each other and against what
@@ -233,7 +233,7 @@ func TestMemoryLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if peak*1_000_000 > sink["request"] {
-		t.Errorf("the sink peaked at %d MB in the benchmark, over what its container requests (%s) and far too near its limit", peak, mib(sink["request"]))
+	if peak<<20 > sink["request"] {
+		t.Errorf("the sink peaked at %d MiB in the benchmark, over what its container requests (%s) and far too near its limit", peak, mib(sink["request"]))
 	}
 }
