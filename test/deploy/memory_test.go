@@ -118,6 +118,10 @@ func mib(n int64) string { return fmt.Sprintf("%d MiB", n>>20) }
 // minBudget finds the smallest budget docs/deployment.md states.
 var minBudget = regexp.MustCompile(`The smallest budget is ([0-9]+) MiB`)
 
+// defaultPeak finds the peak resident set docs/deployment.md reports for
+// the budget measured to keep 85% of the budget-off rate, the default.
+var defaultPeak = regexp.MustCompile(`(?s)\*\*([0-9]+) MiB is the smallest budget\s+measured to keep 85% twice in a row\*\*.*?peaking at [0-9]+–([0-9]+) MiB`)
+
 // sinkPeak finds the fluentd-sink peak docs/deployment.md reports from
 // the benchmark.
 var sinkPeak = regexp.MustCompile("`fluentd-sink` peaked at ([0-9]+) MiB")
@@ -212,6 +216,29 @@ func TestMemoryLimits(t *testing.T) {
 		t.Errorf("docs/deployment.md gives the smallest budget as %s, ingest refuses below %s (config.MinMemoryBudget)", mib(least), mib(config.MinMemoryBudget))
 	}
 	says("the budget auto takes without a cgroup limit", mib(config.DefaultMemoryBudget)+" when no limit applies")
+	// One default, measured: auto makes the default budget of the units'
+	// and the chart's limit too, and what it peaked at fits under it.
+	if autoBudget(ingestMax) != config.DefaultMemoryBudget {
+		t.Errorf("%s: auto makes %s of MemoryMax=%s, the default without a cgroup limit is %s (config.DefaultMemoryBudget): the docs give one measured default", ingestUnit, mib(autoBudget(ingestMax)), rawMax, mib(config.DefaultMemoryBudget))
+	}
+	m = defaultPeak.FindSubmatch(doc)
+	if m == nil {
+		t.Fatalf("docs/deployment.md does not give the default budget's measured peak (%s)", defaultPeak)
+	}
+	measured, err := strconv.ParseInt(string(m[1]), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if measured<<20 != config.DefaultMemoryBudget {
+		t.Errorf("docs/deployment.md gives %d MiB as the smallest budget measured to keep 85%%, the default is %s", measured, mib(config.DefaultMemoryBudget))
+	}
+	top, err := strconv.ParseInt(string(m[2]), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if top<<20 > config.DefaultMemoryBudget || top<<20 >= ingestHigh {
+		t.Errorf("docs/deployment.md: the default budget peaked at %d MiB, over the budget (%s) or MemoryHigh=%s", top, mib(config.DefaultMemoryBudget), rawHigh)
+	}
 	for where, limit := range map[string]int64{ingestUnit + " MemoryMax": ingestMax, "the chart's ingest limit": ingest["limit"]} {
 		if autoBudget(limit) < least {
 			t.Errorf("%s: auto makes a budget of %s of it, below the smallest budget, %s: ingest would refuse to start", where, mib(autoBudget(limit)), mib(least))
