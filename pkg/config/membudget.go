@@ -27,11 +27,11 @@ const MinAutoLimit = (MinMemoryBudget*4/3 + 1<<20 - 1) / (1 << 20) * (1 << 20)
 // of deploy/'s unit and chart. It is the smallest budget measured to keep
 // 85% of the budget-off events/s twice in a row on a loaded 2-core
 // machine (`BENCH_EVENTS=1000000 BENCH_PAIRS=2 make bench`, 2026-12-07,
-// beside a CI run): 97.1% and 93.5%, ingest peaking at 371-373 MB. Its
+// beside a CI run): 97.1% and 93.5%, ingest peaking at 371-373 MiB. Its
 // writes to the embedded server are paced to 240MiB per 11 s (about
 // 37,000 events/s of 620 bytes), above the 34,600 events/s the budget-off
 // backfills reached there. Smaller budgets cap a backfill below what
-// such a machine stores: 296MiB (peak 295 MB) kept 92.6% and 82.5%,
+// such a machine stores: 296MiB (peak 295 MiB) kept 92.6% and 82.5%,
 // 320MiB 75.6%, 69.0% and 72.3% (docs/deployment.md, Memory).
 const DefaultMemoryBudget = 384 << 20
 
