@@ -220,7 +220,7 @@ func TestWriteAllowance(t *testing.T) {
 		embedded bool
 		want     int64
 	}{
-		{"default budget, embedded", def, true, 238<<20 - 96<<20},
+		{"default budget, embedded", def, true, 336<<20 - 96<<20},
 		{"smallest budget, embedded", least, true, 224<<20 - 96<<20},
 		{"default budget, external server", def, false, 0},
 		{"off", memBudget{}, true, 0},
