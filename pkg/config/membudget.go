@@ -27,12 +27,12 @@ const MinAutoLimit = (MinMemoryBudget*4/3 + 1<<20 - 1) / (1 << 20) * (1 << 20)
 // of deploy/'s unit and chart. Its writes to the embedded server are
 // paced to 240MiB per 11 s, about 37,000 events/s of 620 bytes: the
 // smallest budget measured whose pace is above every budget-off rate a
-// loaded 2-core machine reached (34,600 events/s), since a budget keeps
+// loaded 2-core machine reached (36,400 events/s), since a budget keeps
 // 85% of that rate only while the rate stays under its pace. Measured
 // with `BENCH_EVENTS=1000000 BENCH_PAIRS=2 make bench` beside CI runs
-// (2026-12-06/07): ingest peaked at 371-376 MiB and kept 85% of the
-// budget-off events/s in five runs of seven (77.6-117.8%, the misses
-// under load spikes). Smaller budgets cap a backfill below what such a
+// (2026-12-06/07): ingest peaked at 367-376 MiB and kept 85% of the
+// budget-off events/s in seven runs of eleven (76.8-117.8%: the load
+// moves both rates by a third, and the budget costs 0.89-1.25x the CPU). Smaller budgets cap a backfill below what such a
 // machine stores: 296MiB (peak 295 MiB) kept 92.6% and 82.5%, 320MiB
 // 75.6%, 69.0% and 72.3% (docs/deployment.md, Memory).
 const DefaultMemoryBudget = 384 << 20
