@@ -31,7 +31,7 @@ const MinAutoLimit = (MinMemoryBudget*4/3 + 1<<20 - 1) / (1 << 20) * (1 << 20)
 // 85% of that rate only while the rate stays under its pace. Measured
 // with `BENCH_EVENTS=1000000 BENCH_PAIRS=2 make bench` beside CI runs
 // (2026-12-06/07): ingest peaked at 367-376 MiB and kept 85% of the
-// budget-off events/s in seven runs of eleven (76.8-117.8%: the load
+// budget-off events/s in seven runs of twelve (76.8-117.8%: the load
 // moves both rates by a third, and the budget costs 0.89-1.25x the CPU). Smaller budgets cap a backfill below what such a
 // machine stores: 296MiB (peak 295 MiB) kept 92.6% and 82.5%, 320MiB
 // 75.6%, 69.0% and 72.3% (docs/deployment.md, Memory).
