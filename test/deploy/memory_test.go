@@ -204,15 +204,7 @@ func TestMemoryLimits(t *testing.T) {
 		t.Errorf("the chart's sink requests %s, over its limit %s", mib(sink["request"]), mib(sink["limit"]))
 	}
 
-	m := minBudget.FindSubmatch(doc)
-	if m == nil {
-		t.Fatalf("docs/deployment.md does not give the smallest budget (%s)", minBudget)
-	}
-	least, err := strconv.ParseInt(string(m[1]), 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	least <<= 20
+	least := docMiB(t, doc, minBudget, "the smallest budget")[0]
 	if least != config.MinMemoryBudget {
 		t.Errorf("docs/deployment.md gives the smallest budget as %s, ingest refuses below %s (config.MinMemoryBudget)", mib(least), mib(config.MinMemoryBudget))
 	}
@@ -222,23 +214,12 @@ func TestMemoryLimits(t *testing.T) {
 	if autoBudget(ingestMax) != config.DefaultMemoryBudget {
 		t.Errorf("%s: auto makes %s of MemoryMax=%s, the default without a cgroup limit is %s (config.DefaultMemoryBudget): the docs give one measured default", ingestUnit, mib(autoBudget(ingestMax)), rawMax, mib(config.DefaultMemoryBudget))
 	}
-	m = defaultPeak.FindSubmatch(doc)
-	if m == nil {
-		t.Fatalf("docs/deployment.md does not give the default budget's measured peak (%s)", defaultPeak)
+	measured := docMiB(t, doc, defaultPeak, "the default budget's measured peak")
+	if measured[0] != config.DefaultMemoryBudget {
+		t.Errorf("docs/deployment.md gives %s as the smallest budget measured whose pace passed the budget-off rates, the default is %s", mib(measured[0]), mib(config.DefaultMemoryBudget))
 	}
-	measured, err := strconv.ParseInt(string(m[1]), 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if measured<<20 != config.DefaultMemoryBudget {
-		t.Errorf("docs/deployment.md gives %d MiB as the smallest budget measured whose pace passed the budget-off rates, the default is %s", measured, mib(config.DefaultMemoryBudget))
-	}
-	top, err := strconv.ParseInt(string(m[2]), 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if top<<20 > config.DefaultMemoryBudget || top<<20 >= ingestHigh {
-		t.Errorf("docs/deployment.md: the default budget peaked at %d MiB, over the budget (%s) or MemoryHigh=%s", top, mib(config.DefaultMemoryBudget), rawHigh)
+	if top := measured[1]; top > config.DefaultMemoryBudget || top >= ingestHigh {
+		t.Errorf("docs/deployment.md: the default budget peaked at %s, over the budget (%s) or MemoryHigh=%s", mib(top), mib(config.DefaultMemoryBudget), rawHigh)
 	}
 	for where, limit := range map[string]int64{ingestUnit + " MemoryMax": ingestMax, "the chart's ingest limit": ingest["limit"]} {
 		if autoBudget(limit) < least {
@@ -253,15 +234,26 @@ func TestMemoryLimits(t *testing.T) {
 		t.Errorf("docs/troubleshooting.md does not quote the smallest budget of docs/deployment.md: no %q", quoted)
 	}
 
-	m = sinkPeak.FindSubmatch(doc)
+	if peak := docMiB(t, doc, sinkPeak, "the sink's measured peak")[0]; peak > sink["request"] {
+		t.Errorf("the sink peaked at %s in the benchmark, over what its container requests (%s) and far too near its limit", mib(peak), mib(sink["request"]))
+	}
+}
+
+// docMiB returns the MiB figures re's groups find in doc, in bytes; the
+// test fails when docs/deployment.md does not give what.
+func docMiB(t *testing.T, doc []byte, re *regexp.Regexp, what string) []int64 {
+	t.Helper()
+	m := re.FindSubmatch(doc)
 	if m == nil {
-		t.Fatalf("docs/deployment.md does not give the sink's measured peak (%s)", sinkPeak)
+		t.Fatalf("docs/deployment.md does not give %s (%s)", what, re)
 	}
-	peak, err := strconv.ParseInt(string(m[1]), 10, 64)
-	if err != nil {
-		t.Fatal(err)
+	var out []int64
+	for _, g := range m[1:] {
+		n, err := strconv.ParseInt(string(g), 10, 64)
+		if err != nil {
+			t.Fatalf("docs/deployment.md, %s: %v", what, err)
+		}
+		out = append(out, n<<20)
 	}
-	if peak<<20 > sink["request"] {
-		t.Errorf("the sink peaked at %d MiB in the benchmark, over what its container requests (%s) and far too near its limit", peak, mib(sink["request"]))
-	}
+	return out
 }
