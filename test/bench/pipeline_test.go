@@ -293,6 +293,11 @@ func runBackfill(ctx context.Context, bin, dir string, o options, s setting, r *
 	if bf.idChecks, err = checkIDs(ctx, p, insp, true); err != nil {
 		return nil, err
 	}
+	info, err := insp.StreamInfo(ctx, insp.AuditStream())
+	if err != nil {
+		return nil, err
+	}
+	bf.storedBytes, bf.storedMsgs = info.State.Bytes, info.State.Msgs
 	return bf, nil
 }
 

@@ -68,6 +68,10 @@ type backfill struct {
 	events                int
 	ingest, sink, overall time.Duration
 	requests, connections int64 // what fluentd-sim answered and accepted
+	// storedBytes and storedMsgs are the audit stream's size after the
+	// backfill: what the server's block caches and the budget's write pace
+	// (bus.StoredSize) count per event.
+	storedBytes, storedMsgs uint64
 	idChecks
 
 	ingestRSS, sinkRSS, natsRSS procRSS
@@ -228,6 +232,7 @@ func (r *report) print(out io.Writer) {
 		row(stage, "ingest start → audit stream holds all", fmt.Sprintf("%s events/s (%s)", num(rate(bf.events, bf.ingest)), bf.ingest.Round(10*time.Millisecond)), "")
 		row("", "first delivery → fluentd-sim stored all", fmt.Sprintf("%s events/s (%s)", num(rate(bf.events, bf.sink)), bf.sink.Round(10*time.Millisecond)), "")
 		row("", "requests / connections at fluentd-sim", fmt.Sprintf("%d / %d (%.1f events per request)", bf.requests, bf.connections, float64(bf.events)/float64(max(bf.requests, 1))), "")
+		row("", "audit stream: bytes stored per event", fmt.Sprintf("%d (%s MiB for %s events)", bf.storedBytes/max(bf.storedMsgs, 1), num(float64(bf.storedBytes)/(1<<20)), num(float64(bf.storedMsgs))), "")
 		g := ""
 		if bf == r.defs[0] && len(r.defs) == 1 {
 			g = goal(bf.overallRate() >= goalOverall, "≥ 50,000 events/s")
