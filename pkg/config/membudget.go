@@ -25,16 +25,16 @@ const MinAutoLimit = (MinMemoryBudget*4/3 + 1<<20 - 1) / (1 << 20) * (1 << 20)
 // DefaultMemoryBudget is the budget of "auto" when no cgroup memory limit
 // applies to the process, and the one "auto" makes of the 512 MiB limit
 // of deploy/'s unit and chart. Its writes to the embedded server are
-// paced to 240MiB per 11 s, about 37,000 events/s of 620 bytes: the
-// smallest budget measured whose pace is above every budget-off rate a
-// loaded 2-core machine reached (36,400 events/s), since a budget keeps
-// 85% of that rate only while the rate stays under its pace. Measured
-// with `BENCH_EVENTS=1000000 BENCH_PAIRS=2 make bench` beside CI runs
-// (2026-12-06/07): ingest peaked at 367-376 MiB and kept 85% of the
-// budget-off events/s in seven runs of twelve (76.8-117.8%: the load
-// moves both rates by a third, and the budget costs 0.89-1.25x the CPU). Smaller budgets cap a backfill below what such a
-// machine stores: 296MiB (peak 295 MiB) kept 92.6% and 82.5%, 320MiB
-// 75.6%, 69.0% and 72.3% (docs/deployment.md, Memory).
+// paced to 240MiB per 11 s, about 35,400 events/s of 647 bytes (what the
+// benchmark's events take in the stream): the smallest budget measured
+// whose pace is within 3% of every budget-off rate a 2-core machine
+// reached (36,387 events/s), so the pace hardly ever costs speed. With
+// only `BENCH_EVENTS=1000000 BENCH_PAIRS=2 make bench` on the machine,
+// twice back to back (2026-12-07), ingest peaked at 371-375 MiB and kept
+// 91.9% and 94.3% of the budget-off events/s. Smaller budgets run at
+// their pace when the machine is faster: 320MiB kept 79.4%, 352MiB 93.4%
+// and 88.4% (a pace of 31,200 events/s, 86% of that fastest rate);
+// nothing under 300 MiB paces above 24,000 (docs/deployment.md, Memory).
 const DefaultMemoryBudget = 384 << 20
 
 // BudgetMode says how ingest.memory-budget was given.
