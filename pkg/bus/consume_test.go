@@ -37,8 +37,11 @@ func TestConsumerCreateAndUpdate(t *testing.T) {
 		t.Fatalf("updated to %+v", cfg)
 	}
 	infos, err := b.ConsumerInfos(ctx, DefaultAuditStream)
-	if err != nil || len(infos) != 1 || infos[0].Name != "sink" {
-		t.Fatalf("ConsumerInfos: %v %v", infos, err)
+	if err != nil {
+		t.Fatalf("ConsumerInfos: %v", err)
+	}
+	if len(infos.Infos) != 1 || infos.Infos[0].Name != "sink" || len(infos.Unanswered) != 0 {
+		t.Fatalf("ConsumerInfos: %d answered (want the one, sink), unanswered %v", len(infos.Infos), infos.Unanswered)
 	}
 }
 

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -177,22 +178,97 @@ func (b *Bus) StreamInfos(ctx context.Context) ([]*jetstream.StreamInfo, error) 
 	return out, nil
 }
 
-// ConsumerInfos returns the state (pending, ack floor, redeliveries) of every
-// consumer of a stream, for status output.
-func (b *Bus) ConsumerInfos(ctx context.Context, stream string) ([]*jetstream.ConsumerInfo, error) {
-	s, err := b.JS.Stream(ctx, stream)
+// ConsumerList is a stream's consumers as the server lists them.
+type ConsumerList struct {
+	// Infos is the state (pending, ack floor, redeliveries) of each
+	// consumer that answered.
+	Infos []*jetstream.ConsumerInfo
+	// Unanswered are the consumers the server knows of but could not get
+	// the state of (their servers down, or electing a leader), each with
+	// the server's reason, or "" when it gave none.
+	Unanswered map[string]string
+}
+
+// consumerListWait bounds one page of a consumer listing. A clustered
+// server waits up to 4 s for consumers on other servers before it answers
+// without them; a client's default 5 s left too little of that on a loaded
+// machine, and the listing failed as a whole.
+const consumerListWait = 15 * time.Second
+
+// ConsumerInfos lists a stream's consumers, for status output and for
+// waiting on their backlogs: a consumer whose server does not answer is
+// named in Unanswered, not left out (nats.go's lister drops the server's
+// list of them).
+func (b *Bus) ConsumerInfos(ctx context.Context, stream string) (*ConsumerList, error) {
+	out := &ConsumerList{Unanswered: map[string]string{}}
+	for offset := 0; ; {
+		page, err := b.consumerPage(ctx, stream, offset)
+		if err != nil {
+			return nil, fmt.Errorf("list consumers of stream %q: %w", stream, err)
+		}
+		// A consumer whose servers are all down comes as its configuration
+		// alone (no state) and is named missing too; one that answered it
+		// is offline comes with the reason.
+		names := map[string]bool{}
+		for _, name := range page.Missing {
+			names[name] = true
+			if _, ok := out.Unanswered[name]; !ok {
+				out.Unanswered[name] = ""
+			}
+		}
+		for name, why := range page.Offline {
+			names[name] = true
+			out.Unanswered[name] = why
+		}
+		for _, ci := range page.Consumers {
+			if !names[ci.Name] {
+				names[ci.Name] = true
+				out.Infos = append(out.Infos, ci)
+			}
+		}
+		offset += len(names)
+		if len(names) == 0 || offset >= page.Total {
+			return out, nil
+		}
+	}
+}
+
+// consumerPage is one answer of $JS.API.CONSUMER.LIST.
+type consumerPage struct {
+	Total     int                       `json:"total"`
+	Consumers []*jetstream.ConsumerInfo `json:"consumers"`
+	Missing   []string                  `json:"missing"`
+	Offline   map[string]string         `json:"offline"`
+	Error     *struct {
+		Code        int    `json:"code"`
+		ErrCode     int    `json:"err_code"`
+		Description string `json:"description"`
+	} `json:"error"`
+}
+
+// consumerPage requests the page of stream's consumers from offset.
+func (b *Bus) consumerPage(ctx context.Context, stream string, offset int) (*consumerPage, error) {
+	ctx, cancel := context.WithTimeout(ctx, consumerListWait)
+	defer cancel()
+	req, err := json.Marshal(map[string]int{"offset": offset})
 	if err != nil {
-		return nil, fmt.Errorf("stream %q: %w", stream, err)
+		return nil, err
 	}
-	lister := s.ListConsumers(ctx)
-	var out []*jetstream.ConsumerInfo
-	for info := range lister.Info() {
-		out = append(out, info)
+	msg, err := b.Conn.RequestWithContext(ctx, jsAPI+"CONSUMER.LIST."+stream, req)
+	if err != nil {
+		return nil, err
 	}
-	if err := lister.Err(); err != nil {
-		return nil, fmt.Errorf("list consumers of stream %q: %w", stream, err)
+	var page consumerPage
+	if err := json.Unmarshal(msg.Data, &page); err != nil {
+		return nil, fmt.Errorf("JetStream's answer: %w", err)
 	}
-	return out, nil
+	if e := page.Error; e != nil {
+		if e.ErrCode == int(jetstream.JSErrCodeStreamNotFound) {
+			return nil, fmt.Errorf("%w: %s", jetstream.ErrStreamNotFound, e.Description)
+		}
+		return nil, fmt.Errorf("JetStream answered %d: %s", e.Code, e.Description)
+	}
+	return &page, nil
 }
 
 // Unavailable reports a JetStream API error that a later try may not get:

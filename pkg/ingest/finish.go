@@ -65,9 +65,15 @@ func finish(ctx context.Context, cfg *config.Config, log zerolog.Logger, b *bus.
 type backlog struct {
 	stream, consumer    string
 	pending, ackPending uint64
+	// unknown: the server could not get the consumer's state (its server
+	// down or electing a leader).
+	unknown bool
 }
 
 func (c backlog) String() string {
+	if c.unknown {
+		return fmt.Sprintf("consumer %q on stream %q did not answer (its NATS server may be down or electing a leader)", c.consumer, c.stream)
+	}
 	return fmt.Sprintf("consumer %q on stream %q has %d pending and %d unacknowledged", c.consumer, c.stream, c.pending, c.ackPending)
 }
 
@@ -126,11 +132,17 @@ func waitDrained(ctx context.Context, log zerolog.Logger, b *bus.Bus, deadline t
 // and lists those with messages pending or unacknowledged.
 func backlogs(ctx context.Context, b *bus.Bus) (durables int, behind []backlog, err error) {
 	for _, stream := range []string{b.Cfg.AuditStream, b.Cfg.SessionStream} {
-		infos, err := b.ConsumerInfos(ctx, stream)
+		list, err := b.ConsumerInfos(ctx, stream)
 		if err != nil {
 			return 0, nil, err
 		}
-		for _, ci := range infos {
+		// A consumer whose state is unknown may be a durable with a
+		// backlog: it counts as behind until it answers.
+		for name := range list.Unanswered {
+			durables++
+			behind = append(behind, backlog{stream: stream, consumer: name, unknown: true})
+		}
+		for _, ci := range list.Infos {
 			if ci.Config.Durable == "" {
 				continue // ordered and ephemeral consumers vanish with their reader
 			}

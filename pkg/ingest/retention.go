@@ -6,6 +6,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 )
 
 // lossEvery is how often the streams' first sequences are compared with
@@ -27,7 +28,7 @@ const lossEvery = 5 * time.Second
 type lossWatcher struct {
 	streams   []string
 	stream    func(ctx context.Context, name string) (*jetstream.StreamInfo, error)
-	consumers func(ctx context.Context, stream string) ([]*jetstream.ConsumerInfo, error)
+	consumers func(ctx context.Context, stream string) (*bus.ConsumerList, error)
 	m         *metrics
 	log       zerolog.Logger
 
@@ -71,7 +72,9 @@ func (w *lossWatcher) poll(ctx context.Context) {
 			w.log.Debug().Err(err).Str("stream", name).Msg("consumers not read for the retention check")
 			continue
 		}
-		for _, c := range cs {
+		// A consumer that does not answer now is counted when it does:
+		// counted starts from its ack floor.
+		for _, c := range cs.Infos {
 			if c.Config.Durable == "" {
 				continue
 			}

@@ -98,12 +98,24 @@ func printStreams(ctx context.Context, b *bus.Bus, w io.Writer) error {
 		if err != nil {
 			return err
 		}
-		for _, c := range cs {
+		for _, c := range cs.Infos {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\n", c.Name, s.Config.Name, c.NumPending, c.NumAckPending,
 				c.AckFloor.Stream, c.NumRedelivered)
 		}
+		for _, name := range slices.Sorted(maps.Keys(cs.Unanswered)) {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", name, s.Config.Name, unanswered(cs.Unanswered[name]))
+		}
 	}
 	return tw.Flush()
+}
+
+// unanswered is the status row of a consumer the server could not get the
+// state of.
+func unanswered(why string) string {
+	if why == "" {
+		why = "no answer in time"
+	}
+	return "unknown: " + why + " (its NATS server may be down or electing a leader)"
 }
 
 // printState prints export progress, session jobs and the lease.

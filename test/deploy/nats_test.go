@@ -458,3 +458,69 @@ func startCluster(t *testing.T, timeout time.Duration) (context.Context, *harnes
 	t.Cleanup(cluster.Stop)
 	return ctx, cluster
 }
+
+// TestStatusNamesUnansweredConsumers kills the node that holds a consumer
+// (one replica, as ingest's scan consumers have): `ingest status` still
+// prints every stream and consumer, and names that one as unknown. Before,
+// status used nats.go's listing, which drops the names the server gives of
+// consumers that did not answer, and whose 5 s timeout could end before
+// the server's own 4 s wait for them: after a node loss the listing failed
+// ("list consumers of stream …: context deadline exceeded") or left the
+// consumer out (the listing waited here until its context ended).
+func TestStatusNamesUnansweredConsumers(t *testing.T) {
+	ctx, cluster := startCluster(t, 3*time.Minute)
+	ing := openAs(ctx, t, cluster, harness.NATSUserIngest, &logtest.Buffer{})
+	if err := ing.EnsureStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	publishAll(ctx, t, ing, []bus.Event{auditEvent(1), auditEvent(2)})
+	lone := bus.ScanConsumerName(1)
+	c, err := ing.JS.CreateConsumer(ctx, ing.Cfg.AuditStream, jetstream.ConsumerConfig{
+		Name: lone, Replicas: 1, MemoryStorage: true, AckPolicy: jetstream.AckNonePolicy, HeadersOnly: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := ""
+	if ci := c.CachedInfo(); ci.Cluster != nil {
+		host = ci.Cluster.Leader
+	}
+	victim := -1
+	for i, n := range cluster.Nodes {
+		if n.Name == host {
+			victim = i
+		}
+	}
+	if victim < 0 {
+		t.Fatalf("consumer %s: its server %q is not one of the cluster's nodes", lone, host)
+	}
+	cluster.Kill(victim)
+	if err := cluster.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.WaitStream(ctx, ing.JS, ing.Cfg.AuditStream); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := config.Default()
+	cfg.NATS = cluster.NATSConfig(harness.NATSUserIngest)
+	var out strings.Builder
+	// A minute is far more than the server's 4 s wait for the lost node.
+	sctx, scancel := context.WithTimeout(ctx, time.Minute)
+	defer scancel()
+	if err := ingest.Status(sctx, &cfg, &out); err != nil {
+		t.Fatalf("ingest status after %s (which held %s) was killed: %v\n%s", host, lone, err, out.String())
+	}
+	var row string
+	for _, l := range strings.Split(out.String(), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[0] == lone {
+			row = l
+		}
+	}
+	if !strings.Contains(row, ing.Cfg.AuditStream) || !strings.Contains(row, "unknown:") {
+		t.Fatalf("ingest status after %s (which held %s) was killed: want a row naming %s as unknown, got %q in:\n%s", host, lone, lone, row, out.String())
+	}
+	if !strings.Contains(out.String(), "TELEPORT_AUDIT  ") {
+		t.Errorf("ingest status does not list the audit stream:\n%s", out.String())
+	}
+}

@@ -110,7 +110,7 @@ func checkVictimsIntact(ctx context.Context, t *testing.T, ing *roleClient, vict
 			if err != nil {
 				t.Fatalf("ingest: list the consumers of %s: %v", v.stream, err)
 			}
-			for _, i := range infos {
+			for _, i := range infos.Infos {
 				if i.Name == v.name {
 					info = i
 				}
