@@ -75,8 +75,22 @@ func openForStatus(ctx context.Context, cfg *config.Config) (*bus.Bus, error) {
 	return b, nil
 }
 
+// statusWait bounds how long status asks a stream, or the list of its
+// consumers, again while the cluster elects a leader: a request sent
+// during an election goes unanswered, and after a node loss each stream
+// and the cluster's metadata elect theirs in turn.
+const statusWait = 45 * time.Second
+
 // printStreams prints each stream and its consumers.
 func printStreams(ctx context.Context, b *bus.Bus, w io.Writer) error {
+	for _, c := range bus.StreamConfigs(b.Cfg) {
+		wctx, cancel := context.WithTimeout(ctx, statusWait)
+		err := bus.WaitStream(wctx, b.JS, c.Name)
+		cancel()
+		if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return err
+		}
+	}
 	infos, err := b.StreamInfos(ctx)
 	if err != nil {
 		return err
@@ -94,7 +108,7 @@ func printStreams(ctx context.Context, b *bus.Bus, w io.Writer) error {
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CONSUMER\tSTREAM\tPENDING\tACK PENDING\tACK FLOOR\tREDELIVERED")
 	for _, s := range infos {
-		cs, err := b.ConsumerInfos(ctx, s.Config.Name)
+		cs, err := consumersOf(ctx, b, s.Config.Name)
 		if err != nil {
 			return err
 		}
@@ -107,6 +121,18 @@ func printStreams(ctx context.Context, b *bus.Bus, w io.Writer) error {
 		}
 	}
 	return tw.Flush()
+}
+
+// consumersOf lists stream's consumers, asking again for up to statusWait
+// while the list goes unanswered (the metadata leader being elected).
+func consumersOf(ctx context.Context, b *bus.Bus, stream string) (*bus.ConsumerList, error) {
+	deadline := time.Now().Add(statusWait)
+	for {
+		cs, err := b.ConsumerInfos(ctx, stream)
+		if err == nil || !bus.Unavailable(err) || time.Now().After(deadline) || ctx.Err() != nil {
+			return cs, err
+		}
+	}
 }
 
 // unanswered is the status row of a consumer the server could not get the
