@@ -279,12 +279,17 @@ func (l *lease) renew(ctx context.Context) error {
 }
 
 // markRenewed records a renewal whose write was sent at sent, and opens
-// the gate.
+// the gate; a pause ends with its log line before the first publish goes
+// through.
 func (l *lease) markRenewed(sent time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if sent.After(l.renewed) {
 		l.renewed = sent
+	}
+	if l.paused {
+		l.paused = false
+		l.log.Info().Msg("ingest lease renewed: publishing resumed")
 	}
 	if l.fresh == nil {
 		l.fresh = make(chan struct{})
@@ -293,10 +298,6 @@ func (l *lease) markRenewed(sent time.Time) {
 	case <-l.fresh:
 	default:
 		close(l.fresh)
-	}
-	if l.paused {
-		l.paused = false
-		l.log.Info().Msg("ingest lease renewed: publishing resumed")
 	}
 }
 
