@@ -13,11 +13,6 @@ import (
 // scanBatch is how many message headers a scan fetches per request.
 const scanBatch = 1000
 
-// scanFetchWait bounds one fetch of a scan: a fetch that brings nothing
-// within it fails the scan (the stream lost what it held). A scan does not
-// wait for it otherwise: it returns with its last message.
-var scanFetchWait = 5 * time.Second
-
 // ScanMsgIDs calls fn with the Nats-Msg-Id of every message stream holds,
 // oldest first, up to its last message when the scan starts; it reads
 // headers only, through a scan consumer (see ScanTail), and returns how
@@ -54,56 +49,37 @@ func ScanTail(ctx context.Context, js jetstream.JetStream, stream string, after 
 	defer deleteScanConsumer(js, stream, cons)
 	n := 0
 	for {
-		batch, err := cons.Fetch(scanBatch, jetstream.FetchMaxWait(scanFetchWait))
+		batch, err := cons.Fetch(scanBatch, jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			return n, fmt.Errorf("scan stream %q after %d messages: %w", stream, n, err)
 		}
-		got, done, err := scanBatchOf(ctx, batch, stream, &n, st.LastSeq, fn)
-		if err != nil || done {
-			// Returning ends the fetch too: the deferred delete of the
-			// consumer ends its pull request.
-			return n, err
+		got := 0
+		done := false
+		for m := range batch.Messages() {
+			got++
+			n++
+			meta, err := m.Metadata()
+			if err != nil {
+				return n, fmt.Errorf("scan stream %q: %w", stream, err)
+			}
+			// A plain consumer, unlike an ordered one, does not restart
+			// itself after a lost message: a gap fails the scan.
+			if meta.Sequence.Consumer != uint64(n) {
+				return n, fmt.Errorf("scan stream %q: message %d arrived as the consumer's %d (a delivery was lost): scan again", stream, n, meta.Sequence.Consumer)
+			}
+			fn(m.Headers().Get(HeaderMsgID), meta.Sequence.Stream)
+			if meta.Sequence.Stream >= st.LastSeq || meta.NumPending == 0 {
+				done = true
+			}
 		}
 		if err := batch.Error(); err != nil && ctx.Err() != nil {
 			return n, fmt.Errorf("scan stream %q after %d messages: %w", stream, n, err)
 		}
+		if done {
+			return n, nil
+		}
 		if got == 0 {
 			return n, fmt.Errorf("scan stream %q: read %d messages after sequence %d, then nothing more (its last is %d)", stream, n, after, st.LastSeq)
-		}
-	}
-}
-
-// scanBatchOf reads one fetch of a scan, calling fn for each message and
-// counting it in n, until the fetch ends, the message at last (or the
-// stream's end) is read (done), or ctx ends: it does not wait for the
-// fetch to expire once the scan has what it came for.
-func scanBatchOf(ctx context.Context, batch jetstream.MessageBatch, stream string, n *int, last uint64, fn func(id string, seq uint64)) (got int, done bool, err error) {
-	msgs := batch.Messages()
-	for {
-		var m jetstream.Msg
-		var ok bool
-		select {
-		case m, ok = <-msgs:
-		case <-ctx.Done():
-			return got, false, fmt.Errorf("scan stream %q after %d messages: %w", stream, *n, ctx.Err())
-		}
-		if !ok {
-			return got, false, nil
-		}
-		got++
-		*n++
-		meta, err := m.Metadata()
-		if err != nil {
-			return got, false, fmt.Errorf("scan stream %q: %w", stream, err)
-		}
-		// A plain consumer, unlike an ordered one, does not restart
-		// itself after a lost message: a gap fails the scan.
-		if meta.Sequence.Consumer != uint64(*n) {
-			return got, false, fmt.Errorf("scan stream %q: message %d arrived as the consumer's %d (a delivery was lost): scan again", stream, *n, meta.Sequence.Consumer)
-		}
-		fn(m.Headers().Get(HeaderMsgID), meta.Sequence.Stream)
-		if meta.Sequence.Stream >= last || meta.NumPending == 0 {
-			return got, true, nil
 		}
 	}
 }
