@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -89,5 +90,57 @@ func TestStoredSizeCountsSubjectHeadersAndBody(t *testing.T) {
 	// 30 record + 12 header framing + 16 subject + 7 body + len("Nats-Msg-Id: x\r\n") 16
 	if got, want := StoredSize(m), int64(30+12+16+7+16); got != want {
 		t.Errorf("StoredSize = %d, want %d", got, want)
+	}
+}
+
+// waits records what WithWaitObserver reports.
+type waits struct {
+	mu  sync.Mutex
+	got []waitSeen
+}
+
+type waitSeen struct {
+	kind PublishWait
+	d    time.Duration
+}
+
+func (w *waits) observe(kind PublishWait, d time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.got = append(w.got, waitSeen{kind, d})
+}
+
+func (w *waits) seen() []waitSeen {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]waitSeen(nil), w.got...)
+}
+
+func TestPublisherReportsPaceWaits(t *testing.T) {
+	js := newFakeJS()
+	// A window of a second on the real clock: the second message waits
+	// until the first one leaves it.
+	pace := &WritePace{limit: 1, window: time.Second, now: time.Now}
+	w := &waits{}
+	p := NewPublisher(js, 16, WithPace(pace), WithWaitObserver(w.observe))
+	defer closePublisher(t, p)
+	ctx := testCtx(t)
+	if err := p.Publish(ctx, auditEvent(1), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.seen(); len(got) != 0 {
+		t.Fatalf("first publish, into an empty window: reported waits %v, want none", got)
+	}
+	start := time.Now()
+	if err := p.Publish(ctx, auditEvent(2), nil); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	got := w.seen()
+	if len(got) != 1 || got[0].kind != WaitPace || got[0].d <= 0 || got[0].d > took {
+		t.Fatalf("second publish (took %s): reported waits %v, want one write_pace wait of at most that", took, got)
+	}
+	for i := range 2 {
+		js.next(t).ack(uint64(i + 1))
 	}
 }

@@ -92,6 +92,28 @@ func WithPace(pace *WritePace) PublisherOption {
 	return func(p *Publisher) { p.pace = pace }
 }
 
+// PublishWait is what a publish waited for before its message was sent
+// (WithWaitObserver).
+type PublishWait string
+
+// The waits of a publish.
+const (
+	// WaitPace is the wait for WithPace's pace: the bytes stored in the
+	// server's cache window were at the memory budget's limit.
+	WaitPace PublishWait = "write_pace"
+	// WaitInFlight is the wait for a free slot: maxInFlight messages
+	// awaited their PubAck.
+	WaitInFlight PublishWait = "in_flight"
+)
+
+// WithWaitObserver calls observe with each wait of a publish before its
+// message was sent, and how long it was; a publish that did not wait is
+// not reported. observe is called from the publishing goroutine and must
+// be quick and safe for concurrent use.
+func WithWaitObserver(observe func(PublishWait, time.Duration)) PublisherOption {
+	return func(p *Publisher) { p.observe = observe }
+}
+
 // WithPublisherLog logs each retry at warn level.
 func WithPublisherLog(log zerolog.Logger) PublisherOption {
 	return func(p *Publisher) { p.log = log }
@@ -139,7 +161,8 @@ type Publisher struct {
 	floorMu  sync.Mutex
 	floors   map[string]uint64
 
-	pace *WritePace // WithPace's; nil: no pacing
+	pace    *WritePace                       // WithPace's; nil: no pacing
+	observe func(PublishWait, time.Duration) // WithWaitObserver's; nil: none
 
 	// ackTimer bounds settle's wait; owned by the delivery goroutine and
 	// reset for each message rather than made anew (a timer per message
@@ -209,14 +232,9 @@ func (p *Publisher) PublishMsg(ctx context.Context, m *nats.Msg, done PublishDon
 		p.end()
 		return err
 	}
-	select {
-	case p.slots <- struct{}{}:
-	case <-ctx.Done():
+	if err := p.slot(ctx, m); err != nil {
 		p.end()
-		return fmt.Errorf("publish to %s: %w", m.Subject, ctx.Err())
-	case <-p.abort:
-		p.end()
-		return ErrPublisherClosed
+		return err
 	}
 	p.pubMu.Lock()
 	defer p.pubMu.Unlock()
@@ -235,6 +253,33 @@ func (p *Publisher) PublishMsg(ctx context.Context, m *nats.Msg, done PublishDon
 	return nil
 }
 
+// slot takes a slot for m, waiting while maxInFlight messages await their
+// result.
+func (p *Publisher) slot(ctx context.Context, m *nats.Msg) error {
+	select {
+	case p.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	defer p.waited(WaitInFlight, time.Now())
+	select {
+	case p.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("publish to %s: %w", m.Subject, ctx.Err())
+	case <-p.abort:
+		return ErrPublisherClosed
+	}
+}
+
+// waited reports a wait of kind that began at since to WithWaitObserver's
+// observer.
+func (p *Publisher) waited(kind PublishWait, since time.Time) {
+	if p.observe != nil {
+		p.observe(kind, time.Since(since))
+	}
+}
+
 // paced waits until WithPace's pace lets m be sent.
 func (p *Publisher) paced(ctx context.Context, m *nats.Msg) error {
 	if p.pace == nil {
@@ -244,6 +289,7 @@ func (p *Publisher) paced(ctx context.Context, m *nats.Msg) error {
 	if d <= 0 {
 		return nil
 	}
+	defer p.waited(WaitPace, time.Now())
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

@@ -687,3 +687,40 @@ func TestPublisherTailCheckUnreadablePublishesNothing(t *testing.T) {
 		t.Errorf("Floor %d, want the start's 10 (nothing acknowledged)", f)
 	}
 }
+
+func TestPublisherReportsSlotWaits(t *testing.T) {
+	js := newFakeJS()
+	w := &waits{}
+	p := NewPublisher(js, 1, WithWaitObserver(w.observe))
+	defer closePublisher(t, p)
+	ctx := testCtx(t)
+	if err := p.Publish(ctx, auditEvent(1), nil); err != nil {
+		t.Fatal(err)
+	}
+	first := js.next(t)
+	errc := make(chan error, 1)
+	began := time.Now()
+	go func() { errc <- p.Publish(ctx, auditEvent(2), nil) }()
+	// The second publish has begun (Pending counts it) and waits for the
+	// one slot; the first PubAck frees it half a second later.
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Pending() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the second publish never began")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	first.ack(1)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	js.next(t).ack(2)
+	got := w.seen()
+	if len(got) != 1 || got[0].kind != WaitInFlight || got[0].d <= 0 || got[0].d > time.Since(began) {
+		t.Fatalf("reported waits %v, want one in_flight wait of at most %s", got, time.Since(began))
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
