@@ -1,8 +1,11 @@
 package ingest
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/teleport-event-bus/teleport-event-bus/pkg/bus"
 	"github.com/teleport-event-bus/teleport-event-bus/pkg/lock"
 )
 
@@ -18,6 +21,9 @@ type metrics struct {
 	cursorLag       prometheus.Gauge
 	leader          prometheus.Gauge
 	readErrors      prometheus.Counter
+	// publishWait sums what publishes waited before being sent, by what
+	// they waited for (bus.PublishWait).
+	publishWait *prometheus.CounterVec
 	// pause is set while the bus has no room (paused{reason}).
 	pause *pauser
 	// removedUnacked counts messages a limit removed before a durable
@@ -57,6 +63,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "removed_unacknowledged_total", Help: "Messages a stream limit (max-age) removed before a durable consumer acknowledged them, by stream and consumer: events that consumer never got."},
 			[]string{"stream", "consumer"}),
 	}
+	m.publishWait = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+		Name: "publish_wait_seconds_total", Help: "Time events waited to be published, summed over the readers publishing at once (its rate is how many wait on average), by reason (write_pace: the memory budget's pace of writes to the embedded server; in_flight: max-in-flight events awaited their PubAck)."},
+		[]string{"reason"})
 	paused := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 		Name: "paused", Help: "1 while publishing is paused because the bus has no room, by reason (max_bytes: a stream is full; store_full: the JetStream store is)."},
 		[]string{"reason"})
@@ -64,7 +73,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.lock = lock.NewMetrics(reg)
 	if reg != nil {
 		reg.MustRegister(m.published, m.sessionEvents, m.trimmed, m.missing, m.sessionJobs,
-			m.sessionsRunning, m.cursorLag, m.leader, m.readErrors, paused, m.removedUnacked)
+			m.sessionsRunning, m.cursorLag, m.leader, m.readErrors, m.publishWait, paused, m.removedUnacked)
 	}
 	return m
+}
+
+// observePublishWait counts a publish's wait (bus.WithWaitObserver).
+func (m *metrics) observePublishWait(kind bus.PublishWait, d time.Duration) {
+	m.publishWait.WithLabelValues(string(kind)).Add(d.Seconds())
 }

@@ -99,7 +99,8 @@ func (s *store) newPipeline(ctx context.Context, src teleport.AuditLog, gate fun
 		return nil, nil, err
 	}
 	pub := bus.NewPublisher(b.JS, cfg.Ingest.MaxInFlight, bus.WithPublisherLog(log),
-		bus.WithTailCheck(streamOfSubject(b.Cfg), last), bus.WithAckTimeout(publishAckTimeout), bus.WithPace(s.m.memory.pace()))
+		bus.WithTailCheck(streamOfSubject(b.Cfg), last), bus.WithAckTimeout(publishAckTimeout), bus.WithPace(s.m.memory.pace()),
+		bus.WithWaitObserver(s.m.observePublishWait))
 	closeIt := func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()

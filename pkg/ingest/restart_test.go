@@ -262,6 +262,9 @@ func TestMetricsAndHealthEndpoints(t *testing.T) {
 	e := newEnv(t, teleportsim.Options{Seed: 13, Events: 200, From: now.Add(-2 * time.Hour), To: now})
 	get := e.endpoint()
 	e.cfg.ExitOnLastEvent = false
+	// One event in flight: each publish waits for the PubAck before it,
+	// which publish_wait_seconds_total{reason="in_flight"} counts.
+	e.cfg.Ingest.MaxInFlight = 1
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, e.cfg, zerolog.Nop()) }()
@@ -292,6 +295,15 @@ func TestMetricsAndHealthEndpoints(t *testing.T) {
 		return sum == 200
 	}) {
 		t.Errorf("published counters sum to %d; want 200", sum)
+	}
+	_, body := get("/metrics")
+	const inFlight = `teleport_event_bus_ingest_publish_wait_seconds_total{reason="in_flight"} `
+	if i := strings.Index(body, inFlight); i < 0 {
+		t.Errorf("/metrics has no %s line:\n%s", inFlight, body)
+	} else if line, _, _ := strings.Cut(body[i+len(inFlight):], "\n"); line == "0" {
+		t.Errorf("%s is 0 after 200 events published one at a time", inFlight)
+	} else if _, err := strconv.ParseFloat(line, 64); err != nil {
+		t.Errorf("%s%s: %v", inFlight, line, err)
 	}
 	for _, path := range []string{"/healthz", "/readyz"} {
 		if code, body := get(path); code != http.StatusOK {
