@@ -275,6 +275,9 @@ func runBackfill(ctx context.Context, bin, dir string, o options, s setting, r *
 	if bf.budget, bf.budgetKnown, err = ingestBudget(ctx, ingest); err != nil {
 		return nil, err
 	}
+	if bf.waits, err = ingestWaits(ctx, ingest); err != nil {
+		return nil, err
+	}
 	bf.ingest = onBus.Sub(start)
 	bf.sink = lastDelivery.Sub(firstDelivery)
 	bf.overall = lastDelivery.Sub(start)

@@ -72,6 +72,10 @@ type backfill struct {
 	// backfill: what the server's block caches and the budget's write pace
 	// (bus.StoredSize) count per event.
 	storedBytes, storedMsgs uint64
+	// waits are ingest's publish waits when the backfill was done: with
+	// ingest's duration, how many of its readers waited on the write pace
+	// and for a PubAck slot, on average.
+	waits publishWaits
 	idChecks
 
 	ingestRSS, sinkRSS, natsRSS procRSS
@@ -232,6 +236,10 @@ func (r *report) print(out io.Writer) {
 		row(stage, "ingest start → audit stream holds all", fmt.Sprintf("%s events/s (%s)", num(rate(bf.events, bf.ingest)), bf.ingest.Round(10*time.Millisecond)), "")
 		row("", "first delivery → fluentd-sim stored all", fmt.Sprintf("%s events/s (%s)", num(rate(bf.events, bf.sink)), bf.sink.Round(10*time.Millisecond)), "")
 		row("", "requests / connections at fluentd-sim", fmt.Sprintf("%d / %d (%.1f events per request)", bf.requests, bf.connections, float64(bf.events)/float64(max(bf.requests, 1))), "")
+		if bf.waits.ok {
+			secs := bf.ingest.Seconds()
+			row("", "ingest: publishes waiting, on average", fmt.Sprintf("%.2f on the write pace, %.2f for a PubAck slot (of max-in-flight)", bf.waits.pace/secs, bf.waits.inFlight/secs), "")
+		}
 		row("", "audit stream: bytes stored per event", fmt.Sprintf("%d (%s MiB for %s events)", bf.storedBytes/max(bf.storedMsgs, 1), num(float64(bf.storedBytes)/(1<<20)), num(float64(bf.storedMsgs))), "")
 		g := ""
 		if bf == r.defs[0] && len(r.defs) == 1 {
