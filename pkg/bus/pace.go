@@ -25,21 +25,28 @@ const paceSlot = 100 * time.Millisecond
 
 // WritePace holds the bytes stored per ServerCacheWindow to a limit, so
 // that the block caches of an embedded nats-server stay within a memory
-// budget (see WithPace): a send that would take the window's bytes over
-// the limit waits until enough of the window has passed. A message larger
-// than the limit waits for an empty window, then goes alone. It is safe
-// for concurrent use; the zero value is not usable, see NewWritePace.
+// budget (see WithPace): while the window's bytes are at the limit, a
+// send waits until enough of them have left the window. A message larger
+// than the limit waits for an empty window, then goes alone.
+//
+// With WhenPressed, the limit applies only while the pressure function
+// says memory is short: the window's bytes are the most the caches can
+// hold, and they hold less when nothing reads right behind the writes
+// (the server then drops a block's cache when the block fills), so the
+// pace need not wait until memory shows it. It is safe for concurrent
+// use; the zero value is not usable, see NewWritePace.
 type WritePace struct {
-	limit  int64
-	window time.Duration
-	now    func() time.Time
+	limit   int64
+	window  time.Duration
+	now     func() time.Time
+	pressed func() bool // WhenPressed's; nil: the limit always applies
 
 	mu    sync.Mutex
 	slots []paceEntry // oldest first; times never decrease
 	total int64       // bytes of slots
 }
 
-// paceEntry is the bytes sent (or reserved) at one time.
+// paceEntry is the bytes sent at one time.
 type paceEntry struct {
 	at    time.Time
 	bytes int64
@@ -51,32 +58,38 @@ func NewWritePace(limit int64) *WritePace {
 	return &WritePace{limit: limit, window: ServerCacheWindow, now: time.Now}
 }
 
+// WhenPressed makes the limit apply only while pressed returns true: a
+// send that finds it false goes at once, and is counted. pressed is
+// called, under the pace's lock, only when a send would otherwise wait.
+// It returns p.
+func (p *WritePace) WhenPressed(pressed func() bool) *WritePace {
+	p.pressed = pressed
+	return p
+}
+
 // Limit is the bytes allowed per window.
 func (p *WritePace) Limit() int64 { return p.limit }
 
-// reserve counts n bytes at the earliest time the window allows them and
-// returns how long from now that is: how long the caller waits before
-// sending them. A caller that then gives up leaves them counted, which
-// only delays later sends.
+// reserve counts n bytes as sent now and returns 0 when the window has
+// room for them (or memory is not short, see WhenPressed); otherwise it
+// counts nothing and returns how long from now the window will have room,
+// when the caller asks again.
 func (p *WritePace) reserve(n int64) time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
 	p.expire(now)
-	at := now
-	if last := len(p.slots) - 1; last >= 0 && p.slots[last].at.After(at) {
-		at = p.slots[last].at // queued behind earlier waiters
+	if p.total == 0 || p.total+n <= p.limit || (p.pressed != nil && !p.pressed()) {
+		p.add(now, n)
+		return 0
 	}
-	// Drop from the oldest until n fits: the send goes when the last
+	// Drop from the oldest until n fits: room comes when the last
 	// dropped entry leaves the window.
-	total := p.total
+	total, at := p.total, now
 	for i := 0; total+n > p.limit && i < len(p.slots); i++ {
 		total -= p.slots[i].bytes
-		if leave := p.slots[i].at.Add(p.window); leave.After(at) {
-			at = leave
-		}
+		at = p.slots[i].at.Add(p.window)
 	}
-	p.add(at, n)
 	return at.Sub(now)
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,16 +32,51 @@ func TestWritePaceHoldsTheWindowToItsLimit(t *testing.T) {
 	}
 	step(0, 600, 0)
 	step(time.Second, 300, 0)
-	// 1300 > 1000: goes when the 600 leaves the window, 11 s after it came.
+	// 1300 > 1000: room when the 600 leaves the window, 11 s after it
+	// came; nothing is counted meanwhile, so asking again says the same.
 	step(2*time.Second, 400, 9*time.Second)
-	// Queued behind it: needs the 300 gone too (+12 s).
-	step(2*time.Second, 400, 10*time.Second)
+	step(2*time.Second, 400, 9*time.Second)
 	// Larger than the limit: waits for every byte before it to leave.
-	step(3*time.Second, 5000, (12+11-3)*time.Second)
+	step(3*time.Second, 5000, (12-3)*time.Second)
+	// When the 600 has left, the 400 fits beside the 300.
+	step(11*time.Second, 400, 0)
+	// The 5000 goes once the window is empty, alone.
+	step(13*time.Second, 5000, 9*time.Second)
+	step(22*time.Second, 5000, 0)
+	step(22*time.Second, 1, 11*time.Second)
 	// Long after everything: free again, and the old entries are dropped.
 	step(time.Minute, 1000, 0)
 	if len(p.slots) != 1 || p.total != 1000 {
 		t.Errorf("after the window: %d entries of %d bytes, want 1 of 1000", len(p.slots), p.total)
+	}
+}
+
+func TestWritePaceWaitsOnlyWhenPressed(t *testing.T) {
+	p, now := fakePace(1000)
+	pressed, asked := false, 0
+	p.WhenPressed(func() bool { asked++; return pressed })
+	// Under the limit the pressure is not asked.
+	if d := p.reserve(800); d != 0 || asked != 0 {
+		t.Fatalf("800 bytes into an empty window: wait %s, pressure asked %d times; want 0 and 0", d, asked)
+	}
+	// Over the limit, memory not short: it goes at once, and counts.
+	*now = now.Add(time.Second)
+	if d := p.reserve(800); d != 0 || asked != 1 {
+		t.Fatalf("800 more, not pressed: wait %s, pressure asked %d times; want 0 and 1", d, asked)
+	}
+	if p.total != 1600 {
+		t.Fatalf("window holds %d bytes, want 1600", p.total)
+	}
+	// Memory short: it waits for the first send to leave the window, 11 s
+	// after it came, 10 s from now.
+	pressed = true
+	if d := p.reserve(100); d != 10*time.Second {
+		t.Fatalf("100 bytes, pressed, 1600 in the window: wait %s, want 10s", d)
+	}
+	// The pressure gone, it goes.
+	pressed = false
+	if d := p.reserve(100); d != 0 {
+		t.Fatalf("100 bytes, no longer pressed: wait %s, want 0", d)
 	}
 }
 
@@ -139,6 +175,44 @@ func TestPublisherReportsPaceWaits(t *testing.T) {
 	got := w.seen()
 	if len(got) != 1 || got[0].kind != WaitPace || got[0].d <= 0 || got[0].d > took {
 		t.Fatalf("second publish (took %s): reported waits %v, want one write_pace wait of at most that", took, got)
+	}
+	for i := range 2 {
+		js.next(t).ack(uint64(i + 1))
+	}
+}
+
+func TestPublisherGoesWhenThePressureEnds(t *testing.T) {
+	js := newFakeJS()
+	var pressed atomic.Bool
+	pressed.Store(true)
+	// A minute's window: the second message would wait that long while
+	// memory is short; it goes once it no longer is.
+	pace := (&WritePace{limit: 1, window: time.Minute, now: time.Now}).WhenPressed(pressed.Load)
+	w := &waits{}
+	p := NewPublisher(js, 16, WithPace(pace), WithWaitObserver(w.observe))
+	defer closePublisher(t, p)
+	ctx := testCtx(t)
+	if err := p.Publish(ctx, auditEvent(1), nil); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- p.Publish(ctx, auditEvent(2), nil) }()
+	select {
+	case err := <-errc:
+		t.Fatalf("second publish returned (%v) while memory was short and the window full", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	pressed.Store(false)
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("second publish still waiting 30 s after memory stopped being short")
+	}
+	if got := w.seen(); len(got) != 1 || got[0].kind != WaitPace || got[0].d < 500*time.Millisecond {
+		t.Errorf("reported waits %v, want one write_pace wait of at least 500ms", got)
 	}
 	for i := range 2 {
 		js.next(t).ack(uint64(i + 1))

@@ -280,25 +280,36 @@ func (p *Publisher) waited(kind PublishWait, since time.Time) {
 	}
 }
 
+// paceRecheck bounds each wait on the pace before it is asked again: room
+// may come sooner than the window promised, when memory stops being short
+// (WritePace.WhenPressed).
+const paceRecheck = 100 * time.Millisecond
+
 // paced waits until WithPace's pace lets m be sent.
 func (p *Publisher) paced(ctx context.Context, m *nats.Msg) error {
 	if p.pace == nil {
 		return nil
 	}
-	d := p.pace.reserve(StoredSize(m))
+	size := StoredSize(m)
+	d := p.pace.reserve(size)
 	if d <= 0 {
 		return nil
 	}
 	defer p.waited(WaitPace, time.Now())
-	t := time.NewTimer(d)
+	t := time.NewTimer(min(d, paceRecheck))
 	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("publish to %s: waiting for room in the server's block caches (%d bytes per %s): %w", m.Subject, p.pace.Limit(), ServerCacheWindow, ctx.Err())
-	case <-p.abort:
-		return ErrPublisherClosed
+	for {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return fmt.Errorf("publish to %s: waiting for room in the server's block caches (%d bytes per %s): %w", m.Subject, p.pace.Limit(), ServerCacheWindow, ctx.Err())
+		case <-p.abort:
+			return ErrPublisherClosed
+		}
+		if d = p.pace.reserve(size); d <= 0 {
+			return nil
+		}
+		t.Reset(min(d, paceRecheck))
 	}
 }
 

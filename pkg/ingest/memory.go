@@ -3,6 +3,8 @@ package ingest
 import (
 	"fmt"
 	"runtime/debug"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -201,7 +203,41 @@ func (m *memoryMetrics) pace() *bus.WritePace {
 	if m == nil || m.writeAllowance <= 0 {
 		return nil
 	}
-	return bus.NewWritePace(m.writeAllowance)
+	return bus.NewWritePace(m.writeAllowance).WhenPressed(newHeapPressure(m.writeAllowance, memlimit.LiveHeap).pressed)
+}
+
+// heapPressure says memory is short while the live heap is at least the
+// write allowance: the block caches the pace bounds are live heap, and
+// they reach the allowance only when the sink reads right behind ingest
+// (a read keeps a block's cache; a block nothing read is dropped once it
+// fills). Until then the pace does not wait, so a budget costs no speed
+// where the caches do not grow. The live heap changes only when a
+// collection ends; it is read at most every heapPressureEvery.
+type heapPressure struct {
+	threshold int64
+	live      func() int64
+
+	mu     sync.Mutex
+	read   time.Time
+	result bool
+}
+
+// heapPressureEvery is how often heapPressure reads the live heap at most.
+const heapPressureEvery = 10 * time.Millisecond
+
+func newHeapPressure(threshold int64, live func() int64) *heapPressure {
+	return &heapPressure{threshold: threshold, live: live}
+}
+
+// pressed reports whether the live heap was at the threshold when last
+// read.
+func (h *heapPressure) pressed() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if now := time.Now(); now.Sub(h.read) >= heapPressureEvery {
+		h.read, h.result = now, h.live() >= h.threshold
+	}
+	return h.result
 }
 
 // sample reads what the process holds now; rss is 0 when /proc cannot be

@@ -44,3 +44,15 @@ func RSS(root fs.FS) (int64, error) {
 	}
 	return pages * int64(os.Getpagesize()), nil
 }
+
+// LiveHeap is the heap the last garbage collection found live: what no
+// collection can free until its holders let go (the embedded server's
+// block caches among it). It changes only when a collection ends.
+func LiveHeap() int64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return int64(s[0].Value.Uint64())
+}
