@@ -22,7 +22,7 @@ var errAckTimeout = errors.New("no PubAck in time")
 
 // Publisher defaults.
 const (
-	DefaultMaxInFlight    = 256
+	DefaultMaxInFlight    = 2048
 	DefaultAckTimeout     = 10 * time.Second
 	DefaultPublishRetries = 5
 	DefaultRetryBackoff   = 250 * time.Millisecond

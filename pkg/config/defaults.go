@@ -54,7 +54,7 @@ func Default() Config {
 			DuplicateWindow: DefaultDuplicateWindow,
 		},
 		Ingest: IngestConfig{
-			MaxInFlight:         256,
+			MaxInFlight:         2048,
 			PageSize:            MaxPageSize,
 			SessionConcurrency:  0,
 			LeaseTTL:            10 * time.Second,

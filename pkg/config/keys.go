@@ -227,8 +227,8 @@ var keys = []*key{
 		usage: "NKey seed file (mode 0600) ingest and ingest status connect to NATS with (the ingest role); takes precedence over nats.nkey, and with another kind of [nats] credential is an error",
 		field: func(c *Config) any { return &c.Ingest.NATSNKey }},
 	{name: "ingest.max-in-flight", flag: "ingest-max-in-flight", cmds: forIngest,
-		usage: "Publishes awaiting their PubAck at once",
-		field: func(c *Config) any { return &c.Ingest.MaxInFlight }, check: intRange(1, 100_000)},
+		usage: "Publishes awaiting their PubAck at once: at most 4000, the NATS client's limit of asynchronous publishes",
+		field: func(c *Config) any { return &c.Ingest.MaxInFlight }, check: intRange(1, 4000)},
 	{name: "ingest.page-size", flag: "ingest-page-size", cmds: forIngest,
 		usage: "Events per page when searching the audit log (servers without the bulk export API); Teleport serves at most 10,000 and cuts a page at 1 MiB",
 		field: func(c *Config) any { return &c.Ingest.PageSize }, check: intRange(1, MaxPageSize)},
@@ -254,7 +254,7 @@ var keys = []*key{
 		usage: "Serve Go's profiles (/debug/pprof/: heap, allocs, CPU…) of ingest, the embedded NATS server included, on host:port; a port alone (\":6060\") listens on 127.0.0.1 only; empty is off. For finding what holds memory or CPU; never on an untrusted network",
 		field: func(c *Config) any { return &c.Ingest.PprofAddr }, check: checkListenAddr},
 	{name: "ingest.memory-budget", flag: "ingest-memory-budget", cmds: forIngest,
-		usage: "Memory ingest keeps to, the embedded NATS server included: \"auto\" (3/4 of the cgroup memory limit, or 384MiB without one), a size of at least 256MiB (384MiB, 1GiB, 400MB, bytes) or \"off\" (the Go runtime's defaults)",
+		usage: "Memory ingest keeps to, the embedded NATS server included: \"auto\" (3/4 of the cgroup memory limit, or 288MiB without one), a size of at least 256MiB (384MiB, 1GiB, 400MB, bytes) or \"off\" (the Go runtime's defaults)",
 		field: func(c *Config) any { return &c.Ingest.MemoryBudget }, check: checkMemoryBudget},
 
 	// [sink]

@@ -23,19 +23,17 @@ const MinMemoryBudget = 256 << 20
 const MinAutoLimit = (MinMemoryBudget*4/3 + 1<<20 - 1) / (1 << 20) * (1 << 20)
 
 // DefaultMemoryBudget is the budget of "auto" when no cgroup memory limit
-// applies to the process, and the one "auto" makes of the 512 MiB limit
-// of deploy/'s unit and chart. Its writes to the embedded server are
-// paced to 240MiB per 11 s, about 35,400 events/s of 647 bytes (what the
-// benchmark's events take in the stream): the smallest budget measured
-// whose pace is within 3% of every budget-off rate a 2-core machine
-// reached (36,387 events/s), so the pace hardly ever costs speed. With
-// only `BENCH_EVENTS=1000000 BENCH_PAIRS=2 make bench` on the machine,
-// twice back to back (2026-12-07), ingest peaked at 371-375 MiB and kept
-// 91.9% and 94.3% of the budget-off events/s. Smaller budgets run at
-// their pace when the machine is faster: 320MiB kept 79.4%, 352MiB 93.4%
-// and 88.4% (a pace of 31,200 events/s, 86% of that fastest rate);
-// nothing under 300 MiB paces above 24,000 (docs/deployment.md, Memory).
-const DefaultMemoryBudget = 384 << 20
+// applies to the process, and the one "auto" makes of the 384 MiB limit
+// of deploy/'s unit and chart. With ingest.max-in-flight's default and
+// only the benchmark on a 2-core machine (2026-12-07), the backfill
+// `BENCH_EVENTS=1000000 BENCH_PAIRS=2 … make bench` kept 95.1% and 106.6%
+// of the budget-off events/s twice back to back, and the whole benchmark
+// 97.6% and 90.5%, with ingest peaking at 268-277 MiB: the sink read
+// behind ingest, where the server drops the block caches, so the write
+// pace never waited. Where the sink reads right behind, the pace holds
+// ingest to 144MiB per 11 s while the live heap shows the caches held
+// (about 21,200 events/s of 647 bytes; docs/deployment.md, Memory).
+const DefaultMemoryBudget = 288 << 20
 
 // BudgetMode says how ingest.memory-budget was given.
 type BudgetMode int

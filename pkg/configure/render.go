@@ -207,12 +207,12 @@ identity = %[5]s
 # metrics-addr = "127.0.0.1:9090"
 # NKey seed ingest (and ingest status) connects to NATS with.
 nats-nkey = %[7]s
-# max-in-flight = 256
+# max-in-flight = 2048
 # page-size = 10000
 # lease-ttl = "10s"
 # missing-recording-ttl = "48h"
 # Memory ingest may hold, the embedded server's included: "auto" (3/4 of the
-# cgroup limit, else 384MiB), a size ("512MiB"), or "off".
+# cgroup limit, else 288MiB), a size ("512MiB"), or "off".
 # memory-budget = "auto"
 
 [sink]

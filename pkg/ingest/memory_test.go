@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -220,8 +221,8 @@ func TestWriteAllowance(t *testing.T) {
 		embedded bool
 		want     int64
 	}{
-		{"default budget, embedded", def, true, 336<<20 - 96<<20},
-		{"smallest budget, embedded", least, true, 224<<20 - 96<<20},
+		{"default budget, embedded", def, true, 240<<20 - 96<<20},
+		{"smallest budget, embedded", least, true, 208<<20 - 96<<20},
 		{"default budget, external server", def, false, 0},
 		{"off", memBudget{}, true, 0},
 	} {
@@ -232,5 +233,30 @@ func TestWriteAllowance(t *testing.T) {
 		if p := m.pace(); (p != nil) != (c.want > 0) || (p != nil && p.Limit() != c.want) {
 			t.Errorf("%s: pace %v, want a limit of %d", c.name, p, c.want)
 		}
+	}
+}
+
+// TestHeapPressure: the pace waits only once the live heap reaches the
+// write allowance, read at most every heapPressureEvery.
+func TestHeapPressure(t *testing.T) {
+	var live atomic.Int64
+	var reads atomic.Int64
+	h := newHeapPressure(100, func() int64 { reads.Add(1); return live.Load() })
+	live.Store(99)
+	if h.pressed() {
+		t.Fatal("pressed with the live heap under the threshold")
+	}
+	live.Store(100)
+	time.Sleep(2 * heapPressureEvery)
+	if !h.pressed() {
+		t.Fatal("not pressed with the live heap at the threshold")
+	}
+	reads.Store(0)
+	start := time.Now()
+	for range 10_000 {
+		h.pressed()
+	}
+	if n, most := reads.Load(), int64(time.Since(start)/heapPressureEvery)+1; n > most {
+		t.Errorf("10,000 asks in %s read the live heap %d times, want at most %d", time.Since(start), n, most)
 	}
 }
