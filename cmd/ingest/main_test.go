@@ -22,6 +22,9 @@ func TestBinary(t *testing.T) {
 			t.Errorf("exit %d stdout %q stderr %q; want 2 and %q", code, out, errOut, want)
 		}
 	})
+	t.Run("max-in-flight over the NATS client's window", func(t *testing.T) {
+		clitest.BadConfig(t, bin, "ingest", "[ingest]\nmax-in-flight = 5000\n", `key "ingest.max-in-flight": must be 1..4000, got 5000`)
+	})
 	t.Run("memory budget not a size", func(t *testing.T) {
 		clitest.BadConfig(t, bin, "ingest", "[ingest]\nmemory-budget = \"256M\"\n",
 			`key "ingest.memory-budget": must be "auto", "off" or a size such as "384MiB", "1GiB" or "400MB": "256M" has an unknown unit "M" (use B, KB, MB, GB, KiB, MiB or GiB)`)
