@@ -24,7 +24,7 @@ func TestMemoryBudget(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, ing.Tail(10))
 	}
-	for _, w := range []string{"memory budget: 320MiB for ingest and the embedded NATS server (ingest.memory-budget); Go memory limit 280MiB", `"budget_bytes":335544320`} {
+	for _, w := range []string{"memory budget: 320MiB for ingest and the embedded NATS server (ingest.memory-budget); Go memory limit 272MiB", `"budget_bytes":335544320`} {
 		if !strings.Contains(line, w) {
 			t.Errorf("start line %s lacks %q", line, w)
 		}
