@@ -213,10 +213,12 @@ func (m *memoryMetrics) pace() *bus.WritePace {
 // (a read keeps a block's cache; a block nothing read is dropped once it
 // fills). Until then the pace does not wait, so a budget costs no speed
 // where the caches do not grow. The live heap changes only when a
-// collection ends; it is read at most every heapPressureEvery.
+// collection ends; it is read at most every heapPressureEvery. A runtime
+// that does not report it counts as pressed: the pace then always
+// applies, as it did before it waited for pressure.
 type heapPressure struct {
 	threshold int64
-	live      func() int64
+	live      func() (int64, bool)
 
 	mu     sync.Mutex
 	read   time.Time
@@ -226,7 +228,7 @@ type heapPressure struct {
 // heapPressureEvery is how often heapPressure reads the live heap at most.
 const heapPressureEvery = 10 * time.Millisecond
 
-func newHeapPressure(threshold int64, live func() int64) *heapPressure {
+func newHeapPressure(threshold int64, live func() (int64, bool)) *heapPressure {
 	return &heapPressure{threshold: threshold, live: live}
 }
 
@@ -236,7 +238,8 @@ func (h *heapPressure) pressed() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if now := time.Now(); now.Sub(h.read) >= heapPressureEvery {
-		h.read, h.result = now, h.live() >= h.threshold
+		live, ok := h.live()
+		h.read, h.result = now, !ok || live >= h.threshold
 	}
 	return h.result
 }

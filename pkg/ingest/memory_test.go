@@ -241,7 +241,7 @@ func TestWriteAllowance(t *testing.T) {
 func TestHeapPressure(t *testing.T) {
 	var live atomic.Int64
 	var reads atomic.Int64
-	h := newHeapPressure(100, func() int64 { reads.Add(1); return live.Load() })
+	h := newHeapPressure(100, func() (int64, bool) { reads.Add(1); return live.Load(), true })
 	live.Store(99)
 	if h.pressed() {
 		t.Fatal("pressed with the live heap under the threshold")
@@ -258,5 +258,15 @@ func TestHeapPressure(t *testing.T) {
 	}
 	if n, most := reads.Load(), int64(time.Since(start)/heapPressureEvery)+1; n > most {
 		t.Errorf("10,000 asks in %s read the live heap %d times, want at most %d", time.Since(start), n, most)
+	}
+	// A runtime that does not report the live heap: always pressed, the
+	// pace as it was before it waited for pressure.
+	unknown := newHeapPressure(100, func() (int64, bool) { return 0, false })
+	if !unknown.pressed() {
+		t.Error("not pressed when the live heap is unknown")
+	}
+	// The real runtime reports it.
+	if n, ok := memlimit.LiveHeap(); !ok || n <= 0 {
+		t.Errorf("memlimit.LiveHeap() = %d, %v; want a live heap", n, ok)
 	}
 }

@@ -47,12 +47,13 @@ func RSS(root fs.FS) (int64, error) {
 
 // LiveHeap is the heap the last garbage collection found live: what no
 // collection can free until its holders let go (the embedded server's
-// block caches among it). It changes only when a collection ends.
-func LiveHeap() int64 {
+// block caches among it). It changes only when a collection ends. ok is
+// false when the runtime does not report it.
+func LiveHeap() (live int64, ok bool) {
 	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	metrics.Read(s)
 	if s[0].Value.Kind() != metrics.KindUint64 {
-		return 0
+		return 0, false
 	}
-	return int64(s[0].Value.Uint64())
+	return int64(s[0].Value.Uint64()), true
 }
