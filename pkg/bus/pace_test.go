@@ -152,18 +152,25 @@ func (w *waits) seen() []waitSeen {
 	return append([]waitSeen(nil), w.got...)
 }
 
-func TestPublisherReportsPaceWaits(t *testing.T) {
+// pacedAfterOne is a Publisher under pace, with its waits recorded, that
+// has published one message: the window holds it.
+func pacedAfterOne(t *testing.T, pace *WritePace) (context.Context, *fakeJS, *Publisher, *waits) {
+	t.Helper()
 	js := newFakeJS()
-	// A window of a second on the real clock: the second message waits
-	// until the first one leaves it.
-	pace := &WritePace{limit: 1, window: time.Second, now: time.Now}
 	w := &waits{}
 	p := NewPublisher(js, 16, WithPace(pace), WithWaitObserver(w.observe))
-	defer closePublisher(t, p)
+	t.Cleanup(func() { closePublisher(t, p) })
 	ctx := testCtx(t)
 	if err := p.Publish(ctx, auditEvent(1), nil); err != nil {
 		t.Fatal(err)
 	}
+	return ctx, js, p, w
+}
+
+func TestPublisherReportsPaceWaits(t *testing.T) {
+	// A window of a second on the real clock: the second message waits
+	// until the first one leaves it.
+	ctx, js, p, w := pacedAfterOne(t, &WritePace{limit: 1, window: time.Second, now: time.Now})
 	if got := w.seen(); len(got) != 0 {
 		t.Fatalf("first publish, into an empty window: reported waits %v, want none", got)
 	}
@@ -182,19 +189,11 @@ func TestPublisherReportsPaceWaits(t *testing.T) {
 }
 
 func TestPublisherGoesWhenThePressureEnds(t *testing.T) {
-	js := newFakeJS()
 	var pressed atomic.Bool
 	pressed.Store(true)
 	// A minute's window: the second message would wait that long while
 	// memory is short; it goes once it no longer is.
-	pace := (&WritePace{limit: 1, window: time.Minute, now: time.Now}).WhenPressed(pressed.Load)
-	w := &waits{}
-	p := NewPublisher(js, 16, WithPace(pace), WithWaitObserver(w.observe))
-	defer closePublisher(t, p)
-	ctx := testCtx(t)
-	if err := p.Publish(ctx, auditEvent(1), nil); err != nil {
-		t.Fatal(err)
-	}
+	ctx, js, p, w := pacedAfterOne(t, (&WritePace{limit: 1, window: time.Minute, now: time.Now}).WhenPressed(pressed.Load))
 	errc := make(chan error, 1)
 	go func() { errc <- p.Publish(ctx, auditEvent(2), nil) }()
 	select {
